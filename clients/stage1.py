@@ -1,0 +1,404 @@
+r"""Stage 1: fair synthetic data by bilevel optimisation (METHOD.md, § Stage 1).
+
+A client learns ``Ñ`` synthetic rows ``(z̃_j, s̃_j, ỹ_j)``; only ``z̃`` moves. A logistic model
+trained on them,
+
+.. math::
+
+    w^*(\tilde z) = \arg\min_w\; g(w, \tilde z) = \frac{1}{\tilde N}\sum_j \ell(w; \tilde x_j, \tilde y_j)
+                    + \frac{\lambda_{in}}{2}\lVert w\rVert^2,
+
+must do well on the client's real rows and have a small Zafar decision-boundary covariance:
+
+.. math::
+
+    \min_{\tilde z}\; F(\tilde z) = \underbrace{\frac{1}{N}\sum_i \ell(w^*; x_i, y_i)
+        + \rho\,\varphi(c^\top w^*)}_{f(w^*)} + \frac{\lambda_{out}}{2\tilde N}\lVert\tilde z\rVert_F^2,
+
+with ``c`` the covariance vector of the chosen measure (SP or EO) and ``φ(c) = c²`` or, with a
+tolerance ``τ``, ``φ(c) = max(0, |c| − τ)²``. The hypergradient is exact (implicit function
+theorem): ``v = H⁻¹∇f(w*)`` and
+
+.. math::
+
+    \frac{\partial F}{\partial \tilde x_j} = -\frac{1}{\tilde N}\bigl(a_j v + (\tilde x_j^\top v)\,
+        \sigma'_j\, w^*\bigr) + \frac{\lambda_{out}}{\tilde N}\tilde z_j,
+    \quad a_j = -\bar y_j\sigma(-\bar y_j m_j),\ \sigma'_j = \sigma(m_j)\sigma(-m_j).
+
+The inner problem is solved by warm-started Newton (or L-BFGS), the outer by Adam.
+Categorical features keep the values of the real rows that initialised them (a one-hot block
+moved by gradient steps has no category to map back to); continuous features are learned and
+returned in the dataset's original units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from common import logistic
+from common.encoding import Encoder, design_matrix
+from common.errors import ConfigError, DataError
+from common.schema import TabularData
+
+logger = logging.getLogger(__name__)
+
+Measure = Literal["sp", "eo"]
+MEASURES = ("sp", "eo")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage1Config:
+    """Hyperparameters of stage 1 (defaults: METHOD.md's proposals).
+
+    Attributes
+    ----------
+    measure : {"sp", "eo"}
+        Statistical parity or equal opportunity covariance.
+    rho : float
+        Penalty weight ``ρ ≥ 0`` (0: no fairness term).
+    tolerance : float, optional
+        ``τ`` of the constrained form; ``None`` uses ``φ(c) = c²``.
+    lam_in, lam_out : float
+        Inner L2 strength (> 0) and outer regulariser on ``z̃`` (≥ 0).
+    lr : float
+        Adam step size.
+    iterations : int
+        Outer iterations ``T``.
+    fraction : float
+        ``Ñ / N`` in (0, 1].
+    solver : {"newton", "lbfgs"}
+        Inner solver.
+    keep_moments : bool
+        Learn ``u`` with ``z̃ = standardise(u)`` column-wise, so that every learned column of the
+        synthetic rows keeps the client's mean and standard deviation. The server standardises
+        the union with its own scaler; with the moments kept, that scaler sees the rows in the
+        coordinates stage 1 optimised for (without it, stage 1 may rescale columns to dodge
+        ``λ_in`` and the server's re-standardisation undoes the effect).
+    seed : int
+        Seeds the choice of initial rows when ``Ñ < N``.
+    """
+
+    measure: Measure = "sp"
+    rho: float = 10.0
+    tolerance: float | None = None
+    lam_in: float = 1.0
+    lam_out: float = 1e-3
+    lr: float = 0.05
+    iterations: int = 300
+    fraction: float = 1.0
+    solver: logistic.Solver = "newton"
+    keep_moments: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.measure in MEASURES, f"measure must be one of {list(MEASURES)}, got {self.measure!r}"),
+            (np.isfinite(self.rho) and self.rho >= 0, f"rho must be a finite number ≥ 0, got {self.rho}"),
+            (self.tolerance is None or self.tolerance >= 0, f"tolerance must be ≥ 0, got {self.tolerance}"),
+            (self.lam_in > 0, f"lam_in must be > 0 (it makes the inner problem strongly convex), got {self.lam_in}"),
+            (self.lam_out >= 0, f"lam_out must be ≥ 0, got {self.lam_out}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (int(self.iterations) == self.iterations and self.iterations >= 0,
+             f"iterations must be an integer ≥ 0, got {self.iterations}"),
+            (0 < self.fraction <= 1, f"fraction (Ñ/N) must lie in (0, 1], got {self.fraction}"),
+            (self.solver in logistic.SOLVERS, f"solver must be one of {list(logistic.SOLVERS)}, got {self.solver!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"stage 1: {message}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage1Result:
+    """Synthetic rows (original units), the final inner model and the optimisation trace."""
+
+    data: TabularData
+    w: np.ndarray
+    objective: np.ndarray  # F without the z̃ regulariser, per outer step
+    covariance: np.ndarray  # cᵀw* per outer step
+    seconds: float
+
+
+def fairness_vector(X: np.ndarray, s: np.ndarray, y: np.ndarray, measure: Measure) -> np.ndarray:
+    r"""``c`` with ``Cov_m(w) = cᵀw`` on the rows ``X`` (METHOD.md).
+
+    SP: ``c = (1/N) Σ_i (s_i − s̄) x_i``; EO: the same over the rows with ``y = 1``.
+    """
+    if measure == "eo":
+        keep = y == 1
+        X, s = X[keep], s[keep]
+    if len(X) == 0:
+        return np.zeros(X.shape[1])
+    s = s.astype(np.float64)
+    return (s - s.mean()) @ X / len(X)
+
+
+def allocate_cells(s: np.ndarray, y: np.ndarray, n_syn: int) -> dict[tuple[int, int], int]:
+    """Rows per ``(s, y)`` cell for ``Ñ = n_syn``: proportional, largest remainder, ≥ 1 per
+    non-empty cell."""
+    counts = {(a, b): int(np.sum((s == a) & (y == b))) for a in (0, 1) for b in (0, 1)}
+    nonempty = [k for k, c in counts.items() if c > 0]
+    if n_syn < len(nonempty):
+        raise ConfigError(
+            f"Ñ = {n_syn} is smaller than the {len(nonempty)} non-empty (s, y) cells; raise the "
+            "fraction so that every cell gets a row."
+        )
+    n = sum(counts.values())
+    quota = {k: n_syn * counts[k] / n for k in nonempty}
+    alloc = {k: max(1, int(np.floor(q))) for k, q in quota.items()}
+    remainder = sorted(nonempty, key=lambda k: quota[k] - np.floor(quota[k]), reverse=True)
+    i = 0
+    while sum(alloc.values()) < n_syn:
+        alloc[remainder[i % len(remainder)]] += 1
+        i += 1
+    while sum(alloc.values()) > n_syn:  # the "≥ 1" floors overshot: take from the largest
+        k = max((k for k in nonempty if alloc[k] > 1), key=lambda k: alloc[k] - quota[k])
+        alloc[k] -= 1
+    return {k: alloc.get(k, 0) for k in counts}
+
+
+class BilevelProblem:
+    """The bilevel problem of one client, in encoded space (float64 throughout).
+
+    The synthetic design matrix is ``[u, z_fixed, s̃, 1]``: the learned block ``u`` (``Ñ × L``)
+    comes first, then the frozen columns. ``X_real`` must use the same column order.
+
+    Parameters
+    ----------
+    X_real, y_real : real design matrix and 0/1 labels (outer problem).
+    z_fixed : ``Ñ × (n_z − L)`` frozen synthetic columns (may have 0 columns).
+    s_syn, y_syn : fixed sensitive values and labels of the synthetic rows.
+    c : covariance vector of the chosen measure (see :func:`fairness_vector`).
+    """
+
+    def __init__(self, X_real, y_real, z_fixed, s_syn, y_syn, c, *, rho, lam_in, lam_out,
+                 tolerance=None, solver: logistic.Solver = "newton"):
+        self.X_real = X_real
+        self.ybar_real = 2.0 * np.asarray(y_real, dtype=np.float64) - 1.0
+        self.y_syn = np.asarray(y_syn, dtype=np.float64)
+        self.ybar_syn = 2.0 * self.y_syn - 1.0
+        self.c = c
+        self.rho, self.lam_in, self.lam_out, self.tol = rho, lam_in, lam_out, tolerance
+        self.solver = solver
+        n_syn, p = len(s_syn), X_real.shape[1]
+        self.n_learn = p - 2 - z_fixed.shape[1]
+        # Reused buffer [u, z_fixed, s̃, 1], column-major: every per-column operation of the
+        # outer loop (Ñ ≫ p) then runs over contiguous memory.
+        self._Xs = np.empty((n_syn, p), order="F")
+        self._Xs[:, self.n_learn:p - 2] = z_fixed
+        self._Xs[:, -2] = s_syn
+        self._Xs[:, -1] = 1.0
+        self._eye = lam_in * np.eye(p)
+
+    def design(self, u: np.ndarray) -> np.ndarray:
+        """The synthetic design matrix for the learned block ``u`` (a shared buffer)."""
+        self._Xs[:, : self.n_learn] = u
+        return self._Xs
+
+    def inner(self, u: np.ndarray, w0: np.ndarray | None = None, tol: float = 1e-10) -> np.ndarray:
+        """``w*(u)`` (warm-started from ``w0``)."""
+        return logistic.fit(self.design(u), self.y_syn, lam=self.lam_in, w0=w0,
+                            solver=self.solver, tol=tol)
+
+    def phi(self, cov: float) -> tuple[float, float]:
+        """Penalty ``φ`` and its derivative at ``cov``."""
+        if self.tol is None:
+            return cov * cov, 2.0 * cov
+        excess = abs(cov) - self.tol
+        if excess <= 0:
+            return 0.0, 0.0
+        return excess * excess, 2.0 * excess * float(np.sign(cov))
+
+    def outer_value_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]:
+        """``f(w)`` and ``∇f(w)`` (real-data loss plus the fairness penalty)."""
+        margin = self.ybar_real * (self.X_real @ w)
+        value = float(np.mean(logistic.log1pexp(-margin)))
+        grad = self.X_real.T @ (-self.ybar_real * logistic.sigmoid(-margin)) / len(margin)
+        p, dp = self.phi(float(self.c @ w))
+        return value + self.rho * p, grad + self.rho * dp * self.c
+
+    def objective(self, u: np.ndarray, w: np.ndarray | None = None) -> float:
+        """``F(u)`` (solves the inner problem to 1e-13 unless ``w`` is given)."""
+        if w is None:
+            w = self.inner(u, tol=1e-13)
+        f, _ = self.outer_value_grad(w)
+        return f + 0.5 * self.lam_out * float(np.sum(u * u)) / len(u)
+
+    def _factors(self, u: np.ndarray, w: np.ndarray):
+        """``a``, ``b = (x̃ᵀv)σ'``, ``v = H⁻¹∇f`` and ``f(w)``: ``∇_x̃ F = −(a vᵀ + b wᵀ)/Ñ``."""
+        Xs = self.design(u)
+        sig_neg = logistic.sigmoid(-self.ybar_syn * (Xs @ w))
+        a = -self.ybar_syn * sig_neg
+        dsig = sig_neg * (1.0 - sig_neg)
+        H = (Xs.T * dsig) @ Xs / len(Xs) + self._eye
+        f, grad_f = self.outer_value_grad(w)
+        v = np.linalg.solve(H, grad_f)
+        return a, (Xs @ v) * dsig, v, f
+
+    def hypergradient(self, u: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float]:
+        """``∇_u F`` at ``w = w*(u)``, and ``f(w)``."""
+        a, b, v, f = self._factors(u, w)
+        n, L = len(u), self.n_learn
+        grad = (np.stack((v[:L], w[:L]), axis=1) @ np.stack((a, b))).T  # Ñ × L, column-major
+        grad *= -1.0 / n
+        grad += (self.lam_out / n) * u
+        return grad, f
+
+    def hypergradient_standardised(self, u: np.ndarray, w: np.ndarray, std: np.ndarray
+                                   ) -> tuple[np.ndarray, float]:
+        r"""``∇_r F`` where ``u = standardise(r)`` (zero mean, unit variance per column).
+
+        The chain rule through the standardisation, ``(g − ḡ − u·mean(g⊙u)) / std``, applied
+        to the rank-2 gradient ``g = −(a vᵀ + b wᵀ)/Ñ`` in closed form. The ``λ_out`` term
+        drops out: ``‖u‖²_F = Ñ·L`` is constant.
+        """
+        a, b, v, f = self._factors(u, w)
+        n, L = len(u), self.n_learn
+        alpha, beta = -v[:L] / (n * std), -w[:L] / (n * std)
+        grad = (np.stack((alpha, beta), axis=1) @ np.stack((a - a.mean(), b - b.mean()))).T
+        grad -= u * ((alpha * (a @ u) + beta * (b @ u)) / n)
+        return grad, f
+
+
+class FairDistiller:
+    """Run stage 1 on one client's rows: ``FairDistiller(config).fit(real)``."""
+
+    def __init__(self, config: Stage1Config | None = None, *, progress: bool | None = None):
+        self.config = config or Stage1Config()
+        self.progress = progress
+
+    def fit(self, real: TabularData) -> Stage1Result:
+        cfg = self.config
+        start = time.perf_counter()
+        _check_groups(real, cfg.measure)
+        enc = Encoder.fit(real)
+        z_real = enc.encode_z(real)
+        init = self._initial_rows(real)
+        # Learned columns (continuous, not constant among the initial rows) first.
+        learn = enc.continuous_mask & (z_real[init].std(axis=0) > 0)
+        order = np.concatenate([np.flatnonzero(learn), np.flatnonzero(~learn)])
+        L = int(learn.sum())
+        X_real = design_matrix(z_real[:, order], real.s)
+        c = fairness_vector(X_real, real.s, real.y, cfg.measure)
+        z0 = z_real[init][:, order]
+        problem = BilevelProblem(
+            X_real, real.y, z0[:, L:], real.s[init], real.y[init], c, rho=cfg.rho,
+            lam_in=cfg.lam_in, lam_out=cfg.lam_out, tolerance=cfg.tolerance, solver=cfg.solver,
+        )
+        # Adam runs on r; the learned block is u = standardise(r) when moments are kept.
+        r = np.asfortranarray(z0[:, :L])
+        u, scale = standardise(r) if cfg.keep_moments else (r, None)
+        w = problem.inner(u)
+        cov_start = float(c @ w)
+        objective = np.empty(cfg.iterations)
+        covariance = np.empty(cfg.iterations)
+        adam = _Adam(r, lr=cfg.lr)
+        debug = logger.isEnabledFor(logging.DEBUG)
+        steps = tqdm(range(cfg.iterations), desc="stage 1", disable=_no_bar(self.progress),
+                     leave=False)
+        for t in steps:
+            if cfg.keep_moments:
+                grad, f = problem.hypergradient_standardised(u, w, scale)
+            else:
+                grad, f = problem.hypergradient(u, w)
+            objective[t], covariance[t] = f, float(c @ w)
+            adam.step(grad)
+            u, scale = standardise(r) if cfg.keep_moments else (r, None)
+            w = problem.inner(u, w0=w)
+            if debug:
+                logger.debug("stage 1 step %d: f=%.6f cov=%.3e |grad|=%.3e", t, f,
+                             covariance[t], float(np.abs(grad).max()))
+        z = np.empty_like(z0)
+        z[:, order] = np.column_stack([u, z0[:, L:]])
+        synthetic = _decode(enc, real, init, z)
+        seconds = time.perf_counter() - start
+        logger.info("stage 1 (%s, rho=%g): %d rows, cov %.4f -> %.4f in %.2fs", cfg.measure,
+                    cfg.rho, len(init), cov_start, float(c @ w), seconds)
+        inverse = np.argsort(order)
+        w_out = np.concatenate([w[:-2][inverse], w[-2:]])  # back to the encoder's column order
+        return Stage1Result(synthetic, w_out, objective, covariance, seconds)
+
+    def _initial_rows(self, real: TabularData) -> np.ndarray:
+        """Rows of ``real`` that initialise ``z̃``: all of them, or a stratified sample."""
+        n_syn = max(1, int(round(self.config.fraction * len(real))))
+        if n_syn == len(real):
+            return np.arange(len(real))
+        rng = np.random.default_rng(self.config.seed)
+        alloc = allocate_cells(real.s, real.y, n_syn)
+        return np.concatenate([
+            rng.choice(np.flatnonzero((real.s == a) & (real.y == b)), k, replace=False)
+            for (a, b), k in alloc.items() if k > 0
+        ])
+
+
+class _Adam:
+    """Adam (Kingma & Ba) updating ``param`` in place, with preallocated buffers: the update
+    runs on ``Ñ × L`` arrays every outer step, where temporaries would dominate the cost."""
+
+    def __init__(self, param: np.ndarray, *, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.param, self.lr, self.eps = param, lr, eps
+        self.b1, self.b2 = betas
+        self.m, self.v, self.tmp = (np.zeros_like(param) for _ in range(3))
+        self.t = 0
+
+    def step(self, grad: np.ndarray) -> None:
+        self.t += 1
+        m, v, tmp = self.m, self.v, self.tmp
+        np.subtract(grad, m, out=tmp)
+        tmp *= 1 - self.b1
+        m += tmp  # m ← β₁m + (1−β₁)g
+        np.multiply(grad, grad, out=tmp)
+        tmp -= v
+        tmp *= 1 - self.b2
+        v += tmp  # v ← β₂v + (1−β₂)g²
+        np.multiply(v, 1.0 / (1 - self.b2**self.t), out=tmp)
+        np.sqrt(tmp, out=tmp)
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= self.lr / (1 - self.b1**self.t)
+        self.param -= tmp
+
+
+def standardise(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column-wise ``(r − mean) / std``; returns the result and the std."""
+    centred = r - r.mean(axis=0)
+    std = np.sqrt((centred * centred).mean(axis=0))
+    return centred / std, std
+
+
+
+def _no_bar(progress: bool | None) -> bool | None:
+    """tqdm's ``disable``: None lets tqdm hide the bar when stderr is not a terminal."""
+    return None if progress is None else not progress
+
+
+def _check_groups(real: TabularData, measure: Measure) -> None:
+    if len(real) == 0:
+        raise DataError("stage 1 got no rows; every client needs at least one training row.")
+    counts = real.cell_counts()
+    missing = [k for k, v in counts.items() if v == 0]
+    if len(np.unique(real.s)) < 2:
+        logger.warning(
+            "this client holds only group s=%d: the covariance penalty is identically 0 here, "
+            "so stage 1 only fits accuracy on this client.", int(real.s[0]))
+    elif measure == "eo" and len(np.unique(real.s[real.y == 1])) < 2:
+        logger.warning("this client's positive rows hold one group only: the EO penalty is 0 here.")
+    elif missing:
+        logger.warning("this client has no rows in (s, y) cell(s) %s; they stay empty in Ñ.", missing)
+
+
+def _decode(enc: Encoder, real: TabularData, init: np.ndarray, z: np.ndarray) -> TabularData:
+    """Synthetic rows in original units: continuous decoded, categorical copied from init rows."""
+    features = real.features.iloc[init].reset_index(drop=True).copy()
+    cont = [c.name for c in enc.schema.continuous]
+    if cont:
+        features[cont] = pd.DataFrame(enc.decode_continuous(z), columns=cont)
+    return TabularData(schema=real.schema, features=features, s=real.s[init].copy(),
+                       y=real.y[init].copy())

@@ -1,0 +1,90 @@
+"""Numeric encoding for the linear model: ``x = [z, s, 1]``.
+
+Continuous columns are standardised with the fitting party's own mean and standard deviation;
+categorical columns are one-hot over the schema's public category list. The design matrix
+appends the sensitive attribute and an intercept column, as in METHOD.md (§ Data and notation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from common.schema import Schema, TabularData
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoder:
+    """Standardise continuous columns, one-hot categorical ones.
+
+    Use :meth:`fit` on one party's rows; the same encoder then maps any rows of the same
+    schema, and :meth:`inverse` maps encoded continuous values back to original units.
+    """
+
+    schema: Schema
+    mean: np.ndarray  # one entry per continuous column
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, data: TabularData) -> Encoder:
+        cont = [c.name for c in data.schema.continuous]
+        values = data.features[cont].to_numpy(dtype=np.float64) if cont else np.empty((len(data), 0))
+        mean = values.mean(axis=0) if len(values) else np.zeros(len(cont))
+        std = values.std(axis=0) if len(values) else np.ones(len(cont))
+        std = np.where(std > 0, std, 1.0)  # a constant column stays constant (zero) after scaling
+        return cls(schema=data.schema, mean=mean, std=std)
+
+    @property
+    def blocks(self) -> list[tuple[str, slice]]:
+        """Position of each feature's block in ``z`` (width 1, or the number of categories)."""
+        out, start = [], 0
+        for col in self.schema.features:
+            width = 1 if col.kind == "continuous" else len(col.categories)
+            out.append((col.name, slice(start, start + width)))
+            start += width
+        return out
+
+    @property
+    def n_z(self) -> int:
+        """Width of ``z`` (the non-sensitive encoded features)."""
+        return sum(1 if c.kind == "continuous" else len(c.categories) for c in self.schema.features)
+
+    @property
+    def continuous_mask(self) -> np.ndarray:
+        """Boolean mask over ``z``: True where the entry encodes a continuous column."""
+        mask = np.zeros(self.n_z, dtype=bool)
+        for col, (_, sl) in zip(self.schema.features, self.blocks):
+            mask[sl] = col.kind == "continuous"
+        return mask
+
+    def encode_z(self, data: TabularData) -> np.ndarray:
+        """The ``N × n_z`` matrix ``z``."""
+        z = np.empty((len(data), self.n_z))
+        ci = 0
+        for col, (_, sl) in zip(self.schema.features, self.blocks):
+            values = data.features[col.name]
+            if col.kind == "continuous":
+                z[:, sl.start] = (values.to_numpy(dtype=np.float64) - self.mean[ci]) / self.std[ci]
+                ci += 1
+            else:
+                idx = {c: i for i, c in enumerate(col.categories)}
+                codes = values.map(idx).to_numpy(dtype=np.int64)
+                block = np.zeros((len(data), sl.stop - sl.start))
+                block[np.arange(len(data)), codes] = 1.0
+                z[:, sl] = block
+        return z
+
+    def design(self, data: TabularData) -> np.ndarray:
+        """The ``N × p`` design matrix ``[z, s, 1]``."""
+        return design_matrix(self.encode_z(data), data.s)
+
+    def decode_continuous(self, z: np.ndarray) -> np.ndarray:
+        """Continuous entries of ``z`` back in original units (``N × n_continuous``)."""
+        return z[:, self.continuous_mask] * self.std + self.mean
+
+
+def design_matrix(z: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """``[z, s, 1]``: the linear model's input."""
+    n = len(z)
+    return np.column_stack([z, np.asarray(s, dtype=np.float64), np.ones(n)])
