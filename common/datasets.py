@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from common.errors import ConfigError, DataError
-from common.schema import Column, Schema, TabularData, from_frame
+from common.schema import Column, Schema, TabularData, binarise, from_frame
 
 logger = logging.getLogger(__name__)
 
@@ -215,9 +215,9 @@ def load_csv(
     path: str | os.PathLike,
     *,
     sensitive: str,
-    privileged: str,
+    privileged: str | None,
     label: str,
-    favourable: str,
+    favourable: str | None,
     drop: Sequence[str] = (),
     categorical: Sequence[str] = (),
     name: str | None = None,
@@ -247,6 +247,10 @@ def load_csv(
                 f"the {role} column {col!r} is not in {path.name}; its columns are "
                 f"{list(frame.columns)}. Fix --{role}."
             )
+    for role, col, value, which in (("sensitive", sensitive, privileged, "privileged"),
+                                    ("label", label, favourable, "favourable")):
+        if value is None:  # raises: names the values and the flag to pass
+            binarise(frame[col], role=role, column=col, positive=None, which=which, flag=which)
     feats = []
     for col in frame.columns:
         if col in (sensitive, label) or col in drop:

@@ -13,6 +13,11 @@ With ``ŷ`` the prediction, ``s`` the sensitive attribute (1 = privileged), ``y`
     \mathrm{Cov} = \frac{1}{N}\sum_i (s_i - \bar s)\, d_w(x_i), \qquad
     \mathrm{Corr} = \mathrm{Pearson}(s, d_w(x)).
 
+Also reported: ``positive_rate`` ``P(ŷ=1)`` and ``balanced_accuracy`` (mean of the true-positive
+and true-negative rates). They expose a degenerate "fair" model: on data with a large majority
+label (Law School: 89 % pass) predicting the majority for everyone has high accuracy and zero
+SPD/EOD, and only these two numbers show it.
+
 ``spd`` and ``eod`` in a report are absolute values (as the paper reports them); the signed
 values are kept as ``spd_signed`` and ``eod_signed``. A quantity whose group is empty is NaN.
 """
@@ -50,8 +55,11 @@ def fairness_report(
     s = np.asarray(sensitive).astype(np.int64)
     sp0, sp1 = _rate(y_pred, s == 0), _rate(y_pred, s == 1)
     tp0, tp1 = _rate(y_pred, (s == 0) & (y_true == 1)), _rate(y_pred, (s == 1) & (y_true == 1))
+    tpr, tnr = _rate(y_pred, y_true == 1), _rate(1 - y_pred, y_true == 0)
     report = {
         "accuracy": float(np.mean(y_true == y_pred)),
+        "balanced_accuracy": float(np.nanmean([tpr, tnr])) if not (np.isnan(tpr) and np.isnan(tnr)) else float("nan"),
+        "positive_rate": float(np.mean(y_pred)),
         "spd_signed": sp0 - sp1,
         "eod_signed": tp0 - tp1,
         "spd": abs(sp0 - sp1),

@@ -251,7 +251,7 @@ class TabularData:
         return {(a, b): int(np.sum((self.s == a) & (self.y == b))) for a in (0, 1) for b in (0, 1)}
 
 
-def _binarise(
+def binarise(
     values: pd.Series, *, role: str, column: str, positive: str | None, which: str, flag: str
 ) -> tuple[np.ndarray, str]:
     """Map a column to 0/1 with ``positive`` as 1. Returns the array and the positive value."""
@@ -315,11 +315,11 @@ def from_frame(frame: pd.DataFrame, schema: Schema) -> TabularData:
         raise DataError("the data has no rows.")
     for column in (schema.sensitive, schema.label):
         _check_no_missing(frame[column], column)
-    s, _ = _binarise(
+    s, _ = binarise(
         frame[schema.sensitive], role="sensitive", column=schema.sensitive,
         positive=schema.privileged, which="privileged", flag="privileged",
     )
-    y, _ = _binarise(
+    y, _ = binarise(
         frame[schema.label], role="label", column=schema.label,
         positive=schema.favourable, which="favourable", flag="favourable",
     )

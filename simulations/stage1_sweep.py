@@ -20,7 +20,8 @@ from simulations.results import mean_over_seeds, write_json
 
 logger = logging.getLogger(__name__)
 
-METRICS = ["accuracy", "spd", "eod", "cov", "corr", "dpr", "eor", "seconds"]
+METRICS = ["accuracy", "spd", "eod", "cov", "corr", "dpr", "eor", "balanced_accuracy",
+           "positive_rate", "seconds"]
 
 
 def register(sub) -> None:
@@ -73,7 +74,9 @@ def _args_dict(args) -> dict:
 
 
 def _print_table(summary: list[dict]) -> None:
-    print(f"{'measure':7} {'rho':>8} {'acc %':>7} {'|SPD|':>7} {'|EOD|':>7} {'cov':>8} {'corr':>7} {'s':>6}")
+    print(f"{'measure':7} {'rho':>8} {'acc %':>7} {'|SPD|':>7} {'|EOD|':>7} {'cov':>8} "
+          f"{'corr':>7} {'bal acc':>7} {'P(ŷ=1)':>7} {'s':>6}")
     for r in sorted(summary, key=lambda r: (r["measure"], r["rho"])):
         print(f"{r['measure']:7} {r['rho']:8g} {100 * r['accuracy']:7.2f} {r['spd']:7.4f} "
-              f"{r['eod']:7.4f} {r['cov']:8.4f} {r['corr']:7.3f} {r['seconds']:6.2f}")
+              f"{r['eod']:7.4f} {r['cov']:8.4f} {r['corr']:7.3f} {r['balanced_accuracy']:7.3f} "
+              f"{r['positive_rate']:7.3f} {r['seconds']:6.2f}")

@@ -1,0 +1,59 @@
+"""Every metric against fairlearn (an independent implementation) or numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fairlearn.metrics import (
+    MetricFrame,
+    demographic_parity_difference,
+    demographic_parity_ratio,
+    true_positive_rate,
+)
+
+from sklearn.metrics import balanced_accuracy_score
+
+from common.metrics import fairness_report
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_metrics_equal_fairlearn(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 500))
+    s = (rng.random(n) < rng.uniform(0.2, 0.8)).astype(int)
+    y = (rng.random(n) < 0.6).astype(int)
+    d = rng.normal(size=n) + 0.7 * s
+    y_hat = (d > 0).astype(int)
+    report = fairness_report(y, y_hat, sensitive=s, decision=d)
+
+    assert report["accuracy"] == pytest.approx(np.mean(y == y_hat))
+    assert report["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, y_hat))
+    assert report["positive_rate"] == pytest.approx(y_hat.mean())
+    assert report["spd"] == pytest.approx(demographic_parity_difference(y, y_hat, sensitive_features=s))
+    assert report["dpr"] == pytest.approx(demographic_parity_ratio(y, y_hat, sensitive_features=s))
+    tpr = MetricFrame(metrics=true_positive_rate, y_true=y, y_pred=y_hat, sensitive_features=s)
+    assert report["eod"] == pytest.approx(tpr.difference())
+    assert report["eor"] == pytest.approx(tpr.ratio())
+    # signs follow METHOD.md: unprivileged minus privileged
+    assert report["spd_signed"] == pytest.approx(y_hat[s == 0].mean() - y_hat[s == 1].mean())
+    assert report["cov"] == pytest.approx(np.cov(s, d, bias=True)[0, 1])
+    assert report["corr"] == pytest.approx(np.corrcoef(s, d)[0, 1])
+
+
+def test_hand_computed_example():
+    y = np.array([1, 1, 0, 1, 1, 0, 1, 0])
+    s = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    y_hat = np.array([1, 1, 1, 0, 1, 0, 0, 0])
+    r = fairness_report(y, y_hat, sensitive=s)
+    # P(ŷ=1|s=0) = 1/4, P(ŷ=1|s=1) = 3/4; TPR: s=0: 1/2, s=1: 2/3
+    assert r["spd_signed"] == pytest.approx(0.25 - 0.75)
+    assert r["eod_signed"] == pytest.approx(0.5 - 2 / 3)
+    assert r["dpr"] == pytest.approx(1 / 3)
+    assert r["eor"] == pytest.approx(0.75)
+    assert r["accuracy"] == pytest.approx(5 / 8)
+
+
+def test_empty_group_gives_nan_not_an_error():
+    r = fairness_report(np.array([1, 0, 1]), np.array([1, 0, 0]), sensitive=np.array([1, 1, 1]))
+    assert np.isnan(r["spd"]) and np.isnan(r["dpr"])
+    assert r["accuracy"] == pytest.approx(2 / 3)

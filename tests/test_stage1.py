@@ -1,0 +1,248 @@
+"""Stage 1: hypergradients against finite differences, inner optimality, allocation, fairness."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clients.stage1 import (
+    BilevelProblem,
+    FairDistiller,
+    Stage1Config,
+    allocate_cells,
+    fairness_vector,
+    standardise,
+)
+from common import logistic
+from common.datasets import make_synthetic
+from common.encoding import design_matrix
+from common.errors import ConfigError, DataError
+from common.global_model import fit_global_model
+
+
+def _problem(seed: int, *, n: int, n_syn: int, n_learn: int, n_fixed: int, measure: str,
+             rho: float, tolerance=None, anchor=False):
+    rng = np.random.default_rng(seed)
+    s = (rng.random(n) < 0.6).astype(float)
+    z = rng.normal(size=(n, n_learn + n_fixed)) + 0.8 * s[:, None]
+    y = (rng.random(n) < 1 / (1 + np.exp(-(z[:, 0] - 0.5 * z[:, 1] + s - 0.3)))).astype(float)
+    X = design_matrix(z, s)
+    c = fairness_vector(X, s, y, measure)
+    idx = rng.choice(n, n_syn, replace=False)
+    u0 = z[idx, :n_learn] + 0.1 * rng.normal(size=(n_syn, n_learn))
+    problem = BilevelProblem(X, y, z[idx, n_learn:], s[idx], y[idx], c, rho=rho, lam_in=0.5,
+                             lam_out=0.05, tolerance=tolerance,
+                             anchor=z[idx, :n_learn] if anchor else None)
+    return problem, u0
+
+
+def _central_differences(fun, x: np.ndarray, h: float = 1e-5) -> np.ndarray:
+    grad = np.empty_like(x)
+    for idx in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += h
+        xm[idx] -= h
+        grad[idx] = (fun(xp) - fun(xm)) / (2 * h)
+    return grad
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+CASES = [
+    # seed, N, Ñ, learned, frozen, measure, ρ, τ, anchor
+    (0, 40, 40, 3, 0, "sp", 5.0, None, False),
+    (1, 40, 15, 3, 1, "sp", 50.0, None, True),
+    (2, 50, 20, 2, 2, "eo", 5.0, None, False),
+    (3, 30, 30, 4, 0, "eo", 20.0, None, True),
+    (4, 45, 12, 3, 0, "sp", 30.0, 0.01, False),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"case{c[0]}-{c[5]}" for c in CASES])
+def test_hypergradient_matches_central_differences(case):
+    seed, n, n_syn, L, F, measure, rho, tol, anchor = case
+    problem, u = _problem(seed, n=n, n_syn=n_syn, n_learn=L, n_fixed=F, measure=measure, rho=rho,
+                          tolerance=tol, anchor=anchor)
+    w = problem.inner(u, tol=1e-13)
+    grad, _ = problem.hypergradient(u, w)
+    fd = _central_differences(problem.objective, u)
+    assert _rel(np.asarray(grad), fd) <= 1e-5
+
+
+@pytest.mark.parametrize("case", CASES[:4], ids=[f"case{c[0]}-{c[5]}" for c in CASES[:4]])
+def test_standardised_hypergradient_matches_central_differences(case):
+    seed, n, n_syn, L, F, measure, rho, tol, anchor = case
+    problem, r = _problem(seed, n=n, n_syn=n_syn, n_learn=L, n_fixed=F, measure=measure, rho=rho,
+                          tolerance=tol)
+    if anchor:
+        problem.anchor = standardise(r + 0.3)[0]
+    u, std = standardise(r)
+    w = problem.inner(u, tol=1e-13)
+    grad, _ = problem.hypergradient_standardised(u, w, std)
+    fd = _central_differences(lambda x: problem.objective(standardise(x)[0]), r)
+    assert _rel(np.asarray(grad), fd) <= 1e-5
+
+
+@pytest.mark.parametrize("solver", ["newton", "lbfgs"])
+def test_inner_solution_is_stationary(solver):
+    rng = np.random.default_rng(7)
+    X = design_matrix(rng.normal(size=(300, 5)), rng.integers(0, 2, 300))
+    y = (rng.random(300) < 0.7).astype(float)
+    w = logistic.fit(X, y, lam=0.3, solver=solver, tol=1e-10)
+    assert np.max(np.abs(logistic.gradient(w, X, y, 0.3))) <= 1e-8
+
+
+def test_newton_and_lbfgs_agree():
+    rng = np.random.default_rng(8)
+    X = design_matrix(rng.normal(size=(200, 3)), rng.integers(0, 2, 200))
+    y = (rng.random(200) < 0.4).astype(float)
+    np.testing.assert_allclose(logistic.fit(X, y, lam=1.0),
+                               logistic.fit(X, y, lam=1.0, solver="lbfgs"), atol=1e-7)
+
+
+def test_logistic_gradient_and_hessian_match_central_differences():
+    rng = np.random.default_rng(9)
+    X = design_matrix(rng.normal(size=(50, 3)), rng.integers(0, 2, 50))
+    y = (rng.random(50) < 0.5).astype(float)
+    w = rng.normal(size=X.shape[1])
+    fd = _central_differences(lambda v: logistic.loss(v, X, y, 0.7), w)
+    np.testing.assert_allclose(logistic.gradient(w, X, y, 0.7), fd, rtol=1e-7, atol=1e-9)
+    H = logistic.hessian(w, X, 0.7)
+    fd_h = np.stack([_central_differences(lambda v, k=k: logistic.gradient(v, X, y, 0.7)[k], w)
+                     for k in range(len(w))])
+    np.testing.assert_allclose(H, fd_h, rtol=1e-6, atol=1e-8)
+
+
+def test_fairness_vector_is_the_covariance():
+    rng = np.random.default_rng(10)
+    X = design_matrix(rng.normal(size=(80, 3)), rng.integers(0, 2, 80))
+    s, y = X[:, -2], (rng.random(80) < 0.5).astype(float)
+    w = rng.normal(size=X.shape[1])
+    d = X @ w
+    assert fairness_vector(X, s, y, "sp") @ w == pytest.approx(np.mean((s - s.mean()) * d))
+    pos = y == 1
+    expected = np.mean((s[pos] - s[pos].mean()) * d[pos])
+    assert fairness_vector(X, s, y, "eo") @ w == pytest.approx(expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.integers(0, 400), min_size=4, max_size=4).filter(lambda c: sum(c) > 4),
+       fraction=st.floats(0.01, 1.0))
+def test_allocation_keeps_cell_proportions(counts, fraction):
+    s = np.repeat([0, 0, 1, 1], counts)
+    y = np.repeat([0, 1, 0, 1], counts)
+    n = len(s)
+    nonempty = sum(c > 0 for c in counts)
+    n_syn = max(nonempty, int(round(fraction * n)))
+    alloc = allocate_cells(s, y, n_syn)
+    got = [alloc[(0, 0)], alloc[(0, 1)], alloc[(1, 0)], alloc[(1, 1)]]
+    assert sum(got) == n_syn
+    for c, g in zip(counts, got):
+        if c == 0:
+            assert g == 0
+        else:
+            assert g >= 1
+            # largest remainder: within one row of the exact quota, except where the
+            # one-row floor for small cells had to be paid by the others
+            assert abs(g - n_syn * c / n) <= 1 + nonempty
+
+
+def test_allocation_rejects_too_few_rows():
+    s, y = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
+    with pytest.raises(ConfigError, match="non-empty"):
+        allocate_cells(s, y, 3)
+
+
+def test_covariance_falls_as_rho_grows():
+    data = make_synthetic(800, seed=1)
+    covs = []
+    for rho in [0.0, 10.0, 100.0, 1000.0]:
+        result = FairDistiller(Stage1Config(rho=rho, iterations=150), progress=False).fit(data)
+        covs.append(abs(result.covariance[-1]))
+    assert covs == sorted(covs, reverse=True)
+    assert covs[-1] < 0.1 * covs[0]
+
+
+def test_fewer_synthetic_rows_keep_cells_and_original_units():
+    data = make_synthetic(500, seed=2)
+    result = FairDistiller(Stage1Config(rho=50.0, fraction=0.2, iterations=50), progress=False).fit(data)
+    syn = result.data
+    assert len(syn) == 100
+    alloc = allocate_cells(data.s, data.y, 100)
+    assert syn.cell_counts() == alloc
+    # each learned column keeps the real rows' mean and std (original units)
+    np.testing.assert_allclose(syn.features.mean(), data.features.mean(), atol=1e-9)
+    np.testing.assert_allclose(syn.features.std(ddof=0), data.features.std(ddof=0), rtol=1e-9)
+
+
+def test_server_model_on_stage1_rows_is_fairer():
+    data = make_synthetic(1500, seed=4)
+    base = fit_global_model([data]).evaluate(data)
+    fair = FairDistiller(Stage1Config(rho=100.0, iterations=200), progress=False).fit(data).data
+    after = fit_global_model([fair]).evaluate(data)
+    assert after["spd"] < 0.5 * base["spd"]
+
+
+def test_categorical_columns_are_kept_from_initial_rows():
+    import pandas as pd
+
+    from common.schema import Column, Schema, from_frame
+
+    rng = np.random.default_rng(0)
+    n = 300
+    frame = pd.DataFrame({"x": rng.normal(size=n), "c": rng.choice(["a", "b", "c"], n),
+                          "g": rng.integers(0, 2, n), "t": rng.integers(0, 2, n)})
+    schema = Schema("t", (Column("x"), Column("c", kind="categorical", categories=("a", "b", "c"))),
+                    sensitive="g", privileged="1", label="t", favourable="1")
+    data = from_frame(frame, schema)
+    syn = FairDistiller(Stage1Config(rho=10.0, iterations=30), progress=False).fit(data).data
+    assert (syn.features["c"] == data.features["c"]).all()
+    assert not np.allclose(syn.features["x"], data.features["x"])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rho": -1.0}, "rho"),
+    ({"fraction": 0.0}, "fraction"),
+    ({"fraction": 1.5}, "fraction"),
+    ({"lam_in": 0.0}, "lam_in"),
+    ({"measure": "dp"}, "measure"),
+    ({"iterations": -3}, "iterations"),
+    ({"lr": 0.0}, "lr"),
+    ({"solver": "sgd"}, "solver"),
+])
+def test_bad_hyperparameters_raise(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Stage1Config(**kwargs)
+
+
+def test_client_without_a_group_proceeds_with_warning(caplog):
+    data = make_synthetic(400, seed=5)
+    only_privileged = data.subset(np.flatnonzero(data.s == 1))
+    with caplog.at_level(logging.WARNING):
+        result = FairDistiller(Stage1Config(rho=100.0, iterations=20), progress=False).fit(only_privileged)
+    assert "only group" in caplog.text
+    assert len(result.data) == len(only_privileged)
+    assert np.all(np.isfinite(result.data.features.to_numpy(dtype=float)))
+    assert np.all(result.covariance == 0.0)
+
+
+def test_client_missing_a_cell_proceeds_with_warning(caplog):
+    data = make_synthetic(400, seed=6)
+    keep = ~((data.s == 0) & (data.y == 1))
+    with caplog.at_level(logging.WARNING):
+        result = FairDistiller(Stage1Config(rho=10.0, fraction=0.5, iterations=20),
+                               progress=False).fit(data.subset(np.flatnonzero(keep)))
+    assert "cell" in caplog.text
+    assert result.data.cell_counts()[(0, 1)] == 0
+
+
+def test_empty_client_is_an_error():
+    data = make_synthetic(100, seed=0)
+    with pytest.raises(DataError, match="no rows"):
+        FairDistiller(Stage1Config(iterations=1)).fit(data.subset(np.array([], dtype=int)))
