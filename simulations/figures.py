@@ -10,7 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-PANELS = [("accuracy", "accuracy"), ("cov", "covariance"), ("corr", "correlation")]
+PANELS = [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("cov", "covariance"),
+          ("corr", "correlation")]
 
 
 def plot_rho_sweep(summary: Sequence[dict], *, measure: str, path: Path,
