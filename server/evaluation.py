@@ -1,0 +1,86 @@
+"""Sending a model to the clients once and pooling their test statistics.
+
+Every client evaluates the model on its own test split and replies with group statistics
+(:func:`common.comm.group_counts`); the server adds them up, so the metrics are those of the
+model on the union of all clients' test rows (:func:`common.comm.report_from_counts`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from common import comm
+from common.encoding import Encoder
+from common.errors import ReplyError
+from server.validation import Rejection
+
+logger = logging.getLogger(__name__)
+
+
+def model_record(params: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """Model parameters as an ``ArrayRecord`` of float64 arrays (names kept)."""
+    return ArrayRecord({k: Array(np.ascontiguousarray(v, dtype=np.float64))
+                        for k, v in params.items()})
+
+
+def scaling_config(encoder: Encoder) -> ConfigRecord:
+    """The feature scaling that travels with a model (continuous means and stds)."""
+    return ConfigRecord({"encoder-mean": [float(v) for v in encoder.mean],
+                         "encoder-std": [float(v) for v in encoder.std]})
+
+
+def wait_for_nodes(grid: Grid, minimum: int, *, timeout: float, poll: float = 0.2) -> list[int]:
+    """Node ids once at least ``minimum`` are connected; ReplyError after ``timeout`` s."""
+    end = time.monotonic() + timeout
+    while len(nodes := sorted(grid.get_node_ids())) < minimum:
+        if time.monotonic() > end:
+            raise ReplyError(
+                f"only {len(nodes)} node(s) connected within {timeout:g} s; min-clients is "
+                f"{minimum}. Start more SuperNodes or lower min-clients."
+            )
+        time.sleep(poll)
+    return nodes
+
+
+def evaluate_on_clients(
+    grid: Grid,
+    *,
+    node_ids: Sequence[int],
+    params: Mapping[str, np.ndarray],
+    encoder: Encoder,
+    timeout: float,
+) -> tuple[dict[str, float], list[dict], list[Rejection]]:
+    """Broadcast the model once; returns the pooled report, per-node counts, rejections."""
+    model = model_record(params)
+    scaling = scaling_config(encoder)
+    messages = [Message(RecordDict({comm.MODEL: model, comm.CONFIG: scaling}),
+                        dst_node_id=node, message_type=MessageType.EVALUATE)
+                for node in node_ids]
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    rejected, per_node = [], []
+    answered = {m.metadata.src_node_id for m in replies}
+    rejected += [Rejection(n, "evaluate", "no reply before the timeout")
+                 for n in node_ids if n not in answered]
+    for m in replies:
+        node = m.metadata.src_node_id
+        try:
+            if m.has_error():
+                raise ReplyError(f"the client failed: {m.error.reason}")
+            if comm.METRICS not in m.content.metric_records:
+                raise ReplyError(f"the reply has no MetricRecord {comm.METRICS!r}.")
+            counts = comm.check_counts(m.content.metric_records[comm.METRICS])
+            per_node.append({"node_id": node, **counts})
+        except ReplyError as exc:
+            rejected.append(Rejection(node, "evaluate", str(exc)))
+    for r in rejected:
+        logger.warning("evaluation: skipped node %d: %s", r.node_id, r.reason)
+    if not per_node:
+        raise ReplyError("no client returned valid evaluation statistics; see the log.")
+    report = comm.report_from_counts(comm.pool(per_node))
+    return report, per_node, rejected

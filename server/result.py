@@ -1,0 +1,98 @@
+"""The outcome of one federation run, as returned by every server flow."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from common.comm import BYTES_PER_NUMBER, Exchange, totals
+
+
+@dataclasses.dataclass(frozen=True)
+class FederationResult:
+    """Metrics, traffic and bookkeeping of one run.
+
+    Attributes
+    ----------
+    strategy, model : what ran (``oneshot``/``fedavg``/``fairfed``; ``logistic``/``mlp``).
+    params : ``d``, the number of model parameters.
+    columns : ``q``, the columns of a released row (features, ``s``, ``y``).
+    metrics : pooled test metrics on the union of the clients' test rows.
+    rounds : server↔clients exchanges before the final evaluation (one-shot: 1; FedAvg and
+        FairFed: the feature-scaling exchange plus ``R`` training rounds).
+    exchanges : every exchange with its counted bytes, including the final evaluation.
+    formula_numbers : what METHOD.md's formula says the covered exchanges move.
+    covered_phases : the message types of the exchanges the formula covers.
+    clients : per accepted client: node id, rows or examples, privacy report, timings.
+    rejected : per skipped reply: node id, phase, reason.
+    history : per-round strategy state (FairFed: gaps and weights).
+    seconds : wall time of the server flow.
+    """
+
+    strategy: str
+    model: str
+    params: int
+    columns: int
+    metrics: dict
+    rounds: int
+    exchanges: tuple[Exchange, ...]
+    formula_numbers: dict
+    covered_phases: tuple[str, ...]
+    clients: tuple[dict, ...] = ()
+    rejected: tuple[dict, ...] = ()
+    history: tuple[dict, ...] = ()
+    seconds: float = 0.0
+    config: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def traffic(self) -> dict[str, int]:
+        """Total bytes and payload in each direction, all exchanges."""
+        return totals(self.exchanges)
+
+    def formula_check(self) -> dict[str, float]:
+        """Measured bytes of the covered exchanges against the formula's ``8 × numbers``.
+
+        ``ratio_bytes`` compares whole serialised messages (with metadata, keys and array
+        headers); ``ratio_payload`` the array elements alone.
+        """
+        covered = totals(e for e in self.exchanges if e.phase in self.covered_phases)
+        numbers = int(sum(self.formula_numbers.values()))
+        expected = numbers * BYTES_PER_NUMBER
+        measured = covered["bytes_down"] + covered["bytes_up"]
+        payload = covered["payload_down"] + covered["payload_up"]
+        return {
+            "formula_numbers": numbers,
+            "formula_bytes": expected,
+            "measured_bytes": measured,
+            "measured_payload": payload,
+            "ratio_bytes": measured / expected if expected else math.nan,
+            "ratio_payload": payload / expected if expected else math.nan,
+        }
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["exchanges"] = [e.as_dict() for e in self.exchanges]
+        out["traffic"] = self.traffic
+        out["formula_check"] = self.formula_check()
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`as_dict` as JSON (atomically: a temp file renamed into place)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.as_dict(), indent=2, default=_jsonable) + "\n")
+        tmp.replace(path)
+        return path
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

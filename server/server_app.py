@@ -1,0 +1,85 @@
+"""The ServerApp: reads the run configuration once and runs the configured flow.
+
+Flows (a registry keyed by the ``strategy`` run-config string):
+
+* ``oneshot`` — :func:`server.oneshot.run_oneshot`, the proposed scheme;
+* ``fedavg``, ``fairfed`` — :func:`server.baselines.run_baseline`.
+
+Every flow talks to the clients through a :class:`server.traffic.CountingGrid`, so the
+serialised bytes of every message in both directions are counted, and returns a
+:class:`server.result.FederationResult`, which the app logs, optionally writes to
+``results-path`` and hands to ``on_result`` (the in-process simulation collects it there).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from common.run_config import RunConfig
+from server.baselines import run_baseline
+from server.oneshot import run_oneshot
+from server.result import FederationResult
+from server.traffic import CountingGrid
+
+logger = logging.getLogger(__name__)
+
+Flow = Callable[[CountingGrid, RunConfig], FederationResult]
+FLOWS: dict[str, Flow] = {"oneshot": run_oneshot, "fedavg": run_baseline,
+                          "fairfed": run_baseline}
+
+
+def summary_lines(result: FederationResult) -> list[str]:
+    """A short human-readable summary of ``result``."""
+    m, t, f = result.metrics, result.traffic, result.formula_check()
+    lines = [
+        f"{result.strategy} ({result.model}, d = {result.params}): accuracy "
+        f"{100 * m['accuracy']:.2f} %, |SPD| {m['spd']:.4f}, |EOD| {m['eod']:.4f} on "
+        f"{int(m['n'])} pooled test rows",
+        f"{result.rounds} round(s) before evaluation; bytes up {t['bytes_up']:,}, down "
+        f"{t['bytes_down']:,}; formula {f['formula_bytes']:,} B vs measured "
+        f"{f['measured_bytes']:,} B (ratio {f['ratio_bytes']:.3f}) on "
+        f"{'/'.join(result.covered_phases)}",
+    ]
+    for c in result.clients:
+        if "privacy" in c:
+            p = c["privacy"]
+            lines.append(f"node {c['node_id']}: {c['rows']} rows, order {p.get('order')}, "
+                         f"ε = {p.get('epsilon')}, δ = {p.get('delta')}, covers "
+                         f"{p.get('covers')}")
+    for r in result.rejected:
+        lines.append(f"node {r['node_id']} skipped ({r['phase']}): {r['reason']}")
+    return lines
+
+
+def make_server_app(overrides: Mapping[str, Any] | None = None, *,
+                    on_result: Callable[[FederationResult], None] | None = None) -> ServerApp:
+    """A ServerApp whose configuration is ``context.run_config`` updated by ``overrides``.
+
+    Parameters
+    ----------
+    overrides : run-config keys (kebab-case) that replace the context's values.
+    on_result : called with the run's :class:`FederationResult` when the flow ends.
+    """
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        config = RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
+        result = FLOWS[config.strategy](CountingGrid(grid), config)
+        for line in summary_lines(result):
+            logger.info("%s", line)
+        if config.results_path:
+            result.save(config.results_path)
+        if on_result is not None:
+            on_result(result)
+
+    return app
+
+
+#: The ServerApp that ``flwr run`` loads (``server.server_app:app``).
+app = make_server_app()
