@@ -185,6 +185,7 @@ class BilevelProblem:
     z_fixed : ``Ñ × (n_z − L)`` frozen synthetic columns (may have 0 columns).
     s_syn, y_syn : fixed sensitive values and labels of the synthetic rows.
     c : covariance vector of the chosen measure (see :func:`fairness_vector`).
+    anchor : centre of the outer regulariser on ``u`` (``None``: zero, METHOD.md's form).
     """
 
     def __init__(self, X_real, y_real, z_fixed, s_syn, y_syn, c, *, rho, lam_in, lam_out,
@@ -304,12 +305,14 @@ class FairDistiller:
         X_real = design_matrix(z_real[:, order], real.s)
         c = fairness_vector(X_real, real.s, real.y, cfg.measure)
         z0 = z_real[init][:, order]
+        anchor = None
+        if cfg.anchor == "init":
+            anchor = standardise(z0[:, :L])[0] if cfg.keep_moments else z0[:, :L].copy()
         problem = BilevelProblem(
             X_real, real.y, z0[:, L:], real.s[init], real.y[init], c, rho=cfg.rho,
             lam_in=cfg.lam_in, lam_out=cfg.lam_out, tolerance=cfg.tolerance, solver=cfg.solver,
+            anchor=anchor,
         )
-        if cfg.anchor == "init":
-            problem.anchor = standardise(z0[:, :L])[0] if cfg.keep_moments else z0[:, :L].copy()
         # Adam runs on r; the learned block is u = standardise(r) when moments are kept.
         r = np.asfortranarray(z0[:, :L])
         u, scale = standardise(r) if cfg.keep_moments else (r, None)
