@@ -51,3 +51,12 @@ def test_missing_dataset_points_to_fetch(tmp_path, capsys):
                  str(tmp_path / "o")])
     assert code == 2
     assert "fairsynth data fetch law_school" in capsys.readouterr().err
+
+
+def test_data_fetch_command_verifies_and_reports(tmp_path, data_dir, capsys):
+    code = main(["data", "fetch", "law_school", "--data-dir", str(tmp_path),
+                 "--base-url", data_dir.as_uri()])
+    assert code == 0
+    assert "law_school_clean.csv  ok" in capsys.readouterr().out
+    assert (tmp_path / "law_school_clean.csv").stat().st_size == \
+        (data_dir / "law_school_clean.csv").stat().st_size
