@@ -134,7 +134,11 @@ def load_split(node_config: Mapping[str, Any], config: RunConfig) -> ClientSplit
     """This node's train/test rows (see the module docstring)."""
     if DATA_PATH in node_config:
         data = read_client_file(str(node_config[DATA_PATH]), config)
-        train, test = train_test_split(data, test_fraction=config.test_fraction, seed=config.seed)
+        # With its index k known, a client splits as partition k of a simulation does
+        # (common.partition.federated_split), so a deployment reproduces the simulation.
+        k = node_config.get(PARTITION_ID)
+        seed = config.seed * 1000 + int(k) if k is not None else config.seed
+        train, test = train_test_split(data, test_fraction=config.test_fraction, seed=seed)
         return ClientSplit(train=train, test=test)
     if PARTITION_ID not in node_config or NUM_PARTITIONS not in node_config:
         raise ConfigError(
