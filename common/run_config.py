@@ -116,7 +116,7 @@ class RunConfig:
     model: str = "logistic"
     lam_server: float = 1.0
     mlp_hidden: str = "320,320"
-    mlp_epochs: int = 20
+    mlp_epochs: int = 10
     mlp_lr: float = 1e-3
     mlp_batch_size: int = 256
     mlp_weight_decay: float = 1e-4
@@ -279,8 +279,10 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     elif kind is str:
         ok = isinstance(value, str)
     if not ok:
+        expected = {bool: "true or false", int: "an integer", float: "a number",
+                    str: "a string"}[kind]
         raise ConfigError(
-            f"run config: {_key(name)} must be a {kind.__name__} (like {default!r}), got "
+            f"run config: {_key(name)} must be {expected} (like {default!r}), got "
             f"{value!r} ({type(value).__name__})."
         )
     return value

@@ -110,4 +110,5 @@ def run_baseline(grid: CountingGrid, config: RunConfig) -> FederationResult:
                       for h in history),
         seconds=time.perf_counter() - start,
         config=config.to_mapping(),
+        model_params=params,
     )

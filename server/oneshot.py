@@ -88,5 +88,6 @@ def run_oneshot(grid: CountingGrid, config: RunConfig) -> FederationResult:
         rejected=tuple(r.as_dict() for r in [*rejected, *eval_rejected]),
         seconds=time.perf_counter() - start,
         config=config.to_mapping(),
+        model_params=params,
     )
     return result

@@ -31,6 +31,8 @@ class FederationResult:
     rejected : per skipped reply: node id, phase, reason.
     history : per-round strategy state (FairFed: gaps and weights).
     seconds : wall time of the server flow.
+    config : the run configuration (kebab-case).
+    model_params : the final model's arrays (not written to JSON).
     """
 
     strategy: str
@@ -47,6 +49,7 @@ class FederationResult:
     history: tuple[dict, ...] = ()
     seconds: float = 0.0
     config: dict = dataclasses.field(default_factory=dict)
+    model_params: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def traffic(self) -> dict[str, int]:
@@ -74,7 +77,8 @@ class FederationResult:
         }
 
     def as_dict(self) -> dict:
-        out = dataclasses.asdict(self)
+        out = dataclasses.asdict(dataclasses.replace(self, model_params={}))
+        del out["model_params"]
         out["exchanges"] = [e.as_dict() for e in self.exchanges]
         out["traffic"] = self.traffic
         out["formula_check"] = self.formula_check()

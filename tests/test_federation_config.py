@@ -1,0 +1,96 @@
+"""The run configuration: pyproject's table, defaults, validation; where a client finds data."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from clients.client_app import load_split, pipeline_config
+from clients.pipeline import Stage2Config
+from clients.stage1 import Stage1Config
+from common import datasets
+from common.errors import ConfigError, DataError
+from common.run_config import RunConfig
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def test_pyproject_table_lists_every_key_with_the_code_defaults():
+    table = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
+    assert table == RunConfig().to_mapping()
+    assert RunConfig.from_mapping(table) == RunConfig()
+
+
+def test_pipeline_defaults_are_the_stage_defaults():
+    built = pipeline_config(RunConfig())
+    assert built.stage1 == Stage1Config()
+    assert built.stage2 == Stage2Config()
+    assert built.order == "fair-then-private"
+    tuned = pipeline_config(RunConfig(tolerance=0.01, delta=1e-6, rho=100.0))
+    assert (tuned.stage1.tolerance, tuned.stage2.delta, tuned.stage1.rho) == (0.01, 1e-6, 100.0)
+
+
+@pytest.mark.parametrize("mapping, message", [
+    ({"rhoo": 1.0}, r"unknown key 'rhoo'\. Did you mean \['rho'\]"),
+    ({"rho": "ten"}, "rho must be a number"),
+    ({"rounds": 2.5}, "rounds must be an integer"),
+    ({"fairfed-reweigh": 1}, "fairfed-reweigh must be true or false"),
+    ({"strategy": "fedprox"}, "strategy = 'fedprox' is invalid"),
+    ({"epsilon": 0}, "epsilon = 0.0 is invalid"),
+    ({"stage2-fraction": 1.5}, r"stage2-fraction = 1.5 is invalid; use a number in \(0, 1\]"),
+    ({"mlp-hidden": "320,,-1"}, "mlp-hidden"),
+    ({"generator-options": "[1]"}, "JSON object"),
+    ({"rho": float("inf")}, "finite"),
+])
+def test_bad_values_name_the_key_and_the_fix(mapping, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.from_mapping(mapping)
+
+
+def test_config_is_frozen_and_integers_pass_for_floats():
+    config = RunConfig.from_mapping({"rho": 100, "rounds": 5.0, "model": "mlp"})
+    assert config.rho == 100.0 and isinstance(config.rho, float) and config.rounds == 5
+    assert config.network_hidden == (320, 320) and config.l2 == config.mlp_weight_decay
+    assert RunConfig().network_hidden == () and RunConfig().l2 == 1.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.rho = 1.0  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="order"):
+        pipeline_config(RunConfig(order="random"))
+
+
+def test_simulation_nodes_take_their_partition():
+    config = RunConfig(dataset="synthetic", seed=2)
+    splits = [load_split({"partition-id": k, "num-partitions": 3}, config) for k in range(3)]
+    assert sum(len(s.train) + len(s.test) for s in splits) == 4000
+    for s in splits:
+        assert len(s.test) == pytest.approx(0.2 * (len(s.train) + len(s.test)), abs=2)
+    with pytest.raises(ConfigError, match="outside 0..2"):
+        load_split({"partition-id": 3, "num-partitions": 3}, config)
+
+
+def test_deployment_nodes_read_their_own_file(tmp_path):
+    data = datasets.make_synthetic(250, seed=5)
+    frame = data.features.copy()
+    frame["group"], frame["label"] = data.s, data.y
+    path = tmp_path / "client.csv"
+    frame.to_csv(path, index=False)
+    split = load_split({"data-path": str(path)}, RunConfig(dataset="synthetic"))
+    assert (len(split.train), len(split.test)) == (200, 50)
+    assert sorted(split.train.to_array().tolist() + split.test.to_array().tolist()) == \
+        sorted(data.to_array().tolist())
+    with pytest.raises(DataError, match="does not exist"):
+        load_split({"data-path": str(tmp_path / "nowhere.csv")}, RunConfig())
+    with pytest.raises(ConfigError, match="neither data-path"):
+        load_split({"node": 1}, RunConfig())
+
+
+def test_a_law_school_client_file_in_the_dataset_format(data_dir, tmp_path):
+    frame = pd.read_csv(data_dir / "law_school_clean.csv").iloc[:500]
+    frame.to_csv(tmp_path / "law.csv", index=False)
+    split = load_split({"data-path": str(tmp_path / "law.csv")}, RunConfig())
+    assert len(split.train) + len(split.test) == 500
+    assert split.train.schema == datasets.LAW_SCHOOL
