@@ -1,0 +1,137 @@
+"""``fairsynth deploy`` for real: a SuperLink, its ServerApp executor and three SuperNodes with
+their ClientApp executors as processes on 127.0.0.1, TLS and SuperNode authentication on.
+
+The one-shot job must finish with the metrics that the same computation gives in one process
+on the simulation's partition, Flower's recorded traffic must carry the released rows, a
+SuperNode with an unregistered key must be refused, and every process — including the
+ServerApp and ClientApp processes the executors started — must be gone afterwards, also when
+the command is stopped by SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from clients.pipeline import run_pipeline
+from clients.client_app import pipeline_config
+from common import comm, datasets
+from common.global_model import fit_global_model
+from common.partition import federated_split
+from common.run_config import RunConfig
+from common.schema import concat
+from simulations import deploy
+from simulations.cli import main
+
+pytestmark = pytest.mark.slow
+
+CLIENTS = 3
+#: A cheap one-shot job: fair-only stage 1 with few iterations (no DP generator to train).
+JOB = ["--order", "fair-only", "--iterations", "20", "--rho", "10"]
+
+
+def expected_metrics(data_dir: Path) -> tuple[dict, list[int]]:
+    """The one-shot job computed in this process on the simulation's partition."""
+    config = RunConfig.from_mapping({"order": "fair-only", "iterations": 20, "rho": 10.0})
+    splits = federated_split(datasets.load("law_school", root=data_dir), clients=CLIENTS,
+                             method="iid", seed=0)
+    parts = [run_pipeline(s.train, pipeline_config(config), seed=1000 * k).rows
+             for k, s in enumerate(splits)]
+    model = fit_global_model(parts, lam=config.lam_server)
+    test = concat([s.test for s in splits])
+    return {**model.evaluate(test), "n": len(test)}, [len(p) for p in parts]
+
+
+def test_deployed_oneshot_job_with_tls_and_supernode_authentication(tmp_path, data_dir):
+    out = tmp_path / "deploy"
+    code = main(["deploy", "--dataset", "law_school", "--data-dir", str(data_dir),
+                 "--clients", str(CLIENTS), *JOB, "--strategies", "oneshot",
+                 "--run-timeout", "150", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tls"] and summary["supernode_authentication"]
+    assert summary["superlink"].startswith("127.0.0.1:")
+
+    # An unregistered key is refused by the SuperLink, and no extra node came online.
+    refusal = summary["unregistered_supernode"]
+    assert refusal["refused"] and refusal["exit_code"] not in (0, None)
+    assert refusal["online_before"] == refusal["online_after"] == CLIENTS
+    assert refusal["superlink_log"], "the SuperLink did not log the refusal"
+
+    run = summary["runs"]["oneshot"]
+    assert run["status"] == deploy.COMPLETED
+    result = json.loads(Path(run["result_path"]).read_text())
+    assert len(result["clients"]) == CLIENTS and not result["rejected"]
+
+    # Same rows, same model, same metrics as in one process on the simulation's partition.
+    want, rows = expected_metrics(data_dir)
+    assert sorted(c["rows"] for c in result["clients"]) == sorted(rows)
+    for key in ("accuracy", "spd", "eod", "n"):
+        assert run["metrics"][key] == pytest.approx(want[key], abs=1e-9), key
+
+    # Flower's recorded traffic: the released rows went up (float64 payload), and Flower's
+    # byte count agrees with the ServerApp's own count of the serialised messages.
+    traffic, counted = run["network_traffic"], run["app_traffic"]
+    q = len(datasets.LAW_SCHOOL.features) + 2
+    payload_up = comm.BYTES_PER_NUMBER * q * sum(rows)
+    assert counted["payload_up"] >= payload_up
+    assert traffic["inbound-bytes"] >= payload_up
+    assert traffic["inbound-bytes"] == pytest.approx(counted["bytes_up"], rel=0.02)
+    assert traffic["total-bytes"] == traffic["inbound-bytes"] + traffic["outbound-bytes"]
+    assert 0 < traffic["outbound-bytes"] < traffic["inbound-bytes"] / 50
+
+    # Every process is gone: the 2 + 2K started ones and those the executors started.
+    assert summary["pids_left"] == []
+    assert len(summary["pids"]) >= 2 + 2 * CLIENTS + 1 + CLIENTS
+    assert not [p for p in summary["pids"] if deploy.pid_alive(p)]
+
+
+def flower_processes_under(path: Path) -> list[int]:
+    """Live processes whose command line mentions ``path`` (all of a deployment's components
+    name files under its work folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if str(path) in cmdline and deploy.pid_alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def test_sigterm_during_startup_stops_every_process(tmp_path, data_dir):
+    out = tmp_path / "deploy"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulations.cli", "deploy", "--dataset", "law_school",
+         "--data-dir", str(data_dir), "--clients", str(CLIENTS), *JOB, "--out", str(out)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "logs" / "supernode-2.log").exists():
+                break
+            time.sleep(0.2)
+        started = flower_processes_under(out)
+        assert proc.poll() is None and len(started) >= 3, "the deployment did not start"
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        left = flower_processes_under(out)
+        for pid in left:  # a failed shutdown must not leak processes into the next tests
+            os.kill(pid, signal.SIGKILL)
+    assert left == []
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "stopped by signal 15" in output and "Traceback" not in output
