@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "simulations.data_command",
     "simulations.stage1_sweep",
     "simulations.simulate",
+    "simulations.compare",
     "simulations.audit",
     "simulations.deploy",
 ]

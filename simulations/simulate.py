@@ -171,12 +171,13 @@ def simulate(run_config: Mapping[str, Any], *, clients: int, verbose: bool = Fal
 
 
 def quiet_flower(verbose: bool) -> None:
-    """Flower logs to its own console handler: keep its INFO lines for ``-v`` only, and stop
-    its records from reaching the root handler a second time."""
+    """Flower logs to its own console handler: show its lines with ``-v`` only (without, its
+    warnings are the deprecation notice of ``run_simulation`` and the switched-off per-round
+    evaluation), and stop its records from reaching the root handler a second time."""
     from flwr.common.logger import update_console_handler
 
     update_console_handler(level=logging.DEBUG if verbose > 1 else
-                           logging.INFO if verbose else logging.WARNING,
+                           logging.INFO if verbose else logging.ERROR,
                            timestamps=False, colored=True)
     logging.getLogger("flwr").propagate = False
 
