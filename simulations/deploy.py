@@ -40,6 +40,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -76,6 +77,8 @@ FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
     "FLWR_DISABLE_UPDATE_CHECK": "1",
 }
+#: The last line of a Python traceback, e.g. ``ValueError: …``.
+ERROR_LINE = re.compile(r"^[A-Za-z_.]*(Error|Exception)\b.*:")
 #: Run statuses that ``flwr list`` reports for a run that is over.
 FINISHED = "finished"
 COMPLETED = "finished:completed"
@@ -664,6 +667,26 @@ class LocalFederation:
         answer = self.flwr("run", str(app), CONNECTION, "--run-config", str(overrides))
         return int(answer["run-id"])
 
+    def failure_report(self, run_id: int) -> str:
+        """The end of the ServerApp's log (``flwr log --show``) and the last error line in
+        each ClientApp executor's log — what a failed run's user needs first."""
+        lines = []
+        try:
+            proc = subprocess.run([_flower_executable("flwr"), "log", str(run_id), CONNECTION,
+                                   "--show"], env=self.env, cwd=self.workdir, text=True,
+                                  capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+            lines += ["ServerApp log (flwr log --show), last lines:",
+                      *proc.stdout.strip().splitlines()[-12:]]
+        except subprocess.TimeoutExpired:
+            lines.append("flwr log did not answer within 60 s.")
+        for c in self.components:
+            if c.name.startswith("clientapp-"):
+                errors = [line for line in c.log_tail(400).splitlines()
+                          if ERROR_LINE.match(line)]
+                if errors:
+                    lines.append(f"{c.name}: {errors[-1]}  (full log: {c.log})")
+        return "\n".join(lines)
+
     def run_status(self, run_id: int) -> dict:
         runs = self.flwr("list", CONNECTION, "--run-id", str(run_id))["runs"]
         if not runs:
@@ -985,9 +1008,8 @@ def run_one(federation: LocalFederation, app: Path, strategy: str, mapping: Mapp
     wall = time.perf_counter() - t0
     if record.get("status") != COMPLETED:
         raise DeploymentError(
-            f"run {run_id} ({strategy}) ended with status {record.get('status')!r}; the "
-            f"ServerApp's log is in {federation.logs / 'serverapp.log'}:\n"
-            f"{federation.component('serverapp').log_tail()}"
+            f"run {run_id} ({strategy}) ended with status {record.get('status')!r}.\n"
+            + federation.failure_report(run_id)
         )
     result = json.loads(result_path.read_text())
     return {

@@ -433,3 +433,19 @@ def test_stop_kills_process_groups_that_ignore_sigterm(tmp_path):
     assert polite.popen.returncode == -signal.SIGTERM
     assert stubborn.popen.returncode == -signal.SIGKILL
     assert child in fed.seen_pids
+
+
+def test_failure_report_names_each_clients_last_error(tmp_path):
+    fed = deploy.LocalFederation(workdir=tmp_path, credentials=deploy.Credentials(tmp_path, 1),
+                                 data_files=[tmp_path / "client.csv"], grace=1.0)
+    fed.logs.mkdir(parents=True)
+    fed.flwr_home.mkdir()
+    crash = ("import sys; print('INFO: starting'); "
+             "sys.exit(\"ValueError: stage 2 needs 10 rows, got 3\")")
+    client = fed.spawn("clientapp-1", [sys.executable, "-c", crash])
+    client.popen.wait(timeout=30)
+    report = fed.failure_report(12345)  # no SuperLink runs: flwr log says so
+    assert "ServerApp log" in report
+    assert f"clientapp-1: ValueError: stage 2 needs 10 rows, got 3  (full log: {client.log})" \
+        in report
+    assert fed.stop() == []
