@@ -26,7 +26,7 @@ from server.oneshot import run_oneshot
 from server.result import FederationResult
 from server.traffic import CountingGrid
 
-logger = logging.getLogger(__name__)
+FLOWER_LOG = logging.getLogger("flwr")
 
 Flow = Callable[[CountingGrid, RunConfig], FederationResult]
 FLOWS: dict[str, Flow] = {"oneshot": run_oneshot, "fedavg": run_baseline,
@@ -72,7 +72,8 @@ def make_server_app(overrides: Mapping[str, Any] | None = None, *,
         config = RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
         result = FLOWS[config.strategy](CountingGrid(grid), config)
         for line in summary_lines(result):
-            logger.info("%s", line)
+            # Flower's own logger: its handler is what `flwr log` streams from this process.
+            FLOWER_LOG.info("%s", line)
         if config.results_path:
             result.save(config.results_path)
         if on_result is not None:

@@ -157,13 +157,13 @@ def verdicts(summary: list[dict]) -> list[dict]:
         if not s["label"].startswith("oneshot") or s["model"] != "logistic" or fedavg is None:
             continue
         fairer = s["spd"] < fedavg["spd"] and (fairfed is None or s["spd"] < fairfed["spd"])
-        gap = 100 * (fedavg["accuracy"] - s["accuracy"])
+        diff = 100 * (s["accuracy"] - fedavg["accuracy"])
         out.append({"label": s["label"], "spd": s["spd"], "fedavg_spd": fedavg["spd"],
                     "fairfed_spd": fairfed["spd"] if fairfed else None,
-                    "accuracy_points_below_fedavg": gap,
+                    "accuracy_points_vs_fedavg": diff,
                     "lower_spd_than_both": bool(fairer),
-                    "accuracy_within_margin": bool(gap <= ACCURACY_MARGIN),
-                    "holds": bool(fairer and gap <= ACCURACY_MARGIN)})
+                    "accuracy_within_margin": bool(diff >= -ACCURACY_MARGIN),
+                    "holds": bool(fairer and diff >= -ACCURACY_MARGIN)})
     return out
 
 
@@ -294,7 +294,7 @@ def print_summary(out: dict) -> None:
     for v in out["verdicts"]:
         fairfed = "" if v["fairfed_spd"] is None else f" and FairFed {v['fairfed_spd']:.4f}"
         print(f"{v['label']}: |SPD| {v['spd']:.4f} vs FedAvg {v['fedavg_spd']:.4f}{fairfed};"
-              f" accuracy {v['accuracy_points_below_fedavg']:+.2f} points below FedAvg ->"
+              f" accuracy {v['accuracy_points_vs_fedavg']:+.2f} points vs FedAvg ->"
               f" {'holds' if v['holds'] else 'does not hold'}")
     for c in out["crossover"]:
         print(f"crossover {c['label']}: d* = Ñ₂·q/(2R−1) = {c['rows_per_client']:.0f}·"

@@ -1,0 +1,108 @@
+"""``fairsynth simulate`` and ``fairsynth compare``: user errors, the comparison's bookkeeping
+and figures (no runtime), and one end-to-end simulate run (slow)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from common.comm import Exchange
+from simulations import compare
+from simulations.cli import main
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "synthetic", "--clients", "1000"], "cannot give"),
+    (["--dataset", "synthetic", "--order", "shuffle"], "unknown order 'shuffle'"),
+    (["--dataset", "synthetic", "--clients", "2", "--min-clients", "3"], "min-clients = 3"),
+    (["--dataset", "synthetic", "--epsilon", "0"], "epsilon"),
+    (["--dataset", "synthetic", "--mlp-hidden", "0"], "mlp-hidden"),
+])
+def test_simulate_rejects_bad_setups_before_starting(tmp_path, capsys, argv, message):
+    assert main(["simulate", *argv, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
+
+
+def _args(**kw) -> argparse.Namespace:
+    return argparse.Namespace(**{"seeds": [0, 1], "fractions": [1.0, 0.1], "mlp_seeds": None,
+                                 "rounds": 20, **kw})
+
+
+def test_compare_plans_every_strategy_on_the_same_seeds():
+    runs = compare.plan(_args())
+    labels = [(r["label"], r["model"], r["seed"]) for r in runs]
+    for seed in (0, 1):
+        for label in ("oneshot-100%", "oneshot-10%", "fedavg", "fairfed"):
+            assert (label, "logistic", seed) in labels
+    assert [x for x in labels if x[1] == "mlp"] == [
+        ("oneshot-100%", "mlp", 0), ("oneshot-10%", "mlp", 0), ("fedavg", "mlp", 0)]
+    assert not [r for r in compare.plan(_args(mlp_seeds=[])) if r["model"] == "mlp"]
+    with pytest.raises(compare.ConfigError, match="mlp-seeds"):
+        compare.plan(_args(mlp_seeds=[7]))
+
+
+def _record(label, strategy, model, seed, acc, spd, params, rows, n_exchanges, per_exchange):
+    exchanges = [Exchange(i, "train", 2, 2, per_exchange, per_exchange, 0, 0, 0.1).as_dict()
+                 for i in range(n_exchanges)]
+    total = 2 * per_exchange * n_exchanges
+    return {"label": label, "strategy": strategy, "model": model, "seed": seed,
+            "stage2_fraction": None, "accuracy": acc, "spd": spd, "eod": spd / 2,
+            "rounds": n_exchanges - 1, "bytes_up": total / 2, "bytes_down": total / 2,
+            "bytes_total": total, "ratio_bytes": 1.0, "ratio_payload": 1.0,
+            "rows_released": rows, "seconds": 1.0, "params": params, "columns": 12,
+            "clients": 2, "exchanges": exchanges}
+
+
+def test_compare_verdicts_crossover_and_figures(tmp_path, capsys):
+    records = []
+    for seed in (0, 1):
+        records += [
+            _record("oneshot-100%", "oneshot", "logistic", seed, 0.880, 0.10, 12, 16_000, 2,
+                    800_000),
+            _record("oneshot-10%", "oneshot", "logistic", seed, 0.860, 0.12, 12, 1_600, 2,
+                    80_000),
+            _record("fedavg", "fedavg", "logistic", seed, 0.885, 0.40, 12, None, 22, 1_000),
+            _record("fairfed", "fairfed", "logistic", seed, 0.884, 0.30, 12, None, 22, 1_500),
+        ]
+    records.append(_record("fedavg", "fedavg", "mlp", 0, 0.89, 0.41, 107_201, None, 22,
+                           1_800_000))
+    out = compare.payload(records, _args(out=tmp_path))
+    verdicts = {v["label"]: v for v in out["verdicts"]}
+    # 88.0 vs 88.5: −0.5 points, fairer than both → holds; 86.0: −2.5 points → does not.
+    assert verdicts["oneshot-100%"]["holds"] is True
+    assert verdicts["oneshot-100%"]["accuracy_points_vs_fedavg"] == pytest.approx(-0.5)
+    assert verdicts["oneshot-10%"]["lower_spd_than_both"] is True
+    assert verdicts["oneshot-10%"]["holds"] is False
+    # d* = Ñ₂·q / (2R − 1) with Ñ₂ = 8,000 rows per client, q = 12, R = 20.
+    cross = {c["label"]: c["d_star"] for c in out["crossover"]}
+    assert cross["oneshot-100%"] == pytest.approx(8000 * 12 / 39)
+    assert cross["oneshot-10%"] == pytest.approx(800 * 12 / 39)
+    paths = [compare.plot_accuracy_vs_spd(out["summary"], records, tmp_path / "a.png"),
+             compare.plot_bytes_vs_rounds(records, tmp_path / "b.png"),
+             compare.plot_bytes_vs_model_size(records, out["crossover"], tmp_path / "c.png",
+                                              rounds=20)]
+    assert all(p.stat().st_size > 10_000 for p in paths)
+    compare.print_summary(out)
+    text = capsys.readouterr().out
+    assert "oneshot-100%: |SPD| 0.1000 vs FedAvg 0.4000 and FairFed 0.3000" in text
+    assert "does not hold" in text and "d* = Ñ₂·q/(2R−1) = 8000·12/39" in text
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_simulate_end_to_end_writes_results(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr"))
+    out = tmp_path / "run"
+    assert main(["simulate", "--dataset", "synthetic", "--order", "real", "--clients", "3",
+                 "--out", str(out)]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["strategy"] == "oneshot" and result["rounds"] == 1
+    assert [(e["phase"], e["messages_down"]) for e in result["exchanges"]] == [
+        ("query", 3), ("evaluate", 3)]
+    assert 0.6 < result["metrics"]["accuracy"] < 0.9
+    assert 1.0 < result["formula_check"]["ratio_bytes"] < 1.1
+    assert "oneshot   logistic" in capsys.readouterr().out
