@@ -99,6 +99,14 @@ class DeploymentError(FairsynthError):
 #   clientapp-k/   ca.crt, superexec.secret                  (SuperNode k's executor)
 
 CERT_DAYS = 365
+#: The files in each kind of service folder.
+SERVICE_FILES = {
+    "superlink": ("ca.crt", "server.pem", "server.key", "superexec.secret"),
+    "serverapp": ("ca.crt", "superexec.secret"),
+    "supernode": ("ca.crt", "server.pem", "server.key", "auth.key", "auth.pub",
+                  "superexec.secret"),
+    "clientapp": ("ca.crt", "superexec.secret"),
+}
 
 
 def supernode(k: int) -> str:
@@ -130,19 +138,18 @@ class Credentials:
     def auth_pub(self, k: int) -> Path:
         return self.folder(supernode(k)) / "auth.pub"
 
+    def services(self) -> list[str]:
+        """Every service folder, SuperLink side first."""
+        return ["superlink", "serverapp",
+                *(name for k in range(1, self.clients + 1) for name in (supernode(k),
+                                                                          clientapp(k)))]
+
     @classmethod
     def load(cls, root: Path, *, clients: int) -> Credentials:
         """Check that ``root`` holds credentials for ``clients`` SuperNodes."""
         creds = cls(Path(root), clients)
-        needed = [creds.ca_cert, *(creds.folder(s) / f for s in ("superlink",)
-                                   for f in ("ca.crt", "server.pem", "server.key",
-                                             "superexec.secret")),
-                  creds.folder("serverapp") / "superexec.secret"]
-        for k in range(1, clients + 1):
-            needed += [creds.folder(supernode(k)) / f for f in
-                       ("ca.crt", "server.pem", "server.key", "auth.key", "auth.pub",
-                        "superexec.secret")]
-            needed.append(creds.folder(clientapp(k)) / "superexec.secret")
+        needed = [creds.ca_cert, *(creds.folder(s) / f for s in creds.services()
+                                   for f in SERVICE_FILES[s.split("-")[0]])]
         missing = [str(p) for p in needed if not p.is_file()]
         if missing:
             raise DataError(

@@ -449,3 +449,13 @@ def test_failure_report_names_each_clients_last_error(tmp_path):
     assert f"clientapp-1: ValueError: stage 2 needs 10 rows, got 3  (full log: {client.log})" \
         in report
     assert fed.stop() == []
+
+
+def test_credential_folders_hold_exactly_their_files(tmp_path):
+    creds = deploy.generate_credentials(tmp_path, clients=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ca", *creds.services()])
+    assert sorted(p.name for p in (tmp_path / "ca").iterdir()) == ["ca.crt", "ca.key"]
+    for service in creds.services():
+        files = sorted(p.name for p in creds.folder(service).iterdir())
+        assert files == sorted(deploy.SERVICE_FILES[service.split("-")[0]]), service
+        assert (creds.folder(service) / "ca.crt").read_bytes() == creds.ca_cert.read_bytes()
