@@ -127,7 +127,9 @@ def read_client_file(path: str | Path, config: RunConfig) -> TabularData:
         return from_frame(frame, datasets.adult_schema(config.sensitive or "sex"))
     if config.dataset == "synthetic":
         return from_frame(pd.read_csv(path), datasets.make_synthetic(8).schema)
-    raise ConfigError(f"unknown dataset {config.dataset!r}; choose one of {list(datasets.DATASETS)}.")
+    raise ConfigError(
+        f"unknown dataset {config.dataset!r}; choose one of {list(datasets.DATASETS)}."
+    )
 
 
 def load_split(node_config: Mapping[str, Any], config: RunConfig) -> ClientSplit:

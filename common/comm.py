@@ -22,7 +22,8 @@ serialised bytes in each direction); the formulas of METHOD.md § Communication 
 
 .. math::
 
-    \text{FedAvg: } 2 K R d, \qquad \text{one-shot: } \underbrace{\textstyle\sum_k \tilde N_{2,k}\, q}_{\text{up}}
+    \text{FedAvg: } 2 K R d, \qquad
+    \text{one-shot: } \underbrace{\textstyle\sum_k \tilde N_{2,k}\, q}_{\text{up}}
     + \underbrace{K d}_{\text{down}},
 
 so one-shot moves fewer numbers once :math:`2 R d > \tilde N_2 q + d`, i.e. for

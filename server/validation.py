@@ -113,8 +113,8 @@ def parse_release(message: Message, *, max_rows: int, schema: Schema | None = No
         privacy = json.loads(meta.get("privacy", "{}"))
     except (TypeError, json.JSONDecodeError) as exc:
         raise ReplyError(f"the privacy report is not JSON ({exc}).") from exc
-    metrics = dict(content.metric_records[comm.METRICS]) if comm.METRICS in \
-        content.metric_records else {}
+    metric_records = content.metric_records
+    metrics = dict(metric_records[comm.METRICS]) if comm.METRICS in metric_records else {}
     logger.debug("node %d released %d rows", node, n)
     return Release(node_id=node, data=data, privacy=privacy, metrics=metrics)
 

@@ -287,8 +287,8 @@ def print_summary(out: dict) -> None:
     print(f"{'run':14} {'model':8} {'acc %':>13} {'|SPD|':>15} {'|EOD|':>15} {'rounds':>6} "
           f"{'bytes up':>12} {'bytes down':>12} {'meas/formula':>12} {'s':>6}")
     for s in sorted(out["summary"], key=lambda s: (s["model"], s["label"])):
-        print(f"{s['label']:14} {s['model']:8} {100 * s['accuracy']:6.2f}±{100 * s['accuracy_std']:5.2f}"
-              f" {s['spd']:7.4f}±{s['spd_std']:6.4f} {s['eod']:7.4f}±{s['eod_std']:6.4f}"
+        print(f"{s['label']:14} {s['model']:8} {100 * s['accuracy']:6.2f}±"
+              f"{100 * s['accuracy_std']:5.2f} {s['spd']:7.4f}±{s['spd_std']:6.4f} {s['eod']:7.4f}±{s['eod_std']:6.4f}"
               f" {s['rounds']:6.0f} {s['bytes_up']:12,.0f} {s['bytes_down']:12,.0f}"
               f" {s['ratio_bytes']:12.3f} {s['seconds']:6.1f}")
     for v in out["verdicts"]:
