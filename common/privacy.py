@@ -1,0 +1,369 @@
+r"""Privacy accounting and the differentially private statistics of stage 2.
+
+Every access the stage-2 generator makes to its input rows is one of the mechanisms below,
+and every mechanism is recorded in a :class:`PrivacyLedger`, which composes them with Opacus'
+Rényi-DP accountant (Mironov 2017; Mironov, Talwar & Zhang 2019) and converts the total to
+``(ε, δ)``-DP with Balle et al. (2020, Thm. 21). Neighbouring datasets differ by adding or
+removing one row.
+
+Gaussian mechanism. A query ``f`` with L2 sensitivity ``Δ`` released as ``f(D) + N(0, σ²Δ²I)``
+(``σ``: the *noise multiplier*) is ``(α, α/(2σ²))``-RDP for every ``α > 1``. Poisson
+subsampling at rate ``q`` (each row joins a batch independently with probability ``q``) and
+``T`` repetitions give the sampled Gaussian mechanism of DP-SGD, whose RDP Opacus computes
+numerically; RDP adds up over mechanisms:
+
+.. math::
+
+    \varepsilon_{\text{RDP}}(\alpha) = \sum_k T_k\, \varepsilon^{(k)}_{\text{SGM}}(\alpha; q_k, \sigma_k),
+    \qquad \varepsilon = \min_\alpha\; \varepsilon_{\text{RDP}}(\alpha)
+        + \log\frac{\alpha - 1}{\alpha} - \frac{\log\delta + \log\alpha}{\alpha - 1}.
+
+Budget split. A :class:`BudgetSplit` gives each auxiliary statistic (cell counts, column
+bounds, moments) a share ``f_k`` of the zero-concentrated-DP budget ``ρ`` that ``(ε, δ)`` allows
+(Bun & Steinke 2016: ``ε = ρ + 2\sqrt{ρ \log(1/δ)}``), i.e. noise ``σ_k = 1/\sqrt{2 f_k ρ}``.
+The discriminator's DP-SGD then gets what remains: its noise multiplier is the smallest one for
+which the ledger, with every mechanism composed, stays within the target ``ε``
+(:meth:`PrivacyLedger.calibrate`). Each statistic's stand-alone ``ε`` is reported too; those do
+not add up (RDP composition is tighter than adding ``ε``\ s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from common.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+#: RDP orders: Opacus' defaults plus larger ones, which small ε with tiny δ can need.
+ALPHAS: tuple[float, ...] = tuple(
+    [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
+    + [72, 80, 96, 112, 128, 160, 192, 256, 320, 384, 512, 768, 1024]
+)
+
+#: Largest noise multiplier the calibration tries before it gives up.
+MAX_NOISE_MULTIPLIER = 1e4
+
+
+def check_budget(*, epsilon: float, delta: float, n: int) -> None:
+    """Raise :class:`ConfigError` unless ``ε > 0`` is finite and ``0 < δ < 1/n``.
+
+    ``δ ≥ 1/n`` would allow a mechanism that publishes a random row outright.
+    """
+    if not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon) and epsilon > 0):
+        raise ConfigError(f"epsilon must be a finite number > 0, got {epsilon!r}.")
+    if n < 1:
+        raise DataError("the DP generator got no rows; it needs at least one training row.")
+    if not (isinstance(delta, (int, float)) and 0 < delta < 1.0 / n):
+        raise ConfigError(
+            f"delta must lie in (0, 1/N) = (0, {1.0 / n:.3g}) for N = {n} rows, got {delta!r}; "
+            "the usual choice is δ = 1/(N·√N)."
+        )
+
+
+def zcdp_rho(epsilon: float, delta: float) -> float:
+    r"""The zCDP budget ``ρ`` with ``ρ + 2\sqrt{ρ\log(1/δ)} = ε`` (Bun & Steinke 2016, Prop. 1.3)."""
+    log_inv = math.log(1.0 / delta)
+    return (math.sqrt(log_inv + epsilon) - math.sqrt(log_inv)) ** 2
+
+
+def gaussian_noise_multiplier(share: float, rho: float) -> float:
+    """Noise multiplier of a Gaussian mechanism that spends ``share · ρ`` of a zCDP budget."""
+    if not 0 < share <= 1:
+        raise ConfigError(f"a budget share must lie in (0, 1], got {share}.")
+    return 1.0 / math.sqrt(2.0 * share * rho)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mechanism:
+    """One (possibly subsampled, repeated) Gaussian mechanism.
+
+    Attributes
+    ----------
+    name : str
+        What it released (e.g. ``"cell counts"``).
+    noise_multiplier : float
+        Noise standard deviation divided by the query's L2 sensitivity.
+    sample_rate : float
+        Poisson sampling rate ``q`` (1: every row is used, the plain Gaussian mechanism).
+    steps : int
+        Number of repetitions ``T``.
+    """
+
+    name: str
+    noise_multiplier: float
+    sample_rate: float = 1.0
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.noise_multiplier > 0:
+            raise ConfigError(f"{self.name}: noise multiplier must be > 0, got {self.noise_multiplier}.")
+        if not 0 < self.sample_rate <= 1:
+            raise ConfigError(f"{self.name}: sample rate must lie in (0, 1], got {self.sample_rate}.")
+        if int(self.steps) != self.steps or self.steps < 1:
+            raise ConfigError(f"{self.name}: steps must be an integer ≥ 1, got {self.steps}.")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def mechanism_rdp(mechanism: Mechanism, alphas: Sequence[float] = ALPHAS) -> np.ndarray:
+    """RDP curve of one mechanism at the orders ``alphas`` (Opacus' sampled-Gaussian analysis)."""
+    from opacus.accountants.analysis import rdp as rdp_analysis  # imports torch: on first use
+
+    return np.asarray(rdp_analysis.compute_rdp(q=mechanism.sample_rate,
+                                               noise_multiplier=mechanism.noise_multiplier,
+                                               steps=int(mechanism.steps), orders=list(alphas)))
+
+
+def rdp_to_epsilon(rdp: np.ndarray, delta: float,
+                   alphas: Sequence[float] = ALPHAS) -> tuple[float, float]:
+    """``(ε, best α)`` of an RDP curve at ``δ`` (Opacus' conversion, Balle et al. 2020)."""
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
+    with warnings.catch_warnings():
+        # "Optimal order is the largest alpha": the ε returned is still a valid upper bound.
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        eps, alpha = rdp_analysis.get_privacy_spent(orders=list(alphas), rdp=rdp, delta=delta)
+    return float(eps), float(alpha)
+
+
+def epsilon_of(mechanisms: Sequence[Mechanism], delta: float,
+               alphas: Sequence[float] = ALPHAS) -> tuple[float, float]:
+    """``(ε, best α)`` of the composition of ``mechanisms`` at ``δ`` (RDP adds up)."""
+    if not mechanisms:
+        return 0.0, float("nan")
+    return rdp_to_epsilon(sum(mechanism_rdp(m, alphas) for m in mechanisms), delta, alphas)
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetSplit:
+    """Shares of the zCDP budget ``ρ`` for auxiliary statistics; DP-SGD gets the rest.
+
+    ``shares`` maps a statistic's name to its share in (0, 1). A statistic that a run does not
+    need (e.g. column bounds when the schema declares them) is not spent, and its share goes to
+    DP-SGD; the shares actually spent must leave at least :data:`MIN_SGD_SHARE` for DP-SGD
+    (:meth:`PrivacyLedger.noise_for` checks).
+    """
+
+    shares: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, share in self.shares.items():
+            if not (isinstance(share, (int, float)) and 0 < share < 1):
+                raise ConfigError(f"budget share of {name!r} must lie in (0, 1), got {share!r}.")
+
+    def share(self, name: str) -> float:
+        if name not in self.shares:
+            raise ConfigError(f"no budget share for {name!r}; shares are {dict(self.shares)}.")
+        return self.shares[name]
+
+
+#: Least share of the zCDP budget left for DP-SGD after the auxiliary statistics.
+MIN_SGD_SHARE = 0.1
+
+
+class PrivacyLedger:
+    """Records every mechanism run on one dataset and composes them (RDP, add/remove).
+
+    Parameters
+    ----------
+    epsilon, delta : float
+        The target budget: :meth:`noise_for` and :meth:`calibrate` size the noise so that the
+        composition never exceeds it, and :meth:`epsilon` reports what was really spent.
+    """
+
+    def __init__(self, *, epsilon: float, delta: float):
+        self.target_epsilon = float(epsilon)
+        self.delta = float(delta)
+        self.rho = zcdp_rho(epsilon, delta)
+        self.mechanisms: list[Mechanism] = []
+        self.shares: dict[str, float] = {}
+        self._curves: list[np.ndarray] = []  # RDP curve of each recorded mechanism
+        self._rdp = np.zeros(len(ALPHAS))  # their sum
+
+    def noise_for(self, name: str, share: float) -> float:
+        """Noise multiplier of a Gaussian mechanism given ``share`` of the zCDP budget."""
+        sigma = gaussian_noise_multiplier(share, self.rho)
+        spent = sum(self.shares.values()) + share
+        if spent > 1 - MIN_SGD_SHARE:
+            raise ConfigError(
+                f"the statistics' budget shares add up to {spent:.2f}; leave at least "
+                f"{MIN_SGD_SHARE} of the budget for DP-SGD (lower the shares, now "
+                f"{ {**self.shares, name: share} })."
+            )
+        self.shares[name] = share
+        return sigma
+
+    def record(self, mechanism: Mechanism) -> None:
+        curve = mechanism_rdp(mechanism)
+        self.mechanisms.append(mechanism)
+        self._curves.append(curve)
+        self._rdp = self._rdp + curve
+
+    def calibrate(self, name: str, *, sample_rate: float, steps: int,
+                  tolerance: float = 1e-3) -> float:
+        """Smallest noise multiplier of ``steps`` sampled-Gaussian steps at ``sample_rate`` that
+        keeps the composition of everything recorded so far plus these steps within the target
+        ε (bisection on the composed ε, relative tolerance ``tolerance``)."""
+        def eps(sigma: float) -> float:
+            trial = mechanism_rdp(Mechanism(name, sigma, sample_rate, steps))
+            return rdp_to_epsilon(self._rdp + trial, self.delta)[0]
+
+        spent = self.epsilon()
+        if spent >= self.target_epsilon:
+            raise ConfigError(
+                f"the auxiliary statistics already spend ε = {spent:.3f} of {self.target_epsilon}; "
+                "lower their budget shares."
+            )
+        lo, hi = 0.0, 1.0
+        while eps(hi) > self.target_epsilon:
+            lo, hi = hi, 2.0 * hi
+            if hi > MAX_NOISE_MULTIPLIER:
+                raise ConfigError(
+                    f"ε = {self.target_epsilon} cannot pay for {steps} DP-SGD steps at sample rate "
+                    f"{sample_rate:.4g}; use fewer epochs or a larger ε."
+                )
+        while hi - lo > tolerance * hi:
+            mid = 0.5 * (lo + hi)
+            if eps(mid) > self.target_epsilon:
+                lo = mid
+            else:
+                hi = mid
+        return hi
+
+    def epsilon(self) -> float:
+        """ε spent by every recorded mechanism together, at the ledger's δ."""
+        return rdp_to_epsilon(self._rdp, self.delta)[0] if self.mechanisms else 0.0
+
+    def report(self) -> dict:
+        """The composed ``(ε, δ)``, and per mechanism its parameters, budget share and the ε it
+        would spend alone (stand-alone ε's do not add up: composition is in RDP)."""
+        eps, alpha = (rdp_to_epsilon(self._rdp, self.delta) if self.mechanisms
+                      else (0.0, float("nan")))
+        split = {}
+        for m, curve in zip(self.mechanisms, self._curves):
+            split[m.name] = {
+                **{k: v for k, v in m.as_dict().items() if k != "name"},
+                "zcdp_share": self.shares.get(m.name),
+                "epsilon_alone": rdp_to_epsilon(curve, self.delta)[0],
+            }
+        return {"epsilon": eps, "delta": self.delta, "rdp_order": alpha, "accountant": "rdp",
+                "target_epsilon": self.target_epsilon, "budget_split": split}
+
+
+# --------------------------------------------------------------------------- DP statistics
+
+
+def noisy_counts(codes: np.ndarray, k: int, *, noise_multiplier: float,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Histogram of integer ``codes`` in ``[0, k)`` plus ``N(0, σ²)`` per bin.
+
+    One row changes one bin by 1: L2 sensitivity 1 (add/remove).
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    if codes.size and (codes.min() < 0 or codes.max() >= k):
+        raise DataError(f"category codes must lie in [0, {k}).")
+    counts = np.bincount(codes, minlength=k).astype(np.float64)
+    return counts + rng.normal(0.0, noise_multiplier, size=k)
+
+
+def noisy_histograms(columns: Sequence[np.ndarray], edges: Sequence[np.ndarray], *,
+                     noise_multiplier: float, rng: np.random.Generator) -> list[np.ndarray]:
+    """One histogram per column (values outside the edges go to the end bins), released together.
+
+    A row adds 1 to one bin of each of the ``m`` histograms: L2 sensitivity ``√m``, so every
+    bin gets ``N(0, σ²m)``.
+    """
+    m = len(columns)
+    out = []
+    for values, e in zip(columns, edges):
+        idx = np.clip(np.searchsorted(e, values, side="right") - 1, 0, len(e) - 2)
+        counts = np.bincount(idx, minlength=len(e) - 1).astype(np.float64)
+        out.append(counts + rng.normal(0.0, noise_multiplier * math.sqrt(m), size=len(counts)))
+    return out
+
+
+def clip_rows(rows: np.ndarray, clip_norm: float) -> np.ndarray:
+    """Scale each row to L2 norm at most ``clip_norm``."""
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows * np.minimum(1.0, clip_norm / np.maximum(norms, 1e-300))
+
+
+def noisy_sums(rows: np.ndarray, groups: np.ndarray, k: int, *, clip_norm: float,
+               noise_multiplier: float, rng: np.random.Generator) -> np.ndarray:
+    """Per-group sums of rows clipped to L2 norm ``clip_norm``, plus ``N(0, (σ·clip)²)``.
+
+    A row belongs to one group, so the ``k × d`` release has L2 sensitivity ``clip_norm``.
+    """
+    rows = clip_rows(np.asarray(rows, dtype=np.float64), clip_norm)
+    sums = np.zeros((k, rows.shape[1]))
+    np.add.at(sums, np.asarray(groups, dtype=np.int64), rows)
+    return sums + rng.normal(0.0, noise_multiplier * clip_norm, size=sums.shape)
+
+
+def noisy_second_moments(rows: np.ndarray, *, clip_norm: float, noise_multiplier: float,
+                         rng: np.random.Generator) -> np.ndarray:
+    """``Σ_i u_i u_iᵀ`` of rows clipped to L2 norm ``clip_norm``, noise on the upper triangle.
+
+    ``‖u uᵀ‖_F = ‖u‖² ≤ C²`` bounds the L2 sensitivity of the upper triangle (diagonal
+    included), so each of its entries gets ``N(0, (σC²)²)``; the lower triangle mirrors it.
+    """
+    u = clip_rows(np.asarray(rows, dtype=np.float64), clip_norm)
+    d = u.shape[1]
+    iu = np.triu_indices(d)
+    upper = (u.T @ u)[iu] + rng.normal(0.0, noise_multiplier * clip_norm**2, size=len(iu[0]))
+    out = np.zeros((d, d))
+    out[iu] = upper
+    return out + np.triu(out, 1).T
+
+
+def project_counts(noisy: np.ndarray, total: float) -> np.ndarray:
+    r"""The non-negative counts closest (L2) to ``noisy`` that sum to ``total``:
+    ``max(h − τ, 0)`` with ``τ`` set by the sum (Euclidean projection onto a scaled simplex).
+
+    Clipping noisy counts at 0 alone leaves ``≈ 0.4σ`` of spurious mass in every empty bin,
+    which fattens the tails; the shift ``τ`` removes it. Post-processing: no privacy cost.
+    """
+    h = np.asarray(noisy, dtype=np.float64)
+    if total <= 0 or h.size == 0:
+        return np.zeros_like(h)
+    u = np.sort(h)[::-1]
+    css = np.cumsum(u) - total
+    k = np.arange(1, len(u) + 1)
+    rho = np.flatnonzero(u - css / k > 0)[-1]
+    tau = css[rho] / (rho + 1)
+    return np.maximum(h - tau, 0.0)
+
+
+#: Data-independent grid for DP bounds of a column without public bounds: 0 and ±10^(j/4).
+def _bounds_grid() -> np.ndarray:
+    pos = 10.0 ** (np.arange(-24, 41) / 4.0)  # 1e-6 … 1e10
+    return np.concatenate([-pos[::-1], [0.0], pos])
+
+
+def dp_bounds(values: np.ndarray, *, noise_multiplier: float, rng: np.random.Generator,
+              threshold: float | None = None) -> tuple[float, float]:
+    """A range holding most of ``values``, from a noisy histogram on a fixed log-spaced grid.
+
+    The range runs from the lowest to the highest bin whose noisy count exceeds ``threshold``
+    (default ``4σ``, so that an empty bin passes with probability ≈ 3e-5). One row moves one
+    count: sensitivity 1.
+    """
+    grid = _bounds_grid()
+    (counts,) = noisy_histograms([values], [grid], noise_multiplier=noise_multiplier, rng=rng)
+    tau = 4.0 * noise_multiplier if threshold is None else threshold
+    hot = np.flatnonzero(counts > tau)
+    if hot.size == 0:
+        raise DataError(
+            "too few rows to estimate a column's range privately; declare its bounds in the "
+            "schema (Column.bounds) or use a larger ε."
+        )
+    lo, hi = float(grid[hot[0]]), float(grid[hot[-1] + 1])
+    return lo, hi
