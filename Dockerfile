@@ -34,7 +34,7 @@ COPY clients clients
 COPY server server
 COPY simulations simulations
 RUN pip install . \
-    && python -c "import torch, flwr; assert torch.version.cuda is None, 'CUDA torch installed'; print('torch', torch.__version__, 'flwr', flwr.__version__)"
+    && python -c "import torch; assert torch.version.cuda is None, 'a CUDA build of torch got in'"
 
 # /state holds the SuperLink's database (a named volume inherits this folder's mode).
 RUN mkdir -m 1777 /state

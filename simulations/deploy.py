@@ -415,8 +415,8 @@ class LocalFederation:
         self.seen_pids: set[int] = set()
         self.flwr_home = self.workdir / "flwr-home"
         self.logs = self.workdir / "logs"
-        self.env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(self.flwr_home),
-                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        self.env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(self.flwr_home), "PATH": path}
         # K ClientApps share this machine's cores: one BLAS/torch thread each.
         self.client_env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                            **{k: v for k, v in os.environ.items()
@@ -441,6 +441,17 @@ class LocalFederation:
 
     def start(self) -> None:
         """SuperLink → ServerApp executor → key registration → SuperNodes and executors."""
+        creds = self.credentials
+        self.start_superlink()
+        self.spawn("serverapp", self.executor_argv(self.port, creds.folder("serverapp")))
+        for k in range(1, creds.clients + 1):
+            self.register(creds.auth_pub(k))
+        for k in range(1, creds.clients + 1):
+            self.start_supernode(k)
+        self.wait_online(creds.clients)
+
+    def start_superlink(self) -> Component:
+        """Write the ``flwr`` CLI's connection, start the SuperLink, wait for its health."""
         self.logs.mkdir(parents=True, exist_ok=True)
         self.flwr_home.mkdir(parents=True, exist_ok=True)
         creds = self.credentials
@@ -461,12 +472,7 @@ class LocalFederation:
             "--host", LOOPBACK, "--port", str(self.port),
         ])
         self.wait_healthy(self.port, "superlink")
-        self.spawn("serverapp", self.executor_argv(self.port, creds.folder("serverapp")))
-        for k in range(1, creds.clients + 1):
-            self.register(creds.auth_pub(k))
-        for k in range(1, creds.clients + 1):
-            self.start_supernode(k)
-        self.wait_online(creds.clients)
+        return self.component("superlink")
 
     def start_supernode(self, k: int, *, auth_key: Path | None = None,
                         max_retries: int | None = None) -> Component:
@@ -649,7 +655,8 @@ class LocalFederation:
             proc = subprocess.run(argv, env=self.env, cwd=self.workdir, capture_output=True,
                                   text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
-            raise DeploymentError(f"`flwr {' '.join(args)}` took longer than {timeout:g} s.") from exc
+            raise DeploymentError(
+                f"`flwr {' '.join(args)}` took longer than {timeout:g} s.") from exc
         try:
             payload = json.loads(proc.stdout)
         except json.JSONDecodeError as exc:

@@ -253,8 +253,9 @@ def test_supernode_keys_are_flower_readable_pairs_and_secrets_pair_up(tmp_path):
                                          for k in range(1, 4))]
     secrets = [(creds.folder(a) / "superexec.secret").read_bytes() for a, _ in pairs]
     for (a, b), secret in zip(pairs, secrets):
-        assert (creds.folder(b) / "superexec.secret").read_bytes() == secret
-        assert len(secret) == 64 and (creds.folder(b) / "superexec.secret").stat().st_mode & 0o77 == 0
+        copy = creds.folder(b) / "superexec.secret"
+        assert copy.read_bytes() == secret and len(secret) == 64
+        assert copy.stat().st_mode & 0o77 == 0
     assert len(set(secrets)) == len(pairs)
     assert not (creds.folder("superlink") / "ca.key").exists()
     assert deploy.Credentials.load(tmp_path, clients=3) == creds
@@ -459,3 +460,47 @@ def test_credential_folders_hold_exactly_their_files(tmp_path):
         files = sorted(p.name for p in creds.folder(service).iterdir())
         assert files == sorted(deploy.SERVICE_FILES[service.split("-")[0]]), service
         assert (creds.folder(service) / "ca.crt").read_bytes() == creds.ca_cert.read_bytes()
+
+
+@pytest.mark.slow
+def test_compose_register_script_and_healthcheck_against_a_real_superlink(tmp_path):
+    """docker-compose.yml's key registration and health check, run as they are written (only
+    the host names and paths of the containers replaced) against a SuperLink with TLS and
+    authentication: fresh keys are registered, a second start accepts them as registered
+    before, a malformed key fails the service."""
+    services = compose_config("docker-compose.yml")["services"]
+    creds = deploy.generate_credentials(tmp_path / "certs", clients=CLIENTS)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for k in range(1, CLIENTS + 1):
+        shutil.copy(creds.auth_pub(k), keys / f"supernode-{k}.pub")
+    fed = deploy.LocalFederation(workdir=tmp_path / "work", credentials=creds,
+                                 data_files=[tmp_path / "client.csv"] * CLIENTS)
+    try:
+        fed.start_superlink()
+        host = {"superlink:9091": fed.address, "localhost:9091": fed.address,
+                "/certs/ca.crt": str(creds.ca_cert), "/keys/": f"{keys}/"}
+
+        def as_host(text: str) -> str:
+            for container, here in host.items():
+                text = text.replace(container, here)
+            return text.replace("$$", "$")
+
+        health = [as_host(a) for a in services["superlink"]["healthcheck"]["test"][1:]]
+        assert subprocess.run(health, timeout=60).returncode == 0
+        script = as_host(services["register"]["command"][0])
+        env = {**fed.env, "FLWR_HOME": str(tmp_path / "register-home")}
+
+        def register() -> subprocess.CompletedProcess:
+            return subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True,
+                                  text=True, timeout=120)
+
+        first, second = register(), register()
+        assert first.returncode == 0 and first.stdout.count("registered /") == CLIENTS
+        assert second.returncode == 0 and second.stdout.count("registered before") == CLIENTS
+        nodes = fed.flwr("supernode", "list", deploy.CONNECTION)["nodes"]
+        assert [n["status"] for n in nodes] == ["registered"] * CLIENTS
+        (keys / "zz-malformed.pub").write_text("not a key\n")
+        assert register().returncode != 0
+    finally:
+        assert fed.stop() == []
