@@ -385,16 +385,6 @@ class TableTransformer:
             parts.append(F.gumbel_softmax(raw[:, sp.logits], tau=tau, hard=hard))
         return torch.cat(parts, dim=1)
 
-    def scaled(self, features: pd.DataFrame) -> np.ndarray:
-        """Continuous columns mapped to [−1, 1] by their mode range (``N × n_continuous``)."""
-        cols = []
-        for sp in self.spans:
-            if sp.continuous:
-                lo, hi = sp.edges[0], sp.edges[-1]
-                x = np.clip(features[sp.column.name].to_numpy(dtype=np.float64), lo, hi)
-                cols.append((2.0 * x - (lo + hi)) / (hi - lo))
-        return np.column_stack(cols) if cols else np.zeros((len(features), 0))
-
 
 # --------------------------------------------------------------------------- networks
 
@@ -550,6 +540,24 @@ class Statistics:
     edges: dict[str, np.ndarray]  # continuous column -> mode boundaries
     marginals: dict[str, Marginal]  # continuous column -> DP law
     correlation: np.ndarray  # Gaussian-copula correlation of the continuous columns (DP)
+    ranges: dict[str, tuple[float, float]]  # continuous column -> DP 0.5 %–99.5 % quantiles
+
+
+def scaled(features: pd.DataFrame, ranges: dict[str, tuple[float, float]]) -> np.ndarray:
+    """Continuous columns clipped to ``ranges`` and mapped to [−1, 1] (``N × len(ranges)``)."""
+    cols = []
+    for name, (lo, hi) in ranges.items():
+        x = np.clip(features[name].to_numpy(dtype=np.float64), lo, hi)
+        cols.append((2.0 * x - (lo + hi)) / (hi - lo))
+    return np.column_stack(cols) if cols else np.zeros((len(features), 0))
+
+
+def quantile_range(marginal: Marginal, *, tail: float = 0.005) -> tuple[float, float]:
+    """The ``[tail, 1 − tail]`` quantiles of a DP marginal (a non-empty interval)."""
+    lo, hi = (float(v) for v in marginal.ppf(np.array([tail, 1.0 - tail])))
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return lo, hi
 
 
 class DPCTGAN:
@@ -600,8 +608,9 @@ class DPCTGAN:
                 [data.features[c.name].to_numpy(dtype=np.float64) for c in cont], fine,
                 noise_multiplier=sigma, rng=rng)
             self.ledger.record(privacy.Mechanism("marginals", sigma))
+            noise = sigma * math.sqrt(len(cont))  # each bin's noise std (see noisy_histograms)
             for col, e, h in zip(cont, fine, hists):
-                h = privacy.project_counts(h, counts.sum())
+                h = privacy.project_counts(h, counts.sum(), threshold=3.0 * noise)
                 edges[col.name] = mode_edges(col, bounds[col.name], e, h, cfg.modes)
                 marginals[col.name] = Marginal.from_counts(
                     e, h, discrete=integer_values(col, bounds[col.name]) is not None)
@@ -632,20 +641,25 @@ class DPCTGAN:
                 k = len(col.categories)
                 noisy = privacy.noisy_counts(cell * k + codes, 4 * k,
                                              noise_multiplier=sigma * math.sqrt(m), rng=rng)
-                tables.append(np.maximum(noisy, 0.0).reshape(4, k))
+                table = np.stack([privacy.project_counts(row, total, threshold=3 * sigma * math.sqrt(m))
+                                  for row, total in zip(noisy.reshape(4, k), counts)])
+                tables.append(table)
             self.ledger.record(privacy.Mechanism("category counts", sigma))
 
         self.transformer = TableTransformer(schema, edges)
+        # Moments are taken on the DP 0.5 %–99.5 % range of each column (post-processing of
+        # the marginals), much tighter than wide public bounds: less noise for the same budget.
+        ranges = {c.name: quantile_range(marginals[c.name]) for c in cont}
         means = None
         if cfg.calibrate and cont:
             sigma = self._spend("moments")
-            x = self.transformer.scaled(data.features)
+            x = scaled(data.features, ranges)
             clip = math.sqrt(x.shape[1])  # every entry is in [−1, 1]: no row is ever clipped
             sums = privacy.noisy_sums(x, cell, 4, clip_norm=clip, noise_multiplier=sigma, rng=rng)
             self.ledger.record(privacy.Mechanism("moments", sigma))
             means = np.clip(sums / np.maximum(counts, 1.0)[:, None], -1.0, 1.0)
         return Statistics(bounds, counts, mode_probs, tables, means, edges, marginals,
-                          correlation)
+                          correlation, ranges)
 
     # -- fit ------------------------------------------------------------------------------
 
@@ -866,7 +880,7 @@ class DPCTGAN:
         codes = tf.codes(features)
         local, local_targets, glob, glob_targets = [], [], [], []
         if st.cell_means is not None:
-            local.append(tf.scaled(features))
+            local.append(scaled(features, st.ranges))
             local_targets.append(st.cell_means)
         j = 0
         for sp, k in zip(tf.spans, codes):
@@ -982,13 +996,13 @@ def systematic_sample(weights: np.ndarray, cells: np.ndarray, alloc: np.ndarray,
 
 def allocate(counts: np.ndarray, n: int) -> np.ndarray:
     """Split ``n`` rows over cells in proportion to (noisy, non-negative) ``counts``: largest
-    remainder, and at least one row for every cell with a positive count when ``n`` allows."""
+    remainder, and at least one row for every cell with a count ≥ 1 when ``n`` allows."""
     counts = np.maximum(np.asarray(counts, dtype=np.float64), 0.0)
     if counts.sum() <= 0:
         raise DataError("cannot allocate rows: every noisy cell count is 0.")
     quota = n * counts / counts.sum()
     alloc = np.floor(quota).astype(np.int64)
-    positive = counts > 0
+    positive = counts >= 1
     if n >= positive.sum():
         alloc[positive & (alloc == 0)] = 1
     order = np.argsort(-(quota - np.floor(quota)), kind="stable")

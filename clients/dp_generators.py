@@ -5,6 +5,7 @@ Every generator follows one small protocol::
     gen = make_generator(name, epsilon=..., delta=..., seed=..., **options)
     gen.fit(data)               # spends (ε, δ) on data
     rows = gen.sample(n)        # post-processing: same schema, (s, y) cells in noisy proportions
+                                #   (seed=... for an independent draw)
     gen.privacy_spent()         # dict: epsilon, delta, noise_multiplier, sample_rate, steps,
                                 #       epochs, accountant, budget_split, ...
 """
@@ -21,7 +22,7 @@ from common.schema import TabularData
 class DPGenerator(Protocol):
     def fit(self, data: TabularData) -> DPGenerator: ...
 
-    def sample(self, n: int) -> TabularData: ...
+    def sample(self, n: int, *, seed: int | None = None) -> TabularData: ...
 
     def privacy_spent(self) -> dict: ...
 
