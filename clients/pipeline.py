@@ -6,6 +6,11 @@ Orders (a registry keyed by the run-config string, like Opacus' accountants):
   stage-1 rows. The (ε, δ) covers stage 2's input (the stage-1 rows) only.
 * ``private-then-fair`` — the DP generator on the real rows, then stage 1 with the DP rows in
   place of the real rows. End-to-end (ε, δ)-DP for the real rows (post-processing).
+
+Every order's (ε, δ) is the composition of *everything* the DP generator read (its DP
+statistics and DP-SGD; :mod:`common.privacy`), and its :class:`PrivacyReport` says which rows
+that guarantee is about. :func:`run_pipeline_fractions` runs an order at several release
+fractions from one fit.
 * ``fair-only`` — stage 1 only; no formal privacy.
 * ``private-only`` — the DP generator on the real rows; (ε, δ) covers the real rows.
 * ``real`` — the real training rows themselves (the baseline; nothing is protected).
@@ -17,7 +22,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from clients.stage1 import FairDistiller, Stage1Config
 from common.errors import ConfigError
@@ -26,6 +31,7 @@ from common.schema import TabularData
 logger = logging.getLogger(__name__)
 
 COVERS_REAL = "the real training rows"
+COVERS_REAL_POST = ("the real training rows, end to end: stage 1 only post-processes the DP rows")
 COVERS_STAGE1 = "the stage-1 rows only (stage 2's input), not the real rows they were computed from"
 COVERS_NOTHING = "nothing: the released rows carry no formal privacy guarantee"
 
@@ -93,18 +99,34 @@ class PipelineConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PipelineResult:
+    """The rows a client may release, what protects them, the seconds per stage, and the
+    intermediate rows of the order (``"stage1"``: the stage-1 rows of fair-then-private;
+    ``"stage2"``: the DP rows of private-then-fair) for experiments; never released."""
+
     rows: TabularData
     privacy: PrivacyReport
     seconds: dict[str, float]
+    intermediate: dict[str, TabularData] = dataclasses.field(default_factory=dict)
 
 
 Order = Callable[[TabularData, PipelineConfig, int], PipelineResult]
+#: Same, for several release fractions at once: ``(train, config, seed, fractions) -> results``.
+MultiOrder = Callable[[TabularData, PipelineConfig, int, Sequence[float]], list[PipelineResult]]
 ORDERS: dict[str, Order] = {}
+_MULTI: dict[str, MultiOrder] = {}
 
 
-def register_order(name: str) -> Callable[[Order], Order]:
-    def wrap(fn: Order) -> Order:
-        ORDERS[name] = fn
+def register_order(name: str) -> Callable[[MultiOrder], MultiOrder]:
+    """Register an order given as a function of several release fractions; ``ORDERS[name]``
+    runs it at ``config.stage2.fraction``."""
+    def wrap(fn: MultiOrder) -> MultiOrder:
+        _MULTI[name] = fn
+
+        def single(train: TabularData, config: PipelineConfig, seed: int) -> PipelineResult:
+            return fn(train, config, seed, [config.stage2.fraction])[0]
+
+        single.__doc__ = fn.__doc__
+        ORDERS[name] = single
         return fn
     return wrap
 
@@ -114,26 +136,29 @@ def run_pipeline(train: TabularData, config: PipelineConfig, *, seed: int = 0) -
     return ORDERS[config.order](train, config, seed)
 
 
+def run_pipeline_fractions(train: TabularData, config: PipelineConfig,
+                           fractions: Sequence[float], *, seed: int = 0) -> list[PipelineResult]:
+    """:func:`run_pipeline` at several release fractions ``Ñ₂/N`` (``config.stage2.fraction`` is
+    ignored), sharing what does not depend on the fraction: stage 1 and the DP generator's fit
+    are run once, and every fraction gets its own sample. Same privacy as one run: the rows of
+    each fraction are post-processing of one fit."""
+    for f in fractions:
+        dataclasses.replace(config.stage2, fraction=f)  # validates f
+    return _MULTI[config.order](train, config, seed, list(fractions))
+
+
 def _stage1(data: TabularData, config: PipelineConfig, seed: int) -> tuple[TabularData, float]:
     cfg = dataclasses.replace(config.stage1, seed=seed)
     result = FairDistiller(cfg).fit(data)
     return result.data, result.seconds
 
 
-@register_order("real")
-def _real(train: TabularData, config: PipelineConfig, seed: int) -> PipelineResult:
-    return PipelineResult(train, PrivacyReport("real", None, None, COVERS_NOTHING), {})
+def _n_out(fraction: float, n: int) -> int:
+    return max(1, round(fraction * n))
 
 
-@register_order("fair-only")
-def _fair_only(train: TabularData, config: PipelineConfig, seed: int) -> PipelineResult:
-    rows, t1 = _stage1(train, config, seed)
-    return PipelineResult(rows, PrivacyReport("fair-only", None, None, COVERS_NOTHING),
-                          {"stage1": t1})
-
-
-def _stage2(data: TabularData, n_out: int, config: PipelineConfig, seed: int):
-    """Fit the configured DP generator on ``data`` and sample ``n_out`` rows."""
+def _fit_generator(data: TabularData, config: PipelineConfig, seed: int):
+    """Fit the configured DP generator on ``data``; returns it and the fit's seconds."""
     from clients.dp_generators import make_generator  # torch/opacus: imported on first use
 
     start = time.perf_counter()
@@ -141,35 +166,78 @@ def _stage2(data: TabularData, n_out: int, config: PipelineConfig, seed: int):
     generator = make_generator(cfg.generator, epsilon=cfg.epsilon,
                                delta=cfg.resolve_delta(len(data)), seed=seed, **cfg.options)
     generator.fit(data)
-    rows = generator.sample(n_out)
-    return rows, generator.privacy_spent(), time.perf_counter() - start
+    return generator, time.perf_counter() - start
+
+
+def _sample(generator, n: int, seed: int) -> tuple[TabularData, float]:
+    start = time.perf_counter()
+    rows = generator.sample(n, seed=seed)
+    return rows, time.perf_counter() - start
+
+
+def _dp_report(order: str, generator, covers: str, **details) -> PrivacyReport:
+    spent = generator.privacy_spent()
+    return PrivacyReport(order, spent["epsilon"], spent["delta"], covers, {**spent, **details})
+
+
+@register_order("real")
+def _real(train: TabularData, config: PipelineConfig, seed: int,
+          fractions: Sequence[float]) -> list[PipelineResult]:
+    """The real training rows (every fraction: all of them)."""
+    result = PipelineResult(train, PrivacyReport("real", None, None, COVERS_NOTHING), {})
+    return [result for _ in fractions]
+
+
+@register_order("fair-only")
+def _fair_only(train: TabularData, config: PipelineConfig, seed: int,
+               fractions: Sequence[float]) -> list[PipelineResult]:
+    """Stage 1 only, at its own fraction ``config.stage1.fraction``."""
+    rows, t1 = _stage1(train, config, seed)
+    result = PipelineResult(rows, PrivacyReport("fair-only", None, None, COVERS_NOTHING),
+                            {"stage1": t1})
+    return [result for _ in fractions]
 
 
 @register_order("private-only")
-def _private_only(train: TabularData, config: PipelineConfig, seed: int) -> PipelineResult:
-    n_out = max(1, round(config.stage2.fraction * len(train)))
-    rows, spent, t2 = _stage2(train, n_out, config, seed)
-    report = PrivacyReport("private-only", spent["epsilon"], spent["delta"], COVERS_REAL, spent)
-    return PipelineResult(rows, report, {"stage2": t2})
+def _private_only(train: TabularData, config: PipelineConfig, seed: int,
+                  fractions: Sequence[float]) -> list[PipelineResult]:
+    """The DP generator on the real rows; ``fraction · N`` rows per fraction."""
+    generator, fit = _fit_generator(train, config, seed)
+    report = _dp_report("private-only", generator, COVERS_REAL, input_rows=len(train))
+    out = []
+    for i, f in enumerate(fractions):
+        rows, t = _sample(generator, _n_out(f, len(train)), seed + 1 + i)
+        out.append(PipelineResult(rows, report, {"stage2": fit + t}))
+    return out
 
 
 @register_order("fair-then-private")
-def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int) -> PipelineResult:
+def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
+                       fractions: Sequence[float]) -> list[PipelineResult]:
+    """Stage 1 on the real rows, the DP generator on the stage-1 rows; ``fraction · N`` rows."""
     fair, t1 = _stage1(train, config, seed)
-    n_out = max(1, round(config.stage2.fraction * len(train)))
-    rows, spent, t2 = _stage2(fair, n_out, config, seed)
-    report = PrivacyReport("fair-then-private", spent["epsilon"], spent["delta"], COVERS_STAGE1,
-                           spent)
-    return PipelineResult(rows, report, {"stage1": t1, "stage2": t2})
+    generator, fit = _fit_generator(fair, config, seed)
+    report = _dp_report("fair-then-private", generator, COVERS_STAGE1, input_rows=len(fair))
+    out = []
+    for i, f in enumerate(fractions):
+        rows, t = _sample(generator, _n_out(f, len(train)), seed + 1 + i)
+        out.append(PipelineResult(rows, report, {"stage1": t1, "stage2": fit + t},
+                                  intermediate={"stage1": fair}))
+    return out
 
 
 @register_order("private-then-fair")
-def _private_then_fair(train: TabularData, config: PipelineConfig, seed: int) -> PipelineResult:
-    # The DP rows stand in for the real rows: as many as the real data, then stage 1 with its
-    # own fraction; the released size is Ñ₂ = fraction₂ · N.
-    private, spent, t2 = _stage2(train, len(train), config, seed)
-    cfg1 = dataclasses.replace(config.stage1, seed=seed, fraction=config.stage2.fraction)
-    fair = FairDistiller(cfg1).fit(private)
-    report = PrivacyReport("private-then-fair", spent["epsilon"], spent["delta"], COVERS_REAL,
-                           spent)
-    return PipelineResult(fair.data, report, {"stage2": t2, "stage1": fair.seconds})
+def _private_then_fair(train: TabularData, config: PipelineConfig, seed: int,
+                       fractions: Sequence[float]) -> list[PipelineResult]:
+    """The DP generator on the real rows, ``N`` DP rows in place of the real ones, then stage 1
+    on them at fraction ``Ñ₂/N`` (so the released size is ``fraction · N``)."""
+    generator, fit = _fit_generator(train, config, seed)
+    private, t = _sample(generator, len(train), seed + 1)
+    report = _dp_report("private-then-fair", generator, COVERS_REAL_POST, input_rows=len(train))
+    out = []
+    for f in fractions:
+        cfg1 = dataclasses.replace(config.stage1, seed=seed, fraction=f)
+        fair = FairDistiller(cfg1).fit(private)
+        out.append(PipelineResult(fair.data, report, {"stage2": fit + t, "stage1": fair.seconds},
+                                  intermediate={"stage2": private}))
+    return out
