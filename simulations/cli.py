@@ -18,6 +18,7 @@ from common.errors import FairsynthError
 COMMAND_MODULES = [
     "simulations.data_command",
     "simulations.stage1_sweep",
+    "simulations.stage2_sweep",
     "simulations.simulate",
     "simulations.compare",
     "simulations.audit",

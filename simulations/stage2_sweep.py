@@ -1,0 +1,228 @@
+"""``fairsynth stage2-sweep``: the paper's stage-2 experiment (Figures 2/3, syn_2 curves).
+
+For every seed, measure, ρ, order and ε: split the data among the clients, run the client
+pipeline (:func:`clients.pipeline.run_pipeline_fractions`: stage 1 and the DP generator are fit
+once, then sampled at every ``--fraction``), train the server's logistic model on the union of
+the released rows and evaluate it on the pooled real test rows. Records also hold the quality
+of the released rows (KS, TVD and TSTR against the client's real rows; the generator's own
+fidelity to its input) and the spent ε.
+
+Curves: ``syn_1`` (the stage-1 rows, before any DP), ``syn_2(100%)``, ``syn_2(10%)`` (released
+rows at those fractions) and the real-data baseline ``real`` (ρ = 0). At ρ = 0 no stage 1 runs,
+so every order reduces to the DP generator on the real rows: those records have order
+``private-only``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from clients.dp_generators import GENERATORS
+from clients.pipeline import PipelineConfig, Stage2Config, run_pipeline_fractions
+from common.errors import ConfigError
+from common.global_model import fit_global_model
+from common.quality import column_distances, quality_report
+from common.schema import TabularData, concat
+from simulations import options
+from simulations.figures import plot_rho_sweep
+from simulations.results import mean_over_seeds, write_json
+
+logger = logging.getLogger(__name__)
+
+DP_ORDERS = ("fair-then-private", "private-then-fair", "private-only")
+METRICS = ["accuracy", "spd", "eod", "cov", "corr", "dpr", "eor", "balanced_accuracy",
+           "positive_rate", "seconds", "epsilon_spent",
+           "ks_mean", "tvd_mean", "cell_tvd", "tstr_accuracy", "gen_ks_mean", "gen_tvd_mean"]
+KEYS = ["order", "measure", "rho", "epsilon", "fraction", "curve"]
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("stage2-sweep",
+                            help="stage 1 + DP stage 2 over a grid of ρ (paper Figs. 2/3)")
+    options.add_data_arguments(parser)
+    options.add_stage1_arguments(parser, sweep=True)
+    g = parser.add_argument_group("stage 2 (DP generator)")
+    g.add_argument("--order", nargs="+", default=["fair-then-private", "private-then-fair"],
+                   choices=DP_ORDERS, help="pipeline order(s)")
+    g.add_argument("--epsilon", nargs="+", type=float, default=[1.0], help="privacy budget(s) ε")
+    g.add_argument("--delta", type=float, default=None, help="δ (default: 1/(N·√N))")
+    g.add_argument("--fraction", nargs="+", type=float, default=[1.0, 0.1],
+                   help="released rows Ñ₂/N (paper: 1.0 and 0.1)")
+    g.add_argument("--generator", default="dp-ctgan", choices=sorted(GENERATORS),
+                   help="DP generator")
+    g.add_argument("--generator-options", default="{}",
+                   help='generator options as JSON, e.g. \'{"epochs": 5}\'')
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.set_defaults(func=run)
+
+
+def _stage2_config(args, epsilon: float) -> Stage2Config:
+    try:
+        opts = json.loads(args.generator_options)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--generator-options is not valid JSON ({exc}).") from exc
+    if not isinstance(opts, dict):
+        raise ConfigError("--generator-options must be a JSON object, e.g. '{\"epochs\": 5}'.")
+    return Stage2Config(epsilon=epsilon, delta=args.delta, generator=args.generator, options=opts)
+
+
+def run(args) -> int:
+    for f in args.fraction:
+        Stage2Config(fraction=f)  # validates before any work
+    for eps in args.epsilon:
+        _stage2_config(args, eps)
+    records = sweep(args)
+    summary = mean_over_seeds(records, KEYS, METRICS)
+    write_json(args.out / "results.json", {"records": records, "summary": summary,
+                                           "args": _args_dict(args)})
+    for path in plot(summary, args):
+        print(f"wrote {path}")
+    print_table(summary)
+    print(f"wrote {args.out / 'results.json'}")
+    return 0
+
+
+def _curve(fraction: float) -> str:
+    return f"syn_2({100 * fraction:g}%)"
+
+
+def _evaluate(parts: list[TabularData], test: TabularData, lam: float) -> dict:
+    return fit_global_model(parts, lam=lam).evaluate(test)
+
+
+def _quality(splits, released: list[TabularData], lam: float) -> dict:
+    """Quality of each client's released rows against its real rows, averaged over clients."""
+    reps = [quality_report(s.train, r, s.test, lam=lam) for s, r in zip(splits, released)]
+    return {k: float(np.mean([r[k] for r in reps]))
+            for k in ("ks_mean", "tvd_mean", "cell_tvd", "tstr_accuracy")}
+
+
+def _fidelity(inputs: list[TabularData], outputs: list[TabularData]) -> dict:
+    """The DP generator's rows against its own input rows (mean KS and TVD over clients)."""
+    ks, tv = [], []
+    for a, b in zip(inputs, outputs):
+        cols = column_distances(a, b)
+        feats = [c.name for c in a.schema.features]
+        ks.append(np.nanmean([cols[c].get("ks", np.nan) for c in feats]))
+        tv.append(np.mean([cols[c]["tvd"] for c in feats]))
+    return {"gen_ks_mean": float(np.mean(ks)), "gen_tvd_mean": float(np.mean(tv))}
+
+
+def sweep(args) -> list[dict]:
+    records = []
+    for seed in args.seeds:
+        data = options.load_data(args, seed=seed)
+        splits = options.split_clients(data, args, seed)
+        test = concat([s.test for s in splits])
+        trains = [s.train for s in splits]
+        base = {"seed": seed, "epsilon": None, "epsilon_spent": None}
+        for measure in args.measure:
+            records.append({**base, "order": "real", "measure": measure, "rho": 0.0,
+                            "fraction": 1.0, "curve": "real",
+                            **_evaluate(trains, test, args.lam_server), "seconds": 0.0})
+        for eps in args.epsilon:
+            stage2 = _stage2_config(args, eps)
+            for measure in args.measure:
+                for rho in args.rho:
+                    orders = ["private-only"] if rho == 0 else args.order
+                    for order in orders:
+                        records += _one(args, splits, test, seed, measure, rho, order, stage2)
+    return records
+
+
+def _one(args, splits, test, seed: int, measure: str, rho: float, order: str,
+         stage2: Stage2Config) -> list[dict]:
+    """Records of one (seed, measure, ρ, order, ε): syn_1 (if any) and syn_2 per fraction."""
+    start = time.perf_counter()
+    per_client = []
+    for k, s in enumerate(splits):
+        cfg = PipelineConfig(order=order, stage2=stage2,
+                             stage1=options.stage1_config(args, measure=measure, rho=rho,
+                                                          seed=seed + 1000 * k))
+        per_client.append(run_pipeline_fractions(s.train, cfg, args.fraction,
+                                                 seed=seed + 1000 * k))
+    elapsed = (time.perf_counter() - start) / len(splits)
+    common = {"order": order, "measure": measure, "rho": float(rho), "seed": seed,
+              "epsilon": stage2.epsilon}
+    out = []
+    if order == "fair-then-private":
+        stage1 = [results[0].intermediate["stage1"] for results in per_client]
+        out.append({**common, "fraction": 1.0, "curve": "syn_1", "epsilon": None,
+                    "epsilon_spent": None, **_evaluate(stage1, test, args.lam_server),
+                    **_quality(splits, stage1, args.lam_server),
+                    "seconds": float(np.mean([r[0].seconds.get("stage1", 0.0)
+                                              for r in per_client]))})
+    for i, fraction in enumerate(args.fraction):
+        released = [results[i].rows for results in per_client]
+        if order == "fair-then-private":
+            inputs, outputs = [r[i].intermediate["stage1"] for r in per_client], released
+        elif order == "private-then-fair":
+            inputs = [s.train for s in splits]
+            outputs = [r[i].intermediate["stage2"] for r in per_client]
+        else:
+            inputs, outputs = [s.train for s in splits], released
+        record = {**common, "fraction": fraction, "curve": _curve(fraction),
+                  "epsilon_spent": float(max(r[i].privacy.epsilon for r in per_client)),
+                  **_evaluate(released, test, args.lam_server),
+                  **_quality(splits, released, args.lam_server),
+                  **_fidelity(inputs, outputs), "seconds": elapsed}
+        logger.info("%s", record)
+        out.append(record)
+    return out
+
+
+def plot(summary: list[dict], args) -> list[Path]:
+    """One figure per (order, ε, measure): syn_1 and the syn_2 curves against ρ."""
+    paths = []
+    baseline = [r for r in summary if r["curve"] == "real"]
+    for order in args.order:
+        for eps in args.epsilon:
+            for measure in args.measure:
+                rows = [r for r in summary if r["order"] == order and r["epsilon"] in (eps, None)
+                        and r["measure"] == measure and r["rho"] > 0]
+                rows += [{**r, "order": order} for r in baseline if r["measure"] == measure]
+                if not any(r["curve"].startswith("syn_2") for r in rows):
+                    continue
+                path = args.out / f"stage2_{order}_{measure}_eps{eps:g}.png"
+                title = (f"{order}, ε = {eps:g}, {measure.upper()} penalty "
+                         "(mean ± sd over seeds)")
+                paths.append(plot_rho_sweep(rows, measure=measure, path=path, curve_key="curve",
+                                            title=title))
+    return paths
+
+
+def print_table(summary: list[dict]) -> None:
+    """Paper-style table: per ρ, accuracy / |gap| of syn_1, syn_2(100%), syn_2(10%)."""
+    orders = sorted({r["order"] for r in summary if r["order"] not in ("real",)})
+    for order in orders:
+        for measure in sorted({r["measure"] for r in summary}):
+            gap = "spd" if measure == "sp" else "eod"
+            rows = [r for r in summary if r["measure"] == measure
+                    and r["order"] in (order, "private-only", "real")]
+            curves = sorted({r["curve"] for r in rows}, key=_curve_order)
+            print(f"\n{order}, measure {measure}: accuracy % / |{gap.upper()}| / balanced "
+                  "accuracy (mean over seeds)")
+            print(f"{'ρ':>8} {'ε':>5} " + " ".join(f"{c:>24}" for c in curves))
+            for eps in sorted({r["epsilon"] for r in rows if r["epsilon"] is not None}):
+                for rho in sorted({r["rho"] for r in rows}):
+                    cells = []
+                    for c in curves:
+                        hit = [r for r in rows if r["rho"] == rho and r["curve"] == c
+                               and r["epsilon"] in (eps, None)]
+                        cells.append(f"{100 * hit[0]['accuracy']:.2f} / {hit[0][gap]:.4f} / "
+                                 f"{hit[0]['balanced_accuracy']:.3f}" if hit else "")
+                    print(f"{rho:8g} {eps:5g} " + " ".join(f"{c:>24}" for c in cells))
+
+
+def _curve_order(curve: str) -> tuple:
+    return (curve != "real", curve != "syn_1", -len(curve), curve)
+
+
+def _args_dict(args) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+
