@@ -341,13 +341,15 @@ def process_group_members(pgids: set[int]) -> dict[int, str]:
     return members
 
 
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
+def pid_alive(pid: int, *, groups: set[int] | None = None) -> bool:
+    """True if ``pid`` exists, is not a zombie and (if ``groups`` is given) belongs to one of
+    those process groups — PIDs are reused, so a PID seen earlier is checked by its group."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return stat[stat.rindex(")") + 2] != "Z"
+    state, _ppid, pgrp = stat[stat.rindex(")") + 2:].split()[:3]
+    return state != "Z" and (groups is None or int(pgrp) in groups)
 
 
 @dataclasses.dataclass
@@ -412,7 +414,10 @@ class LocalFederation:
         self.startup_timeout = startup_timeout
         self.grace = grace
         self.components: list[Component] = []
+        self.components_started: list[Component] = []
         self.seen_pids: set[int] = set()
+        self._starting_process = False  # see handling_signals()
+        self._held_signal: int | None = None
         self.flwr_home = self.workdir / "flwr-home"
         self.logs = self.workdir / "logs"
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -547,19 +552,69 @@ class LocalFederation:
               critical: bool = True) -> Component:
         """Start ``argv`` as the leader of a new process group, output to ``logs/name.log``."""
         log = self.logs / f"{name}.log"
-        with open(log, "ab") as fh:
+        with open(log, "ab") as fh, self._holding_signals():
             popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh,
                                      stderr=subprocess.STDOUT, cwd=self.workdir,
                                      env={**self.env, **(extra_env or {})},
                                      start_new_session=True)
-        component = Component(name, popen, log, critical)
-        self.components.append(component)
-        self.seen_pids.add(popen.pid)
+            component = Component(name, popen, log, critical)
+            self.components.append(component)
+            self.components_started.append(component)
+            self.seen_pids.add(popen.pid)
         logger.info("started %s (pid %d)", name, popen.pid)
         return component
 
+    @contextlib.contextmanager
+    def _holding_signals(self) -> Iterator[None]:
+        """Hold SIGINT/SIGTERM (see :meth:`handling_signals`) until the block has run, then
+        raise the held one."""
+        self._starting_process = True
+        try:
+            yield
+        finally:
+            self._starting_process = False
+        if self._held_signal is not None:
+            signum, self._held_signal = self._held_signal, None
+            raise KeyboardInterrupt(signum)
+
+    @contextlib.contextmanager
+    def handling_signals(self) -> Iterator[LocalFederation]:
+        """Within this block SIGINT and SIGTERM raise ``KeyboardInterrupt(signum)``, so that
+        ``finally`` blocks stop the processes — except while a process is being started: then
+        the signal is held until its PID is recorded, or :meth:`stop` could miss it. (Main
+        thread only; elsewhere Python's defaults stay.)"""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+
+        def handler(signum, frame):
+            if self._starting_process:
+                self._held_signal = signum
+            else:
+                raise KeyboardInterrupt(signum)
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, old in previous.items():
+                signal.signal(s, old)
+
     def stop(self) -> list[int]:
-        """Stop every started process group, newest first; return PIDs still alive after."""
+        """Stop every started process group, newest first; return PIDs still alive after.
+
+        SIGINT and SIGTERM are ignored meanwhile (main thread), so a second Ctrl-C cannot
+        leave processes behind."""
+        if threading.current_thread() is not threading.main_thread():
+            return self._stop()
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self._stop()
+        finally:
+            for s, old in previous.items():
+                signal.signal(s, old)
+
+    def _stop(self) -> list[int]:
         groups = {c.pid for c in self.components}
         self.note_descendants()
         for c in reversed(self.components):
@@ -583,7 +638,7 @@ class LocalFederation:
                 pass
         time.sleep(0.2)
         left = sorted(p for p in self.seen_pids | set(process_group_members(groups))
-                      if pid_alive(p))
+                      if pid_alive(p, groups=groups))
         if left:
             logger.warning("processes still alive after stopping: %s", left)
         self.components = [c for c in self.components if c.alive()]
@@ -650,24 +705,39 @@ class LocalFederation:
 
     def flwr(self, *args: str, timeout: float = 120.0) -> dict:
         """Run ``flwr ARGS --format json`` against this federation; the parsed answer."""
-        argv = [_flower_executable("flwr"), *args, "--format", "json"]
+        code, stdout, stderr = self.run_cli([_flower_executable("flwr"), *args, "--format",
+                                             "json"], timeout=timeout)
         try:
-            proc = subprocess.run(argv, env=self.env, cwd=self.workdir, capture_output=True,
-                                  text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as exc:
-            raise DeploymentError(
-                f"`flwr {' '.join(args)}` took longer than {timeout:g} s.") from exc
-        try:
-            payload = json.loads(proc.stdout)
+            payload = json.loads(stdout)
         except json.JSONDecodeError as exc:
             raise DeploymentError(
-                f"`flwr {' '.join(args)}` exited with code {proc.returncode} without a JSON "
-                f"answer:\n{(proc.stdout + proc.stderr)[-1500:]}"
+                f"`flwr {' '.join(args)}` exited with code {code} without a JSON "
+                f"answer:\n{(stdout + stderr)[-1500:]}"
             ) from exc
         if not payload.get("success", False):
             raise DeploymentError(f"`flwr {' '.join(args)}` failed: "
                                   f"{payload.get('error-message', payload)}")
         return payload
+
+    def run_cli(self, argv: list[str], *, timeout: float) -> tuple[int, str, str]:
+        """Run a short command to its end: exit code, stdout, stderr. It is killed on a
+        timeout (:class:`DeploymentError`) or an interrupt."""
+        proc = None
+        try:
+            with self._holding_signals():
+                proc = subprocess.Popen(argv, cwd=self.workdir, env=self.env,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except BaseException as exc:
+            if proc is not None:
+                proc.kill()
+                proc.communicate()
+            if isinstance(exc, subprocess.TimeoutExpired):
+                command = " ".join([Path(argv[0]).name, *argv[1:]])
+                raise DeploymentError(f"`{command}` took longer than {timeout:g} s.") from exc
+            raise
+        return proc.returncode, stdout, stderr
 
     def register(self, public_key: Path) -> int:
         """Register a SuperNode's public key with the SuperLink; its node ID."""
@@ -686,13 +756,12 @@ class LocalFederation:
         each ClientApp executor's log — what a failed run's user needs first."""
         lines = []
         try:
-            proc = subprocess.run([_flower_executable("flwr"), "log", str(run_id), CONNECTION,
-                                   "--show"], env=self.env, cwd=self.workdir, text=True,
-                                  capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+            _, stdout, _ = self.run_cli([_flower_executable("flwr"), "log", str(run_id),
+                                         CONNECTION, "--show"], timeout=60)
             lines += ["ServerApp log (flwr log --show), last lines:",
-                      *proc.stdout.strip().splitlines()[-12:]]
-        except subprocess.TimeoutExpired:
-            lines.append("flwr log did not answer within 60 s.")
+                      *stdout.strip().splitlines()[-12:]]
+        except DeploymentError as exc:
+            lines.append(str(exc))
         for c in self.components:
             if c.name.startswith("clientapp-"):
                 errors = [line for line in c.log_tail(400).splitlines()
@@ -918,37 +987,6 @@ def _split_command(args: argparse.Namespace) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _terminate_raises() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so that ``finally`` blocks stop the processes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """Let a shutdown finish: SIGINT and SIGTERM are ignored meanwhile (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def deploy(args: argparse.Namespace) -> dict:
     """Split, credentials, start, run each strategy, stop; the summary (see module docstring)."""
     from simulations.simulate import check_setup, run_config_from_args
@@ -975,7 +1013,7 @@ def deploy(args: argparse.Namespace) -> dict:
     runs: dict[str, dict] = {}
     federation = LocalFederation(workdir=out, credentials=creds, data_files=data_files,
                                  port=args.port)
-    with _terminate_raises():
+    with federation.handling_signals():
         try:
             federation.start()
             started = time.perf_counter()
@@ -989,8 +1027,7 @@ def deploy(args: argparse.Namespace) -> dict:
                                          timeout=args.run_timeout)
         finally:
             stopping = time.perf_counter()
-            with _signals_ignored():
-                left = federation.stop()
+            left = federation.stop()
     end = time.perf_counter()
     return {
         "clients": args.clients,
@@ -1005,6 +1042,7 @@ def deploy(args: argparse.Namespace) -> dict:
         "unregistered_supernode": refusal,
         "runs": runs,
         "pids": sorted(federation.seen_pids),
+        "process_groups": sorted(c.pid for c in federation.components_started),
         "pids_left": left,
         "run_config": base,
         "logs": str(federation.logs),

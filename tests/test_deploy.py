@@ -430,7 +430,7 @@ def test_stop_kills_process_groups_that_ignore_sigterm(tmp_path):
     assert fed.stop() == []
     assert time.monotonic() - start < 10
     for pid in (polite.pid, stubborn.pid, child):
-        assert not deploy.pid_alive(pid)
+        assert not deploy.pid_alive(pid, groups={polite.pid, stubborn.pid})
     assert polite.popen.returncode == -signal.SIGTERM
     assert stubborn.popen.returncode == -signal.SIGKILL
     assert child in fed.seen_pids
@@ -504,3 +504,26 @@ def test_compose_register_script_and_healthcheck_against_a_real_superlink(tmp_pa
         assert register().returncode != 0
     finally:
         assert fed.stop() == []
+
+
+def test_signals_raise_but_wait_while_a_process_is_being_recorded(tmp_path):
+    fed = deploy.LocalFederation(workdir=tmp_path, credentials=deploy.Credentials(tmp_path, 1),
+                                 data_files=[tmp_path / "client.csv"], grace=1.0)
+    fed.logs.mkdir(parents=True)
+    before = signal.getsignal(signal.SIGTERM)
+    reached = []
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        with fed.handling_signals():
+            with fed._holding_signals():  # as while Popen runs and its PID is recorded
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)
+                reached.append("recorded")
+    assert reached == ["recorded"] and interrupted.value.args == (signal.SIGTERM,)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        with fed.handling_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            reached.append("not reached")
+    assert reached == ["recorded"] and interrupted.value.args == (signal.SIGTERM,)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert fed.stop() == []

@@ -89,8 +89,10 @@ def test_deployed_oneshot_job_with_tls_and_supernode_authentication(tmp_path, da
 
     # Every process is gone: the 2 + 2K started ones and those the executors started.
     assert summary["pids_left"] == []
-    assert len(summary["pids"]) >= 2 + 2 * CLIENTS + 1 + CLIENTS
-    assert not [p for p in summary["pids"] if deploy.pid_alive(p)]
+    groups = set(summary["process_groups"])  # 2 + 2K components and the unregistered node
+    assert len(groups) == 2 + 2 * CLIENTS + 1 and groups <= set(summary["pids"])
+    assert len(summary["pids"]) >= len(groups) + 1 + CLIENTS  # + the ServerApp and ClientApps
+    assert not [p for p in summary["pids"] if deploy.pid_alive(p, groups=groups)]
 
 
 def flower_processes_under(path: Path) -> list[int]:
