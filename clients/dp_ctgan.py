@@ -878,27 +878,28 @@ class DPCTGAN:
         (cells weighted by their noisy shares), the mode distribution of every column."""
         st, tf = self.stats, self.transformer
         codes = tf.codes(features)
-        local, local_targets, glob, glob_targets = [], [], [], []
+        local, local_targets, glob_codes, glob_targets = [], [], [], []
         if st.cell_means is not None:
             local.append(scaled(features, st.ranges))
             local_targets.append(st.cell_means)
-        j = 0
+        j, offset = 0, 0
         for sp, k in zip(tf.spans, codes):
-            onehot = np.zeros((len(k), sp.width - (1 if sp.continuous else 0)))
-            onehot[np.arange(len(k)), k] = 1.0
             if sp.continuous:
-                glob.append(onehot)
+                glob_codes.append(offset + k)
                 glob_targets.append(st.mode_probs[sp.column.name])
+                offset += len(st.mode_probs[sp.column.name])
             else:
                 table = st.category_tables[j]
                 j += 1
+                onehot = np.zeros((len(k), table.shape[1]))
+                onehot[np.arange(len(k)), k] = 1.0
                 rows = table.sum(1, keepdims=True)
                 local.append(onehot)
                 local_targets.append(np.where(rows > 0, table / np.maximum(rows, 1e-12),
                                               1.0 / table.shape[1]))
         A = np.column_stack(local) if local else np.zeros((len(cells), 0))
         T = np.column_stack(local_targets) if local_targets else np.zeros((4, 0))
-        B = np.column_stack(glob) if glob else np.zeros((len(cells), 0))
+        B = np.column_stack(glob_codes) if glob_codes else np.zeros((len(cells), 0), dtype=np.int64)
         t = np.concatenate(glob_targets) if glob_targets else np.zeros(0)
         share = st.cell_counts / st.cell_counts.sum()
         return tilt(A, T, B, t, cells, share)
@@ -917,12 +918,14 @@ class DPCTGAN:
         return {**self.ledger.report(), **self._sgd, "generator": "dp-ctgan"}
 
 
-def tilt(A: np.ndarray, T: np.ndarray, B: np.ndarray, t: np.ndarray, cells: np.ndarray,
+def tilt(A: np.ndarray, T: np.ndarray, codes: np.ndarray, t: np.ndarray, cells: np.ndarray,
          share: np.ndarray, *, ridge: float = 1e-3, max_iter: int = 300) -> np.ndarray:
     r"""Exponential tilting of candidate rows toward per-cell and pooled moment targets.
 
-    Weights ``w_j ∝ exp(θ_{c(j)}ᵀ a_j + λᵀ b_j)``, normalised within each cell ``c``, with
-    ``θ, λ`` minimising the convex dual
+    ``a_j`` (rows of ``A``) are per-cell features with targets ``T_c``; ``b_j`` are one-hot
+    indicators given by ``codes`` (``n × m`` indices into ``t``: row ``j`` has a 1 at each
+    ``codes[j]``), with pooled targets ``t``. Weights ``w_j ∝ exp(θ_{c(j)}ᵀ a_j + λᵀ b_j)``,
+    normalised within each cell ``c``, with ``θ, λ`` minimising the convex dual
 
     .. math::
 
@@ -934,48 +937,48 @@ def tilt(A: np.ndarray, T: np.ndarray, B: np.ndarray, t: np.ndarray, cells: np.n
     to uniform in Kullback–Leibler divergence. The ridge ``r`` keeps the dual bounded when the
     (noisy) targets are not attainable; the match is then as close as it allows.
     """
-    n, p, q = len(cells), A.shape[1], B.shape[1]
-    members = [np.flatnonzero(cells == c) for c in range(4)]
+    n, p, q = len(cells), A.shape[1], len(t)
+    codes = np.asarray(codes, dtype=np.int64).reshape(n, -1)
+    m = codes.shape[1]
+    blocks = []
+    for c in range(4):
+        rows = np.flatnonzero(cells == c)
+        if len(rows) and share[c] > 0:
+            blocks.append((c, rows, np.ascontiguousarray(A[rows]), codes[rows]))
 
-    def unpack(z):
-        return z[:4 * p].reshape(4, p), z[4 * p:]
+    def logits(theta, lam, c, a_c, codes_c):
+        f = a_c @ theta[c] if p else np.zeros(len(a_c))
+        return f + lam[codes_c].sum(axis=1) if q else f
 
     def value_grad(z):
-        theta, lam = unpack(z)
-        f = B @ lam if q else np.zeros(n)
+        theta, lam = z[:4 * p].reshape(4, p), z[4 * p:]
         value = 0.5 * ridge * float(z @ z) - float(lam @ t)
-        g_theta = np.zeros((4, p))
-        g_lam = -t + ridge * lam
-        for c, rows in enumerate(members):
-            if len(rows) == 0 or share[c] == 0:
-                continue
-            fc = f[rows] + (A[rows] @ theta[c] if p else 0.0)
-            top = fc.max()
-            e = np.exp(fc - top)
-            z_c = e.sum()
-            w = e / z_c
-            value += share[c] * (top + math.log(z_c) - (float(theta[c] @ T[c]) if p else 0.0))
+        g_theta = ridge * theta
+        g_lam = ridge * lam - t
+        for c, _, a_c, codes_c in blocks:
+            f = logits(theta, lam, c, a_c, codes_c)
+            top = f.max()
+            e = np.exp(f - top)
+            total = e.sum()
+            w = e / total
+            value += share[c] * (top + math.log(total) - (float(theta[c] @ T[c]) if p else 0.0))
             if p:
-                g_theta[c] = share[c] * (w @ A[rows] - T[c])
+                g_theta[c] += share[c] * (w @ a_c - T[c])
             if q:
-                g_lam += share[c] * (w @ B[rows])
-        g_theta += ridge * theta
+                g_lam += share[c] * np.bincount(codes_c.ravel(), weights=np.repeat(w, m),
+                                                minlength=q)
         return value, np.concatenate([g_theta.ravel(), g_lam])
 
-    z0 = np.zeros(4 * p + q)
-    if z0.size:
-        res = optimize.minimize(value_grad, z0, jac=True, method="L-BFGS-B",
-                                options={"maxiter": max_iter, "gtol": 1e-8})
-        theta, lam = unpack(res.x)
-    else:
-        theta, lam = np.zeros((4, 0)), np.zeros(0)
-    f = B @ lam if q else np.zeros(n)
+    theta, lam = np.zeros((4, p)), np.zeros(q)
+    if 4 * p + q:
+        res = optimize.minimize(value_grad, np.zeros(4 * p + q), jac=True, method="L-BFGS-B",
+                                options={"maxiter": max_iter, "gtol": 1e-7})
+        theta, lam = res.x[:4 * p].reshape(4, p), res.x[4 * p:]
     weights = np.zeros(n)
-    for c, rows in enumerate(members):
-        if len(rows):
-            fc = f[rows] + (A[rows] @ theta[c] if p else 0.0)
-            e = np.exp(fc - fc.max())
-            weights[rows] = e / e.sum()
+    for c, rows, a_c, codes_c in blocks:
+        f = logits(theta, lam, c, a_c, codes_c)
+        e = np.exp(f - f.max())
+        weights[rows] = e / e.sum()
     return weights
 
 

@@ -300,11 +300,14 @@ def test_tilt_matches_feasible_targets():
     rng = np.random.default_rng(0)
     n = 2000
     cells = rng.integers(0, 4, n)
-    A, B = rng.normal(size=(n, 3)), (rng.random((n, 2)) < 0.4).astype(float)
+    A = rng.normal(size=(n, 3))
+    codes = np.column_stack([rng.integers(0, 3, n), 3 + rng.integers(0, 2, n)])  # two one-hots
+    B = np.zeros((n, 5))
+    B[np.arange(n)[:, None], codes] = 1.0
     T = np.stack([A[cells == c][:40].mean(axis=0) for c in range(4)])  # inside each cell's hull
     share = np.array([0.1, 0.2, 0.3, 0.4])
     t = sum(share[c] * B[cells == c][:60].mean(axis=0) for c in range(4))
-    w = tilt(A, T, B, t, cells, share, ridge=1e-8)
+    w = tilt(A, T, codes, t, cells, share, ridge=1e-8)
     for c in range(4):
         rows = cells == c
         assert w[rows].sum() == pytest.approx(1.0)

@@ -1,0 +1,124 @@
+"""Benchmark: the stage-2 DP generator on one Law School client (8,319 rows, ε = 1).
+
+Run as a script so that the thread settings apply before numpy and torch load::
+
+    FAIRSYNTH_DATA_DIR=../shared/data python -m simulations.bench_stage2 [--threads 1 2]
+
+Times ``DPCTGAN.fit`` (every DP statistic, the DP-SGD critic and the generator, the privacy
+accounting) and ``sample(N)`` (with the calibration), on the client's real rows and on its
+stage-1 rows (SP, ρ = 10), ``--repeats`` times each, and reports the minimum and all runs, the
+import time of torch and Opacus, the process's peak resident memory and the load average (the
+machine may be shared). Prints JSON and writes it to ``--out``.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import time  # noqa: E402
+
+_start = time.perf_counter()
+import opacus  # noqa: E402
+import torch  # noqa: E402
+
+IMPORT_SECONDS = time.perf_counter() - _start
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from clients.dp_generators import make_generator  # noqa: E402
+from clients.stage1 import FairDistiller, Stage1Config  # noqa: E402
+from common import datasets, partition  # noqa: E402
+from simulations.results import write_json  # noqa: E402
+
+TARGET_SECONDS = 10.0
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def time_fit(data, *, threads: int, seed: int) -> dict:
+    delta = 1.0 / (len(data) * np.sqrt(len(data)))
+    gen = make_generator("dp-ctgan", epsilon=1.0, delta=delta, seed=seed, threads=threads,
+                         progress=False)
+    start = time.perf_counter()
+    gen.fit(data)
+    fit = time.perf_counter() - start
+    start = time.perf_counter()
+    rows = gen.sample(len(data))
+    sample = time.perf_counter() - start
+    spent = gen.privacy_spent()
+    return {"fit_seconds": fit, "sample_seconds": sample, "total_seconds": fit + sample,
+            "rows_out": len(rows), "epsilon": spent["epsilon"], "steps": spent["steps"],
+            "noise_multiplier": spent["noise_multiplier"], "sample_rate": spent["sample_rate"]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--out", type=Path, default=Path("results/bench_stage2.json"))
+    args = parser.parse_args(argv)
+
+    data = datasets.load("law_school", root=args.data_dir)
+    real = partition.federated_split(data, clients=2, seed=0)[0].train
+    stage1_rows = FairDistiller(Stage1Config(measure="sp", rho=10.0), progress=False).fit(real).data
+    rss_before = _rss_mb()
+    time_fit(real, threads=1, seed=99)  # warm-up (lazy imports, allocator)
+    runs = {}
+    for name, rows in (("real_rows", real), ("stage1_rows", stage1_rows)):
+        for threads in args.threads:
+            results = [time_fit(rows, threads=threads, seed=seed) for seed in range(args.repeats)]
+            runs[f"{name}_threads{threads}"] = {
+                "fit_seconds_min": min(r["fit_seconds"] for r in results),
+                "total_seconds_min": min(r["total_seconds"] for r in results),
+                "total_seconds_all": [r["total_seconds"] for r in results],
+                "fit_seconds_all": [r["fit_seconds"] for r in results],
+                "sample_seconds_all": [r["sample_seconds"] for r in results],
+                "epsilon": max(r["epsilon"] for r in results),
+                "steps": results[0]["steps"], "noise_multiplier": results[0]["noise_multiplier"],
+                "sample_rate": results[0]["sample_rate"],
+            }
+    best = min(v["total_seconds_min"] for v in runs.values())
+    worst = max(max(v["total_seconds_all"]) for v in runs.values())
+    result = {
+        "benchmark": "stage2",
+        "rows": len(real),
+        "columns": len(real.schema.features) + 2,
+        "epsilon": 1.0,
+        "import_torch_opacus_seconds": IMPORT_SECONDS,
+        "runs": runs,
+        "best_total_seconds": best,
+        "worst_total_seconds": worst,
+        "target_seconds": TARGET_SECONDS,
+        "meets_target": worst <= TARGET_SECONDS,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_fits_mb": rss_before,
+        "load_average_1m": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "opacus": opacus.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+    write_json(args.out, result)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
