@@ -71,6 +71,8 @@ logger = logging.getLogger(__name__)
 MAX_INTEGER_MODES = 16
 #: The (s, y) cells in condition order; cell index ``2·s + y``.
 CELLS = ((0, 0), (0, 1), (1, 0), (1, 1))
+#: Starting points of the generator (see ``DPCTGANConfig.prior``).
+PRIORS = ("copula", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +109,9 @@ class DPCTGANConfig:
     copula_clip : float
         Normal-score vectors are clipped to L2 norm ``copula_clip·√d`` for the correlation
         release (``d``: continuous columns).
+    prior : {"copula", "none"}
+        The generator's starting point: the DP copula (default), or ``"none"`` — CTGAN's plain
+        generator from a random initialisation, with no correlation release (for comparison).
     calibrate : bool
         Resample the released rows to the DP statistics (module docstring, step 4).
     pool : int
@@ -140,6 +145,7 @@ class DPCTGANConfig:
         "cell counts": 0.08, "marginals": 0.15, "correlations": 0.12, "category counts": 0.10,
         "bounds": 0.05, "moments": 0.20})
     copula_clip: float = 1.5
+    prior: str = "copula"
     calibrate: bool = True
     pool: int = 4
     round_integers: bool = True
@@ -156,7 +162,8 @@ class DPCTGANConfig:
              and self.epsilon > 0, f"epsilon must be a finite number > 0, got {self.epsilon!r}"),
             (isinstance(self.delta, (int, float)) and 0 < self.delta < 1,
              f"delta must lie in (0, 1), got {self.delta!r}"),
-            (math.isfinite(self.epochs) and self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
+            (math.isfinite(self.epochs) and self.epochs > 0,
+             f"epochs must be > 0, got {self.epochs}"),
             (whole(self.batch_size), f"batch_size must be an integer ≥ 1, got {self.batch_size!r}"),
             (whole(self.pac), f"pac must be an integer ≥ 1, got {self.pac!r}"),
             (self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}"),
@@ -172,6 +179,7 @@ class DPCTGANConfig:
              f"fine_bins must be an integer ≥ modes ({self.modes}), got {self.fine_bins!r}"),
             (whole(self.pool), f"pool must be an integer ≥ 1, got {self.pool!r}"),
             (self.copula_clip > 0, f"copula_clip must be > 0, got {self.copula_clip}"),
+            (self.prior in PRIORS, f"prior must be one of {list(PRIORS)}, got {self.prior!r}"),
             (self.threads is None or whole(self.threads),
              f"threads must be an integer ≥ 1 or None, got {self.threads!r}"),
         ]
@@ -240,7 +248,8 @@ class Marginal:
 
     @classmethod
     def from_counts(cls, edges: np.ndarray, counts: np.ndarray, *, discrete: bool) -> Marginal:
-        mass = np.maximum(np.asarray(counts, dtype=np.float64), 0.0) + 1e-6  # strictly increasing CDF
+        # + 1e-6: every bin keeps a sliver of mass, so the CDF is strictly increasing
+        mass = np.maximum(np.asarray(counts, dtype=np.float64), 0.0) + 1e-6
         return cls(np.asarray(edges, dtype=np.float64), mass / mass.sum(), discrete)
 
     @property
@@ -408,7 +417,8 @@ class Generator(nn.Module):
     adversarial training learns corrections to it.
     """
 
-    def __init__(self, input_dim: int, dims: Sequence[int], output_dim: int):
+    def __init__(self, input_dim: int, dims: Sequence[int], output_dim: int, *,
+                 zero_init: bool = True):
         super().__init__()
         layers, d = [], input_dim
         for h in dims:
@@ -416,8 +426,9 @@ class Generator(nn.Module):
             d += h
         self.blocks = nn.Sequential(*layers)
         self.out = nn.Linear(d, output_dim)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        if zero_init:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, prior: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         return prior + self.out(self.blocks(torch.cat([prior, inputs], 1)))
@@ -618,7 +629,7 @@ class DPCTGAN:
                                            np.searchsorted(e, edges[col.name][:-1]))
                 mode_probs[col.name] = per_mode / per_mode.sum()
         correlation = np.eye(len(cont))
-        if len(cont) >= 2:
+        if len(cont) >= 2 and cfg.prior == "copula":
             # Σ_i u_i u_iᵀ of the normal scores, rows clipped to ‖u‖ ≤ C: the upper triangle
             # has L2 sensitivity ‖u uᵀ‖_F = ‖u‖² ≤ C².
             sigma = self._spend("correlations")
@@ -641,7 +652,8 @@ class DPCTGAN:
                 k = len(col.categories)
                 noisy = privacy.noisy_counts(cell * k + codes, 4 * k,
                                              noise_multiplier=sigma * math.sqrt(m), rng=rng)
-                table = np.stack([privacy.project_counts(row, total, threshold=3 * sigma * math.sqrt(m))
+                floor = 3 * sigma * math.sqrt(m)
+                table = np.stack([privacy.project_counts(row, total, threshold=floor)
                                   for row, total in zip(noisy.reshape(4, k), counts)])
                 tables.append(table)
             self.ledger.record(privacy.Mechanism("category counts", sigma))
@@ -709,7 +721,7 @@ class DPCTGAN:
         self.cond_dim = 4 + sum(len(c.categories) for c in cats)
         self._cell_probs = torch.from_numpy(st.cell_counts / st.cell_counts.sum())
         self.generator = Generator(tf.width + cfg.noise_dim + self.cond_dim, cfg.generator_dims,
-                                   tf.width)
+                                   tf.width, zero_init=cfg.prior != "none")
         cont = [sp for sp in tf.spans if sp.continuous]
         self._copula = np.linalg.cholesky(st.correlation) if cont else np.zeros((0, 0))
         self._cat_log_probs = [torch.log(p + 1e-6) for p in self._cat_probs]
@@ -810,6 +822,8 @@ class DPCTGAN:
         tf, st = self.transformer, self.stats
         n = len(cells)
         prior = torch.zeros(n, tf.width)
+        if self.config.prior == "none":
+            return prior
         cont = [sp for sp in tf.spans if sp.continuous]
         if cont:
             z = torch.randn(n, len(cont), generator=gen, dtype=torch.float64).numpy()

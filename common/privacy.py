@@ -14,7 +14,8 @@ numerically; RDP adds up over mechanisms:
 
 .. math::
 
-    \varepsilon_{\text{RDP}}(\alpha) = \sum_k T_k\, \varepsilon^{(k)}_{\text{SGM}}(\alpha; q_k, \sigma_k),
+    \varepsilon_{\text{RDP}}(\alpha)
+        = \sum_k T_k\, \varepsilon^{(k)}_{\text{SGM}}(\alpha; q_k, \sigma_k),
     \qquad \varepsilon = \min_\alpha\; \varepsilon_{\text{RDP}}(\alpha)
         + \log\frac{\alpha - 1}{\alpha} - \frac{\log\delta + \log\alpha}{\alpha - 1}.
 
@@ -70,7 +71,8 @@ def check_budget(*, epsilon: float, delta: float, n: int) -> None:
 
 
 def zcdp_rho(epsilon: float, delta: float) -> float:
-    r"""The zCDP budget ``ρ`` with ``ρ + 2\sqrt{ρ\log(1/δ)} = ε`` (Bun & Steinke 2016, Prop. 1.3)."""
+    r"""The zCDP budget ``ρ`` with ``ρ + 2\sqrt{ρ\log(1/δ)} = ε`` (Bun & Steinke 2016,
+    Prop. 1.3)."""
     log_inv = math.log(1.0 / delta)
     return (math.sqrt(log_inv + epsilon) - math.sqrt(log_inv)) ** 2
 
@@ -105,9 +107,11 @@ class Mechanism:
 
     def __post_init__(self) -> None:
         if not self.noise_multiplier > 0:
-            raise ConfigError(f"{self.name}: noise multiplier must be > 0, got {self.noise_multiplier}.")
+            raise ConfigError(
+                f"{self.name}: noise multiplier must be > 0, got {self.noise_multiplier}.")
         if not 0 < self.sample_rate <= 1:
-            raise ConfigError(f"{self.name}: sample rate must lie in (0, 1], got {self.sample_rate}.")
+            raise ConfigError(
+                f"{self.name}: sample rate must lie in (0, 1], got {self.sample_rate}.")
         if int(self.steps) != self.steps or self.steps < 1:
             raise ConfigError(f"{self.name}: steps must be an integer ≥ 1, got {self.steps}.")
 

@@ -83,8 +83,10 @@ def column_distances(real: TabularData, synthetic: TabularData) -> dict[str, dic
         edges = _edges(col, np.concatenate([a, b]))
         out[col.name] = {"ks": ks_statistic(a, b),
                          "tvd": tvd(_histogram(a, edges), _histogram(b, edges))}
+    cell_real = 2 * real.s.astype(int) + real.y
+    cell_syn = 2 * synthetic.s.astype(int) + synthetic.y
     for name, x, z in (("s", real.s, synthetic.s), ("y", real.y, synthetic.y),
-                       ("cell", 2 * real.s.astype(int) + real.y, 2 * synthetic.s.astype(int) + synthetic.y)):
+                       ("cell", cell_real, cell_syn)):
         k = 4 if name == "cell" else 2
         out[name] = {"tvd": tvd(np.bincount(x, minlength=k), np.bincount(z, minlength=k))}
     return out

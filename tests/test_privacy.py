@@ -27,7 +27,8 @@ def exact_gaussian_epsilon(sigma: float, delta: float) -> float:
     """Smallest ε of the Gaussian mechanism (sensitivity 1, noise σ) at δ (Balle & Wang 2018,
     Thm. 8): δ(ε) = Φ(1/(2σ) − εσ) − e^ε Φ(−1/(2σ) − εσ)."""
     def excess(eps):
-        return norm.cdf(0.5 / sigma - eps * sigma) - math.exp(eps) * norm.cdf(-0.5 / sigma - eps * sigma) - delta
+        return (norm.cdf(0.5 / sigma - eps * sigma)
+                - math.exp(eps) * norm.cdf(-0.5 / sigma - eps * sigma) - delta)
     return optimize.brentq(excess, 1e-9, 200.0)
 
 
@@ -175,7 +176,8 @@ def test_project_counts_is_the_simplex_projection(h, total):
     assert p.sum() == pytest.approx(total, rel=1e-9)
     if np.maximum(h, 0).sum() > total:
         # Euclidean projection onto {p ≥ 0, Σp = total}: KKT — p = max(h − τ, 0) for one τ.
-        res = optimize.minimize(lambda q: 0.5 * np.sum((q - h) ** 2), np.full(len(h), total / len(h)),
+        res = optimize.minimize(lambda q: 0.5 * np.sum((q - h) ** 2),
+                                np.full(len(h), total / len(h)),
                                 jac=lambda q: q - h, bounds=[(0, None)] * len(h),
                                 constraints=[{"type": "eq", "fun": lambda q: q.sum() - total}],
                                 method="SLSQP", options={"ftol": 1e-12, "maxiter": 500})

@@ -29,7 +29,8 @@ def test_tvd_by_hand():
 
 
 def _data(features: dict, s, y) -> TabularData:
-    schema = Schema("q", (Column("x", bounds=(0.0, 10.0)), Column("k", bounds=(1.0, 3.0), integer=True),
+    schema = Schema("q", (Column("x", bounds=(0.0, 10.0)),
+                          Column("k", bounds=(1.0, 3.0), integer=True),
                           Column("c", kind="categorical", categories=("u", "v"))),
                     "s", "1", "y", "1")
     return TabularData(schema, pd.DataFrame(features), np.array(s, dtype=np.int8),

@@ -91,7 +91,8 @@ def test_release_sizes_follow_the_fraction_and_cells_keep_their_shares(toy, orde
 
 
 def test_one_fraction_through_both_entry_points_gives_the_same_rows(toy):
-    cfg = dataclasses.replace(config("private-only"), stage2=Stage2Config(fraction=0.3, options=FAST))
+    cfg = dataclasses.replace(config("private-only"),
+                              stage2=Stage2Config(fraction=0.3, options=FAST))
     single = run_pipeline(toy, cfg, seed=5)
     multi = run_pipeline_fractions(toy, cfg, [0.3], seed=5)[0]
     assert single.rows.features.equals(multi.rows.features)
