@@ -85,9 +85,10 @@ class DPCTGANConfig:
         The privacy budget of the whole fit (every statistic plus DP-SGD).
     epochs : float
         Expected passes over the rows: DP-SGD runs ``round(epochs / q)`` steps.
-    batch_size : int
-        Expected number of real rows per step; the sample rate is ``q = batch_size / N̂``
-        (``N̂``: the noisy row count).
+    sample_rate : float
+        Poisson sampling rate ``q`` of DP-SGD: each step sees ``q·N`` real rows in expectation,
+        so the number of steps does not grow with the data (about 500 rows a step on a Law
+        School client).
     pac : int
         Rows per discriminator pack (PacGAN); see :class:`PrivateCritic` for its privacy cost.
     max_grad_norm : float
@@ -131,7 +132,7 @@ class DPCTGANConfig:
     epsilon: float = 1.0
     delta: float = 1e-6
     epochs: float = 3.0
-    batch_size: int = 500
+    sample_rate: float = 0.06
     pac: int = 1
     max_grad_norm: float = 1.0
     noise_dim: int = 32
@@ -164,7 +165,8 @@ class DPCTGANConfig:
              f"delta must lie in (0, 1), got {self.delta!r}"),
             (math.isfinite(self.epochs) and self.epochs > 0,
              f"epochs must be > 0, got {self.epochs}"),
-            (whole(self.batch_size), f"batch_size must be an integer ≥ 1, got {self.batch_size!r}"),
+            (0 < self.sample_rate <= 1,
+             f"sample_rate must lie in (0, 1], got {self.sample_rate!r}"),
             (whole(self.pac), f"pac must be an integer ≥ 1, got {self.pac!r}"),
             (self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}"),
             (whole(self.noise_dim), f"noise_dim must be an integer ≥ 1, got {self.noise_dim!r}"),
@@ -686,8 +688,7 @@ class DPCTGAN:
         cell = 2 * data.s.astype(np.int64) + data.y.astype(np.int64)
         self.stats = self._statistics(data, cell, rng)
 
-        n_hat = float(self.stats.cell_counts.sum())
-        sample_rate = min(1.0, cfg.batch_size / n_hat)
+        sample_rate = cfg.sample_rate
         steps = max(1, int(round(cfg.epochs / sample_rate)))
         sigma_acc = self.ledger.calibrate("discriminator DP-SGD", sample_rate=sample_rate,
                                           steps=steps)
@@ -697,8 +698,7 @@ class DPCTGAN:
         self._sgd = {"noise_multiplier": self.noise_multiplier, "sample_rate": sample_rate,
                      "steps": steps, "epochs": steps * sample_rate,
                      "max_grad_norm": cfg.max_grad_norm, "pac": cfg.pac,
-                     "sensitivity": sensitivity_factor * cfg.max_grad_norm,
-                     "batch_size": cfg.batch_size}
+                     "sensitivity": sensitivity_factor * cfg.max_grad_norm}
         with _torch_state(cfg.threads, cfg.seed):
             self._train(data, cell, sample_rate, steps)
         self.seconds = time.perf_counter() - start
@@ -892,31 +892,30 @@ class DPCTGAN:
         (cells weighted by their noisy shares), the mode distribution of every column."""
         st, tf = self.stats, self.transformer
         codes = tf.codes(features)
-        local, local_targets, glob_codes, glob_targets = [], [], [], []
-        if st.cell_means is not None:
-            local.append(scaled(features, st.ranges))
-            local_targets.append(st.cell_means)
-        j, offset = 0, 0
+        A = scaled(features, st.ranges) if st.cell_means is not None else np.zeros((len(cells), 0))
+        T = st.cell_means if st.cell_means is not None else np.zeros((4, 0))
+        local, local_targets, glob, glob_targets = [], [], [], []
+        offset_l = offset_g = 0
+        j = 0
         for sp, k in zip(tf.spans, codes):
             if sp.continuous:
-                glob_codes.append(offset + k)
+                glob.append(offset_g + k)
                 glob_targets.append(st.mode_probs[sp.column.name])
-                offset += len(st.mode_probs[sp.column.name])
+                offset_g += len(st.mode_probs[sp.column.name])
             else:
                 table = st.category_tables[j]
                 j += 1
-                onehot = np.zeros((len(k), table.shape[1]))
-                onehot[np.arange(len(k)), k] = 1.0
                 rows = table.sum(1, keepdims=True)
-                local.append(onehot)
+                local.append(offset_l + k)
                 local_targets.append(np.where(rows > 0, table / np.maximum(rows, 1e-12),
                                               1.0 / table.shape[1]))
-        A = np.column_stack(local) if local else np.zeros((len(cells), 0))
-        T = np.column_stack(local_targets) if local_targets else np.zeros((4, 0))
-        B = np.column_stack(glob_codes) if glob_codes else np.zeros((len(cells), 0), dtype=np.int64)
-        t = np.concatenate(glob_targets) if glob_targets else np.zeros(0)
+                offset_l += table.shape[1]
         share = st.cell_counts / st.cell_counts.sum()
-        return tilt(A, T, B, t, cells, share)
+        return tilt(A, T, cells, share,
+                    local_codes=np.column_stack(local) if local else None,
+                    local_targets=np.column_stack(local_targets) if local_targets else None,
+                    codes=np.column_stack(glob) if glob else None,
+                    t=np.concatenate(glob_targets) if glob_targets else None)
 
     def privacy_spent(self) -> dict:
         """The composed ``(ε, δ)`` of the fit and how it was spent.
@@ -932,65 +931,86 @@ class DPCTGAN:
         return {**self.ledger.report(), **self._sgd, "generator": "dp-ctgan"}
 
 
-def tilt(A: np.ndarray, T: np.ndarray, codes: np.ndarray, t: np.ndarray, cells: np.ndarray,
-         share: np.ndarray, *, ridge: float = 1e-3, max_iter: int = 300) -> np.ndarray:
+def tilt(A: np.ndarray, T: np.ndarray, cells: np.ndarray, share: np.ndarray, *,
+         local_codes: np.ndarray | None = None, local_targets: np.ndarray | None = None,
+         codes: np.ndarray | None = None, t: np.ndarray | None = None,
+         ridge: float = 1e-3, max_iter: int = 300) -> np.ndarray:
     r"""Exponential tilting of candidate rows toward per-cell and pooled moment targets.
 
-    ``a_j`` (rows of ``A``) are per-cell features with targets ``T_c``; ``b_j`` are one-hot
-    indicators given by ``codes`` (``n × m`` indices into ``t``: row ``j`` has a 1 at each
-    ``codes[j]``), with pooled targets ``t``. Weights ``w_j ∝ exp(θ_{c(j)}ᵀ a_j + λᵀ b_j)``,
-    normalised within each cell ``c``, with ``θ, λ`` minimising the convex dual
+    Row ``j`` of cell ``c(j)`` has dense features ``a_j`` (rows of ``A``) with per-cell
+    targets ``T_c``; one-hot indicators ``h_j`` given by ``local_codes`` (``n × m`` indices: a 1
+    at each) with per-cell targets ``local_targets[c]``; and one-hot indicators ``b_j`` given by
+    ``codes`` with pooled targets ``t``. Weights
+    ``w_j ∝ exp(θ_{c(j)}ᵀ a_j + φ_{c(j)}ᵀ h_j + λᵀ b_j)``, normalised within each cell, with
+    ``θ, φ, λ`` minimising the convex dual
 
     .. math::
 
-        L(θ, λ) = \sum_c π_c \Bigl[\log \sum_{j \in c} e^{θ_cᵀ a_j + λᵀ b_j} − θ_cᵀ T_c\Bigr]
-                  − λᵀ t + \frac{r}{2}(\lVert θ\rVert^2 + \lVert λ\rVert^2),
+        L = \sum_c π_c \Bigl[\log \sum_{j \in c} e^{θ_cᵀ a_j + φ_cᵀ h_j + λᵀ b_j}
+            − θ_cᵀ T_c − φ_cᵀ H_c\Bigr] − λᵀ t
+            + \frac{r}{2}(\lVert θ\rVert^2 + \lVert φ\rVert^2 + \lVert λ\rVert^2),
 
-    whose stationarity conditions are ``E_w[a | c] = T_c`` and ``Σ_c π_c E_w[b | c] = t``: the
-    weighted candidates match the targets, and among all such weights these are the closest
-    to uniform in Kullback–Leibler divergence. The ridge ``r`` keeps the dual bounded when the
-    (noisy) targets are not attainable; the match is then as close as it allows.
+    whose stationarity conditions are ``E_w[a | c] = T_c``, ``E_w[h | c] = H_c`` and
+    ``Σ_c π_c E_w[b | c] = t``: the weighted candidates match the targets, and among all such
+    weights these are the closest to uniform in Kullback–Leibler divergence. The ridge ``r``
+    keeps the dual bounded when the (noisy) targets are not attainable; the match is then as
+    close as it allows. One-hot constraints are index gathers and weighted bincounts.
     """
-    n, p, q = len(cells), A.shape[1], len(t)
-    codes = np.asarray(codes, dtype=np.int64).reshape(n, -1)
-    m = codes.shape[1]
+    n, p = len(cells), A.shape[1]
+    lc = np.zeros((n, 0), dtype=np.int64) if local_codes is None else np.asarray(local_codes)
+    gc = np.zeros((n, 0), dtype=np.int64) if codes is None else np.asarray(codes)
+    H = np.zeros((4, 0)) if local_targets is None else np.asarray(local_targets)
+    t = np.zeros(0) if t is None else np.asarray(t)
+    ql, qg = H.shape[1], len(t)
+    ml, mg = lc.shape[1], gc.shape[1]
     blocks = []
     for c in range(4):
         rows = np.flatnonzero(cells == c)
         if len(rows) and share[c] > 0:
-            blocks.append((c, rows, np.ascontiguousarray(A[rows]), codes[rows]))
+            blocks.append((c, rows, np.ascontiguousarray(A[rows]), lc[rows], gc[rows]))
+    size = 4 * p + 4 * ql + qg
 
-    def logits(theta, lam, c, a_c, codes_c):
+    def unpack(z):
+        return (z[:4 * p].reshape(4, p), z[4 * p:4 * (p + ql)].reshape(4, ql), z[4 * (p + ql):])
+
+    def logits(theta, phi, lam, c, a_c, lc_c, gc_c):
         f = a_c @ theta[c] if p else np.zeros(len(a_c))
-        return f + lam[codes_c].sum(axis=1) if q else f
+        if ql:
+            f = f + phi[c][lc_c].sum(axis=1)
+        if qg:
+            f = f + lam[gc_c].sum(axis=1)
+        return f
 
     def value_grad(z):
-        theta, lam = z[:4 * p].reshape(4, p), z[4 * p:]
+        theta, phi, lam = unpack(z)
         value = 0.5 * ridge * float(z @ z) - float(lam @ t)
-        g_theta = ridge * theta
-        g_lam = ridge * lam - t
-        for c, _, a_c, codes_c in blocks:
-            f = logits(theta, lam, c, a_c, codes_c)
+        g_theta, g_phi, g_lam = ridge * theta, ridge * phi, ridge * lam - t
+        for c, _, a_c, lc_c, gc_c in blocks:
+            f = logits(theta, phi, lam, c, a_c, lc_c, gc_c)
             top = f.max()
             e = np.exp(f - top)
             total = e.sum()
             w = e / total
-            value += share[c] * (top + math.log(total) - (float(theta[c] @ T[c]) if p else 0.0))
+            value += share[c] * (top + math.log(total) - float(theta[c] @ T[c])
+                                 - float(phi[c] @ H[c]))
             if p:
                 g_theta[c] += share[c] * (w @ a_c - T[c])
-            if q:
-                g_lam += share[c] * np.bincount(codes_c.ravel(), weights=np.repeat(w, m),
-                                                minlength=q)
-        return value, np.concatenate([g_theta.ravel(), g_lam])
+            if ql:
+                g_phi[c] += share[c] * (np.bincount(lc_c.ravel(), weights=np.repeat(w, ml),
+                                                    minlength=ql) - H[c])
+            if qg:
+                g_lam += share[c] * np.bincount(gc_c.ravel(), weights=np.repeat(w, mg),
+                                                minlength=qg)
+        return value, np.concatenate([g_theta.ravel(), g_phi.ravel(), g_lam])
 
-    theta, lam = np.zeros((4, p)), np.zeros(q)
-    if 4 * p + q:
-        res = optimize.minimize(value_grad, np.zeros(4 * p + q), jac=True, method="L-BFGS-B",
-                                options={"maxiter": max_iter, "gtol": 1e-7})
-        theta, lam = res.x[:4 * p].reshape(4, p), res.x[4 * p:]
+    z = np.zeros(size)
+    if size:
+        z = optimize.minimize(value_grad, z, jac=True, method="L-BFGS-B",
+                              options={"maxiter": max_iter, "gtol": 1e-7}).x
+    theta, phi, lam = unpack(z)
     weights = np.zeros(n)
-    for c, rows, a_c, codes_c in blocks:
-        f = logits(theta, lam, c, a_c, codes_c)
+    for c, rows, a_c, lc_c, gc_c in blocks:
+        f = logits(theta, phi, lam, c, a_c, lc_c, gc_c)
         e = np.exp(f - f.max())
         weights[rows] = e / e.sum()
     return weights

@@ -29,7 +29,7 @@ from common import datasets, privacy
 from common.errors import ConfigError, DataError
 from common.schema import Column, Schema, TabularData, from_frame
 
-FAST = {"epochs": 1.0, "batch_size": 100, "generator_dims": (16,), "discriminator_dims": (16,),
+FAST = {"epochs": 1.0, "sample_rate": 0.25, "generator_dims": (16,), "discriminator_dims": (16,),
         "noise_dim": 8, "progress": False}
 
 
@@ -251,7 +251,8 @@ def test_unknown_option_is_named():
 @pytest.mark.parametrize("options, match", [
     ({"epsilon": 0.0}, "epsilon"), ({"epsilon": -1.0}, "epsilon"),
     ({"epsilon": float("inf")}, "epsilon"), ({"delta": 0.0}, "delta"), ({"delta": 1.0}, "delta"),
-    ({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"pac": 0}, "pac"),
+    ({"epochs": 0}, "epochs"), ({"sample_rate": 0.0}, "sample_rate"),
+    ({"sample_rate": 1.5}, "sample_rate"), ({"pac": 0}, "pac"),
     ({"max_grad_norm": -1.0}, "max_grad_norm"), ({"modes": 0}, "modes"),
     ({"budget": {"moments": 1.5}}, "share"),
 ])
@@ -303,19 +304,23 @@ def test_tilt_matches_feasible_targets():
     n = 2000
     cells = rng.integers(0, 4, n)
     A = rng.normal(size=(n, 3))
-    codes = np.column_stack([rng.integers(0, 3, n), 3 + rng.integers(0, 2, n)])  # two one-hots
-    B = np.zeros((n, 5))
-    B[np.arange(n)[:, None], codes] = 1.0
+    local = rng.integers(0, 4, (n, 1))  # one per-cell one-hot (4 values)
+    codes = np.column_stack([rng.integers(0, 3, n), 3 + rng.integers(0, 2, n)])  # two pooled
+    onehot = lambda idx, k: np.eye(k)[idx].sum(axis=1)  # noqa: E731
+    L, B = onehot(local, 4), onehot(codes, 5)
     T = np.stack([A[cells == c][:40].mean(axis=0) for c in range(4)])  # inside each cell's hull
+    H = np.stack([L[cells == c][40:90].mean(axis=0) for c in range(4)])
     share = np.array([0.1, 0.2, 0.3, 0.4])
     t = sum(share[c] * B[cells == c][:60].mean(axis=0) for c in range(4))
-    w = tilt(A, T, codes, t, cells, share, ridge=1e-8)
+    w = tilt(A, T, cells, share, local_codes=local, local_targets=H, codes=codes, t=t,
+             ridge=1e-8)
     for c in range(4):
         rows = cells == c
         assert w[rows].sum() == pytest.approx(1.0)
-        np.testing.assert_allclose(w[rows] @ A[rows], T[c], atol=1e-3)
+        np.testing.assert_allclose(w[rows] @ A[rows], T[c], atol=2e-3)
+        np.testing.assert_allclose(w[rows] @ L[rows], H[c], atol=2e-3)
     np.testing.assert_allclose(sum(share[c] * (w[cells == c] @ B[cells == c]) for c in range(4)),
-                               t, atol=1e-3)
+                               t, atol=2e-3)
 
 
 @given(counts=st.lists(st.floats(0, 1e4), min_size=4, max_size=4).filter(lambda c: sum(c) > 1),

@@ -15,7 +15,7 @@ from clients.stage1 import FairDistiller, Stage1Config
 from common import datasets
 from common.errors import ConfigError
 
-FAST = {"epochs": 1.0, "batch_size": 100, "generator_dims": (16,), "discriminator_dims": (16,),
+FAST = {"epochs": 1.0, "sample_rate": 0.25, "generator_dims": (16,), "discriminator_dims": (16,),
         "noise_dim": 8, "progress": False}
 
 
