@@ -84,6 +84,7 @@ def measure(argv: list[str], *, target_seconds: float) -> dict:
                "FLWR_TELEMETRY_ENABLED": "0"}
         cmd = [sys.executable, "-m", "simulations.cli", *argv, "--out", str(out)]
         peak = cli_peak = 0
+        load_before = os.getloadavg()[0]  # other work on the machine slows the run
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
@@ -107,6 +108,7 @@ def measure(argv: list[str], *, target_seconds: float) -> dict:
         result = json.loads((out / "results.json").read_text())
     return {
         "command": "fairsynth " + " ".join(argv),
+        "load_average_before_after": [load_before, os.getloadavg()[0]],
         "wall_seconds": round(wall, 2),
         "target_seconds": target_seconds,
         "meets_target": wall <= target_seconds,
