@@ -98,7 +98,10 @@ class DPCTGANConfig:
     generator_dims, discriminator_dims : tuple of int
         Hidden widths (residual blocks for the generator, LeakyReLU layers for the critic).
     lr_generator, lr_discriminator : float
-        Adam step sizes (betas 0.5, 0.9 as in CTGAN).
+        Adam step sizes (betas 0.5, 0.9 as in CTGAN). The generator's is small on purpose: at
+        ε = 1 the critic's noisy signal, followed with a larger step, moves the generator away
+        from its DP prior and worsens every fidelity measure (README, § Stage 2); with this
+        step the adversarial phase refines the prior without undoing it.
     modes : int
         Modes of a continuous column that does not get one per integer.
     fine_bins : int
@@ -138,13 +141,13 @@ class DPCTGANConfig:
     noise_dim: int = 32
     generator_dims: tuple[int, ...] = (64, 64)
     discriminator_dims: tuple[int, ...] = (64,)
-    lr_generator: float = 2e-4
+    lr_generator: float = 5e-5
     lr_discriminator: float = 2e-3
     modes: int = 10
     fine_bins: int = 64
     budget: dict = dataclasses.field(default_factory=lambda: {
-        "cell counts": 0.08, "marginals": 0.15, "correlations": 0.12, "category counts": 0.10,
-        "bounds": 0.05, "moments": 0.20})
+        "cell counts": 0.08, "marginals": 0.18, "correlations": 0.14, "category counts": 0.10,
+        "bounds": 0.05, "moments": 0.25})
     copula_clip: float = 1.5
     prior: str = "copula"
     calibrate: bool = True
@@ -216,12 +219,25 @@ def integer_values(column: Column, bounds: tuple[float, float]) -> np.ndarray | 
     return values if column.integer and 2 <= len(values) <= MAX_INTEGER_MODES else None
 
 
+#: An integer column with at most this many values gets one DP histogram bin per value.
+MAX_INTEGER_BINS = 256
+
+
 def histogram_edges(column: Column, bounds: tuple[float, float], fine_bins: int) -> np.ndarray:
-    """Edges of a column's DP histogram: one bin per integer, else ``fine_bins`` equal bins."""
-    values = integer_values(column, bounds)
-    if values is not None:
+    """Edges of a column's DP histogram: one bin per integer for an integer column with at most
+    :data:`MAX_INTEGER_BINS` values (integer data piles up on popular values, e.g. 40 hours a
+    week); for one with more, a unit bin at each bound (e.g. a capital gain of 0) and
+    ``fine_bins − 1`` equal bins between; else ``fine_bins`` equal bins. (A bin's noise does
+    not grow with the number of bins; spurious bins are thresholded away.)"""
+    lo, hi = bounds
+    values = np.arange(math.ceil(lo), math.floor(hi) + 1, dtype=np.float64)
+    if column.integer and 2 <= len(values) <= MAX_INTEGER_BINS:
         return np.concatenate([values - 0.5, [values[-1] + 0.5]])
-    return np.linspace(bounds[0], bounds[1], fine_bins + 1)
+    if column.integer and hi - lo >= fine_bins:
+        lo, hi = math.ceil(lo), math.floor(hi)
+        return np.concatenate([[lo - 0.5], np.linspace(lo + 0.5, hi - 0.5, fine_bins - 1),
+                               [hi + 0.5]])
+    return np.linspace(lo, hi, fine_bins + 1)
 
 
 def mode_edges(column: Column, bounds: tuple[float, float], fine_edges: np.ndarray,
