@@ -3,41 +3,44 @@ r"""A fast differentially private CTGAN (stage 2, METHOD.md § Stage 2).
 CTGAN's design (Xu et al., NeurIPS 2019), made differentially private as DP-CTGAN (Fang et
 al. 2022) does it — the discriminator is trained with DP-SGD and the generator only ever sees
 the discriminator, so what it produces is post-processing — with every other access to the
-rows made through a budgeted mechanism of :mod:`common.privacy`:
+rows made through a budgeted Gaussian mechanism of :mod:`common.privacy`, all composed in one
+Rényi-DP ledger:
 
-1. **Statistics** (Gaussian mechanisms, one ledger). Noisy ``(s, y)`` cell counts; one noisy
-   histogram per continuous column on a fine grid inside its bounds (public bounds from the
-   schema; a column without them first gets DP bounds); noisy ``cell × category`` counts of
-   every categorical column; the noisy feature sums of each cell (bound-scaled).
+1. **Statistics.** Noisy ``(s, y)`` cell counts; a noisy histogram of every continuous column
+   inside its public bounds (a column without bounds first gets DP bounds), denoised by a
+   threshold and a projection onto the noisy row count; the noisy correlation matrix of the
+   continuous columns' normal scores (Gaussian copula); noisy ``cell × category`` counts of
+   every categorical column; the noisy feature sums of each cell.
 2. **Representation** (:class:`TableTransformer`): CTGAN's mode-specific normalisation with
    modes fixed *without reading the rows*: an integer column with few values gets one mode per
-   integer; any other continuous column gets ``modes`` modes cut at the quantiles of its DP
+   integer, any other continuous column ``modes`` modes cut at the quantiles of its DP
    histogram. A value is its mode ``k`` (one-hot) and its offset
    ``α = (x − μ_k)/h_k ∈ [−1, 1]`` (``μ_k``: the mode's centre, ``h_k``: half its width).
    Categorical columns are one-hot over the schema's public categories.
-3. **Conditional generator, PacGAN discriminator.** ``s`` and ``y`` are not generated: every
-   row is generated *given* its ``(s, y)`` cell (the released rows keep the cells' noisy
-   proportions), and, as in CTGAN, the condition also names one category of one categorical
-   column, with a cross-entropy penalty when the generator does not produce it. Real rows come
-   from Poisson sampling (what DP-SGD's accounting assumes) with their own conditions; fake
-   conditions are drawn from the noisy ``cell × category`` counts, so both follow one law. The
-   generator's output biases start at the DP marginals (log-probabilities of the modes and
-   categories), so adversarial training starts from the right marginals and spends its budget
-   on the dependence between columns. The discriminator scores packs of ``pac`` rows; see
-   :class:`PrivateCritic` for the DP-SGD step and the privacy cost of ``pac > 1``.
-4. **Calibration** (``calibrate=True``, post-processing of DP outputs only): :meth:`DPCTGAN.sample`
-   draws ``pool`` candidate rows per released row and resamples them with maximum-entropy
-   weights (exponential tilting; Deville & Särndal 1992 calibration) so that the released rows
-   match, in expectation, the DP mode histograms of every continuous column, the DP category
-   distribution of every cell, and the DP feature means of every cell. The server's linear
-   model is strongly regularised, so it depends on the rows mainly through these: the
-   features' spread (marginals) and the first moments of the four cells, which set its weights
-   on ``s``, on the features that differ between the groups and on those that predict ``y``.
-   Tilting the pool by ``exp(θ_cᵀx)`` within cell ``c`` makes ``P(y | x, s)`` logistic-linear in
-   ``x``, the server model's own form.
+3. **Conditional generator on a DP prior, PacGAN discriminator.** ``s`` and ``y`` are not
+   generated: every row is generated *given* its ``(s, y)`` cell, so released rows keep the
+   cells' noisy proportions; as in CTGAN the condition also names one category of one
+   categorical column, with a cross-entropy penalty when the generator does not produce it.
+   Real rows come from Poisson sampling (what DP-SGD's accounting assumes) with their own
+   conditions; fake conditions are drawn from the noisy ``cell × category`` counts, so both
+   follow one law. The generator (CTGAN's residual network) refines a prior row drawn from the
+   DP Gaussian copula (:meth:`DPCTGAN._prior`): its last layer starts at zero, so it starts as
+   the copula and adversarial training learns corrections. The discriminator scores packs of
+   ``pac`` rows; :class:`PrivateCritic` is its DP-SGD step (and explains the cost of
+   ``pac > 1``). ``prior="none"`` gives CTGAN's plain generator for comparison.
+4. **Calibration** (``calibrate=True``; post-processing of DP outputs only):
+   :meth:`DPCTGAN.sample` draws ``pool`` candidate rows per released row and resamples them
+   with maximum-entropy weights (exponential tilting, :func:`tilt`; calibration estimators,
+   Deville & Särndal 1992) so that the released rows match, in expectation, the DP mode
+   histogram of every continuous column, the DP category distribution of every cell and the
+   DP feature means of every cell. The server's strongly regularised linear model depends on
+   the rows mainly through these — the features' spread and the first moments of the four
+   cells set its weights on ``s``, on the features that differ between the groups and on
+   those that predict ``y`` — and tilting by ``exp(θ_cᵀx)`` within cell ``c`` makes
+   ``P(y | x, s)`` logistic-linear in ``x``, the server model's own form.
 
-Speed: small networks, ghost clipping (no per-sample gradients in memory), large Poisson
-batches, few epochs, vectorised conditional sampling.
+Speed: small networks, ghost clipping (no per-sample gradients in memory), Poisson batches of
+6 % of the rows, three epochs, vectorised conditional sampling and calibration.
 """
 
 from __future__ import annotations
@@ -101,7 +104,8 @@ class DPCTGANConfig:
         Adam step sizes (betas 0.5, 0.9 as in CTGAN). The generator's is small on purpose: at
         ε = 1 the critic's noisy signal, followed with a larger step, moves the generator away
         from its DP prior and worsens every fidelity measure (README, § Stage 2); with this
-        step the adversarial phase refines the prior without undoing it.
+        step the adversarial phase refines the prior without undoing it. ``lr_generator = 0``
+        keeps the prior as it is.
     modes : int
         Modes of a continuous column that does not get one per integer.
     fine_bins : int
@@ -177,8 +181,9 @@ class DPCTGANConfig:
              f"generator_dims must be positive integers, got {self.generator_dims}"),
             (all(whole(d) for d in self.discriminator_dims),
              f"discriminator_dims must be positive integers, got {self.discriminator_dims}"),
-            (self.lr_generator > 0 and self.lr_discriminator > 0,
-             f"learning rates must be > 0, got {self.lr_generator}, {self.lr_discriminator}"),
+            (self.lr_generator >= 0, f"lr_generator must be ≥ 0, got {self.lr_generator}"),
+            (self.lr_discriminator > 0,
+             f"lr_discriminator must be > 0, got {self.lr_discriminator}"),
             (whole(self.modes), f"modes must be an integer ≥ 1, got {self.modes!r}"),
             (whole(self.fine_bins) and self.fine_bins >= self.modes,
              f"fine_bins must be an integer ≥ modes ({self.modes}), got {self.fine_bins!r}"),

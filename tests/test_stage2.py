@@ -254,6 +254,8 @@ def test_unknown_option_is_named():
     ({"epochs": 0}, "epochs"), ({"sample_rate": 0.0}, "sample_rate"),
     ({"sample_rate": 1.5}, "sample_rate"), ({"pac": 0}, "pac"),
     ({"max_grad_norm": -1.0}, "max_grad_norm"), ({"modes": 0}, "modes"),
+    ({"lr_generator": -1e-3}, "lr_generator"), ({"lr_discriminator": 0.0}, "lr_discriminator"),
+    ({"prior": "gaussian"}, "prior"), ({"fine_bins": 4}, "fine_bins"),
     ({"budget": {"moments": 1.5}}, "share"),
 ])
 def test_bad_hyperparameters_raise_clear_errors(options, match):
