@@ -8,7 +8,8 @@ Times ``DPCTGAN.fit`` (every DP statistic, the DP-SGD critic and the generator, 
 accounting) and ``sample(N)`` (with the calibration), on the client's real rows and on its
 stage-1 rows (SP, ρ = 10), ``--repeats`` times each, and reports the minimum and all runs, the
 import time of torch and Opacus, the process's peak resident memory and the load average (the
-machine may be shared). Prints JSON and writes it to ``--out``.
+machine may be shared). The 10 s target is judged on the worst fit + sample at the first
+``--threads`` value. Prints JSON and writes it to ``--out``.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1],
+                        help="torch threads to time (the target is judged on the first; the "
+                             "generator's default is 1, as clients run side by side)")
     parser.add_argument("--out", type=Path, default=Path("results/bench_stage2.json"))
     args = parser.parse_args(argv)
 
@@ -93,8 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
                 "steps": results[0]["steps"], "noise_multiplier": results[0]["noise_multiplier"],
                 "sample_rate": results[0]["sample_rate"],
             }
-    best = min(v["total_seconds_min"] for v in runs.values())
-    worst = max(max(v["total_seconds_all"]) for v in runs.values())
+    judged = [v for k, v in runs.items() if k.endswith(f"_threads{args.threads[0]}")]
+    best = min(v["total_seconds_min"] for v in judged)
+    worst = max(max(v["total_seconds_all"]) for v in judged)
     result = {
         "benchmark": "stage2",
         "rows": len(real),
@@ -102,8 +106,10 @@ def main(argv: list[str] | None = None) -> dict:
         "epsilon": 1.0,
         "import_torch_opacus_seconds": IMPORT_SECONDS,
         "runs": runs,
+        "judged_threads": args.threads[0],
         "best_total_seconds": best,
         "worst_total_seconds": worst,
+        "worst_with_imports_seconds": worst + IMPORT_SECONDS,
         "target_seconds": TARGET_SECONDS,
         "meets_target": worst <= TARGET_SECONDS,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
