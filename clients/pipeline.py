@@ -6,14 +6,14 @@ Orders (a registry keyed by the run-config string, like Opacus' accountants):
   stage-1 rows. The (ε, δ) covers stage 2's input (the stage-1 rows) only.
 * ``private-then-fair`` — the DP generator on the real rows, then stage 1 with the DP rows in
   place of the real rows. End-to-end (ε, δ)-DP for the real rows (post-processing).
+* ``fair-only`` — stage 1 only; no formal privacy.
+* ``private-only`` — the DP generator on the real rows; (ε, δ) covers the real rows.
+* ``real`` — the real training rows themselves (the baseline; nothing is protected).
 
 Every order's (ε, δ) is the composition of *everything* the DP generator read (its DP
 statistics and DP-SGD; :mod:`common.privacy`), and its :class:`PrivacyReport` says which rows
 that guarantee is about. :func:`run_pipeline_fractions` runs an order at several release
 fractions from one fit.
-* ``fair-only`` — stage 1 only; no formal privacy.
-* ``private-only`` — the DP generator on the real rows; (ε, δ) covers the real rows.
-* ``real`` — the real training rows themselves (the baseline; nothing is protected).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from common.schema import TabularData
 logger = logging.getLogger(__name__)
 
 COVERS_REAL = "the real training rows"
-COVERS_REAL_POST = ("the real training rows, end to end: stage 1 only post-processes the DP rows")
+COVERS_REAL_POST = "the real training rows, end to end: stage 1 only post-processes the DP rows"
 COVERS_STAGE1 = "the stage-1 rows only (stage 2's input), not the real rows they were computed from"
 COVERS_NOTHING = "nothing: the released rows carry no formal privacy guarantee"
 
