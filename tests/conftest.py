@@ -16,7 +16,7 @@ def data_dir() -> Path:
     value = os.environ.get(datasets.DATA_ENV)
     if not value or not (Path(value) / "law_school_clean.csv").is_file():
         pytest.skip(f"set {datasets.DATA_ENV} to a folder with law_school_clean.csv (../shared/data)")
-    return Path(value)
+    return Path(value).resolve()
 
 
 @pytest.fixture(scope="session")
