@@ -47,7 +47,10 @@ from common.schema import Schema, TabularData
 
 #: Record and field names of the messages (shared by the ClientApp and the ServerApp).
 ROWS = "rows"  # ArrayRecord (and its one array) with the released wire matrix
-META = "meta"  # ConfigRecord: schema JSON, privacy report JSON
+META = "meta"  # ConfigRecord: schema digest (and JSON), privacy report summary JSON
+SCHEMA = "schema"  # in META: the schema as JSON (when the server does not know it already)
+SCHEMA_DIGEST = "schema-digest"  # in META and in the query's CONFIG: SHA-256 of the schema JSON
+PRIVACY = "privacy"  # in META: the privacy report's summary as JSON
 METRICS = "metrics"  # MetricRecord: counts, timings, num-examples
 MODEL = "arrays"  # ArrayRecord of model parameters (Flower's FedAvg uses this key)
 CONFIG = "config"  # ConfigRecord sent with a model (Flower's FedAvg uses this key)
@@ -60,6 +63,7 @@ COUNT_KEYS = (
     "n-s0", "n-s1", "pos-s0", "pos-s1",          # statistical parity
     "n-y1-s0", "n-y1-s1", "tp-s0", "tp-s1",      # equal opportunity
     "sum-d", "sum-d2", "sum-sd",                 # covariance and correlation of s and d(x)
+    "sum-d-y1", "sum-d2-y1", "sum-sd-y1",        # the same among y = 1 (equal opportunity)
 )
 #: Bytes per number on the wire: rows and model weights travel as float64.
 BYTES_PER_NUMBER = 8
@@ -98,6 +102,9 @@ def group_counts(y_true: np.ndarray, decision: np.ndarray, *, sensitive: np.ndar
         "sum-d": float(np.sum(d)),
         "sum-d2": float(np.sum(d * d)),
         "sum-sd": float(np.sum(s * d)),
+        "sum-d-y1": float(np.sum(d[pos1])),
+        "sum-d2-y1": float(np.sum(d[pos1] * d[pos1])),
+        "sum-sd-y1": float(np.sum(s[pos1] * d[pos1])),
     }
 
 
@@ -152,11 +159,9 @@ def report_from_counts(counts: Mapping[str, float]) -> dict[str, float]:
     sp0, sp1 = _rate(counts["pos-s0"], counts["n-s0"]), _rate(counts["pos-s1"], counts["n-s1"])
     tp0 = _rate(counts["tp-s0"], counts["n-y1-s0"])
     tp1 = _rate(counts["tp-s1"], counts["n-y1-s1"])
-    mean_s, mean_d = _rate(counts["n-s1"], n), _rate(counts["sum-d"], n)
-    cov = _rate(counts["sum-sd"], n) - mean_s * mean_d
-    var_s = mean_s * (1.0 - mean_s)  # s is binary: E[s²] = E[s]
-    var_d = _rate(counts["sum-d2"], n) - mean_d * mean_d
-    denom = math.sqrt(var_s * var_d) if var_s > 0 and var_d > 0 else 0.0
+    cov, corr = _cov_corr(n, counts["n-s1"], counts["sum-d"], counts["sum-d2"], counts["sum-sd"])
+    cov_eo, corr_eo = _cov_corr(counts["n-y1-s0"] + counts["n-y1-s1"], counts["n-y1-s1"],
+                                counts["sum-d-y1"], counts["sum-d2-y1"], counts["sum-sd-y1"])
     return {
         "accuracy": _rate(counts["correct"], n),
         "spd_signed": sp0 - sp1,
@@ -166,9 +171,22 @@ def report_from_counts(counts: Mapping[str, float]) -> dict[str, float]:
         "dpr": _ratio(sp0, sp1),
         "eor": _ratio(tp0, tp1),
         "cov": cov,
-        "corr": cov / denom if denom > 0 else float("nan"),
+        "corr": corr,
+        "cov_eo": cov_eo,
+        "corr_eo": corr_eo,
         "n": n,
     }
+
+
+def _cov_corr(n: float, n_s1: float, sum_d: float, sum_d2: float, sum_sd: float
+              ) -> tuple[float, float]:
+    """Population covariance and correlation of a binary ``s`` and ``d`` from sums."""
+    mean_s, mean_d = _rate(n_s1, n), _rate(sum_d, n)
+    cov = _rate(sum_sd, n) - mean_s * mean_d
+    var_s = mean_s * (1.0 - mean_s)  # s is binary: E[s²] = E[s]
+    var_d = _rate(sum_d2, n) - mean_d * mean_d
+    denom = math.sqrt(var_s * var_d) if var_s > 0 and var_d > 0 else 0.0
+    return cov, cov / denom if denom > 0 else float("nan")
 
 
 def gap(counts: Mapping[str, float], measure: str) -> float:

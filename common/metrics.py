@@ -11,7 +11,14 @@ With ``ŷ`` the prediction, ``s`` the sensitive attribute (1 = privileged), ``y`
     \mathrm{EOR} = \frac{\min_a P(\hat y=1 \mid y=1, s=a)}{\max_a P(\hat y=1 \mid y=1, s=a)},
 
     \mathrm{Cov} = \frac{1}{N}\sum_i (s_i - \bar s)\, d_w(x_i), \qquad
-    \mathrm{Corr} = \mathrm{Pearson}(s, d_w(x)).
+    \mathrm{Corr} = \mathrm{Pearson}(s, d_w(x)),
+
+    \mathrm{Cov}_{EO} = \frac{1}{N_+}\sum_{i: y_i = 1} (s_i - \bar s_+)\, d_w(x_i), \qquad
+    \mathrm{Corr}_{EO} = \mathrm{Pearson}(s, d_w(x) \mid y = 1).
+
+``cov``/``corr`` are the statistical-parity quantities; ``cov_eo``/``corr_eo`` the
+equal-opportunity ones (computed on the rows with ``y = 1``), the covariance the EO penalty of
+stage 1 drives to zero.
 
 Also reported: ``positive_rate`` ``P(ŷ=1)`` and ``balanced_accuracy`` (mean of the true-positive
 and true-negative rates). They expose a degenerate "fair" model: on data with a large majority
@@ -69,8 +76,16 @@ def fairness_report(
     }
     if decision is not None:
         d = np.asarray(decision, dtype=np.float64)
-        sc = s - s.mean()
-        report["cov"] = float(np.mean(sc * d))
-        denom = np.std(s) * np.std(d)
-        report["corr"] = float(np.mean(sc * (d - d.mean())) / denom) if denom > 0 else float("nan")
+        report["cov"], report["corr"] = _cov_corr(s, d)
+        report["cov_eo"], report["corr_eo"] = _cov_corr(s[y_true == 1], d[y_true == 1])
     return report
+
+
+def _cov_corr(s: np.ndarray, d: np.ndarray) -> tuple[float, float]:
+    """Population covariance and Pearson correlation of ``s`` and ``d`` (NaN when empty)."""
+    if len(s) == 0:
+        return float("nan"), float("nan")
+    sc = s - s.mean()
+    cov = float(np.mean(sc * d))
+    denom = np.std(s) * np.std(d)
+    return cov, float(np.mean(sc * (d - d.mean())) / denom) if denom > 0 else float("nan")

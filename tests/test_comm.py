@@ -97,7 +97,7 @@ def test_pooled_statistics_give_the_metrics_of_the_union(clients, seed):
     d = encoder.design(union) @ w
     truth = fairness_report(union.y, (d > 0).astype(int), sensitive=union.s, decision=d)
     for key in ("accuracy", "spd", "eod", "spd_signed", "eod_signed", "dpr", "eor", "cov",
-                "corr"):
+                "corr", "cov_eo", "corr_eo"):
         assert pooled[key] == pytest.approx(truth[key], rel=1e-9, abs=1e-12), key
     yhat = (d > 0).astype(int)
     assert pooled["spd"] == pytest.approx(

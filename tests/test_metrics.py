@@ -38,6 +38,10 @@ def test_metrics_equal_fairlearn(seed):
     assert report["spd_signed"] == pytest.approx(y_hat[s == 0].mean() - y_hat[s == 1].mean())
     assert report["cov"] == pytest.approx(np.cov(s, d, bias=True)[0, 1])
     assert report["corr"] == pytest.approx(np.corrcoef(s, d)[0, 1])
+    # Equal opportunity: the same quantities among the rows with y = 1.
+    pos = y == 1
+    assert report["cov_eo"] == pytest.approx(np.cov(s[pos], d[pos], bias=True)[0, 1])
+    assert report["corr_eo"] == pytest.approx(np.corrcoef(s[pos], d[pos])[0, 1])
 
 
 def test_hand_computed_example():

@@ -39,7 +39,8 @@ def counts(n_s0, pos_s0, n_s1, pos_s1) -> dict:
     """Consistent group statistics with the given group sizes and positive predictions."""
     return {"n": n_s0 + n_s1, "correct": pos_s0 + pos_s1, "n-s0": n_s0, "n-s1": n_s1,
             "pos-s0": pos_s0, "pos-s1": pos_s1, "n-y1-s0": n_s0, "n-y1-s1": n_s1,
-            "tp-s0": pos_s0, "tp-s1": pos_s1, "sum-d": 0.0, "sum-d2": 1.0, "sum-sd": 0.0}
+            "tp-s0": pos_s0, "tp-s1": pos_s1, "sum-d": 0.0, "sum-d2": 1.0, "sum-sd": 0.0,
+            "sum-d-y1": 0.0, "sum-d2-y1": 1.0, "sum-sd-y1": 0.0}
 
 
 def test_fedavg_aggregate_is_the_example_weighted_average():
