@@ -21,7 +21,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from common.datasets import DATASETS
 from common.errors import ConfigError
+from common.logistic import SOLVERS
+from common.partition import PARTITIONS
 
 STRATEGIES = ("oneshot", "fedavg", "fairfed")
 MODELS = ("logistic", "mlp")
@@ -135,6 +138,16 @@ class RunConfig:
             (self.strategy in STRATEGIES, "strategy", f"one of {list(STRATEGIES)}"),
             (self.model in MODELS, "model", f"one of {list(MODELS)}"),
             (self.measure in MEASURES, "measure", f"one of {list(MEASURES)}"),
+            (bool(self.csv) or self.dataset in DATASETS, "dataset",
+             f"one of {list(DATASETS)} (or set csv to your own file)"),
+            (self.partition in PARTITIONS, "partition", f"one of {list(PARTITIONS)}"),
+            (self.partition != "column" or bool(self.partition_column), "partition-column",
+             "the name of the column to split by (partition = 'column' needs it)"),
+            (self.solver in SOLVERS, "solver", f"one of {list(SOLVERS)}"),
+            (self.iterations >= 0, "iterations", "an integer ≥ 0"),
+            (self.lam_in > 0, "lam-in", "a number > 0"),
+            (self.lam_out >= 0, "lam-out", "a number ≥ 0"),
+            (self.lr > 0, "lr", "a number > 0"),
             (self.min_clients >= 1, "min-clients", "an integer ≥ 1"),
             (self.timeout > 0, "timeout", "a number of seconds > 0"),
             (self.max_rows >= 1, "max-rows", "an integer ≥ 1"),
