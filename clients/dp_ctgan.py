@@ -938,6 +938,14 @@ class DPCTGAN:
                     codes=np.column_stack(glob) if glob else None,
                     t=np.concatenate(glob_targets) if glob_targets else None)
 
+    def noisy_rows(self) -> int:
+        """The DP estimate of the input's row count: the sum of the noisy cell counts (at least
+        1). Post-processing of a DP statistic, so sizing a release by it spends no budget and,
+        unlike the true count, does not disclose whether one more row was in the input."""
+        if not self._fitted:
+            raise ConfigError("dp-ctgan: call fit() before noisy_rows().")
+        return max(1, int(round(float(self.stats.cell_counts.sum()))))
+
     def privacy_spent(self) -> dict:
         """The composed ``(ε, δ)`` of the fit and how it was spent.
 

@@ -6,6 +6,7 @@ Every generator follows one small protocol::
     gen.fit(data)               # spends (ε, δ) on data
     rows = gen.sample(n)        # post-processing: same schema, (s, y) cells in noisy proportions
                                 #   (seed=... for an independent draw)
+    gen.noisy_rows()            # the DP estimate of the input's row count (sizes releases)
     gen.privacy_spent()         # dict: epsilon, delta, noise_multiplier, sample_rate, steps,
                                 #       epochs, accountant, budget_split, ...
 """
@@ -23,6 +24,8 @@ class DPGenerator(Protocol):
     def fit(self, data: TabularData) -> DPGenerator: ...
 
     def sample(self, n: int, *, seed: int | None = None) -> TabularData: ...
+
+    def noisy_rows(self) -> int: ...
 
     def privacy_spent(self) -> dict: ...
 

@@ -24,6 +24,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
+from clients.dp_generators import GENERATORS, make_generator
 from clients.stage1 import FairDistiller, Stage1Config
 from common.errors import ConfigError
 from common.schema import TabularData
@@ -46,8 +47,18 @@ class PrivacyReport:
     covers: str
     details: dict = dataclasses.field(default_factory=dict)
 
+    #: What :meth:`summary` keeps of ``details``: the DP-SGD figures a reader checks first.
+    SUMMARY_DETAILS = ("generator", "accountant", "noise_multiplier", "sample_rate", "steps")
+
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def summary(self) -> dict:
+        """The report without the per-mechanism budget split (what a client sends the server;
+        the whole report stays in the client's log)."""
+        kept = {k: self.details[k] for k in self.SUMMARY_DETAILS if k in self.details}
+        return {"order": self.order, "epsilon": self.epsilon, "delta": self.delta,
+                "covers": self.covers, **kept}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +85,20 @@ class Stage2Config:
             raise ConfigError(
                 f"stage 2: fraction (Ñ₂/N) must lie in (0, 1], got {self.fraction}."
             )
+        if self.generator not in GENERATORS:
+            raise ConfigError(f"stage 2: unknown DP generator {self.generator!r}; valid names are "
+                              f"{sorted(GENERATORS)}.")
+        reserved = sorted(set(self.options) & {"epsilon", "delta", "seed"})
+        if reserved:
+            raise ConfigError(
+                f"stage 2: the generator options may not set {reserved}: the budget and the seed "
+                "are set by --epsilon/--delta/--seed (run config: epsilon, delta, seed)."
+            )
+
+    def check_options(self) -> None:
+        """Build (not fit) the configured generator, so a bad option fails before any work."""
+        make_generator(self.generator, epsilon=self.epsilon, delta=self.delta or 1e-6,
+                       **self.options)
 
     def resolve_delta(self, n: int) -> float:
         """δ for an input of ``n`` rows; raises if it is not below ``1/n``."""
@@ -153,14 +178,12 @@ def _stage1(data: TabularData, config: PipelineConfig, seed: int) -> tuple[Tabul
     return result.data, result.seconds
 
 
-def _n_out(fraction: float, n: int) -> int:
+def _n_out(fraction: float, n: float) -> int:
     return max(1, round(fraction * n))
 
 
 def _fit_generator(data: TabularData, config: PipelineConfig, seed: int):
     """Fit the configured DP generator on ``data``; returns it and the fit's seconds."""
-    from clients.dp_generators import make_generator  # torch/opacus: imported on first use
-
     start = time.perf_counter()
     cfg = config.stage2
     generator = make_generator(cfg.generator, epsilon=cfg.epsilon,
@@ -201,12 +224,13 @@ def _fair_only(train: TabularData, config: PipelineConfig, seed: int,
 @register_order("private-only")
 def _private_only(train: TabularData, config: PipelineConfig, seed: int,
                   fractions: Sequence[float]) -> list[PipelineResult]:
-    """The DP generator on the real rows; ``fraction · N`` rows per fraction."""
+    """The DP generator on the real rows; ``fraction · N̂`` rows per fraction (``N̂``: the
+    generator's DP estimate of the row count, so the release size does not disclose ``N``)."""
     generator, fit = _fit_generator(train, config, seed)
-    report = _dp_report("private-only", generator, COVERS_REAL, input_rows=len(train))
+    report = _dp_report("private-only", generator, COVERS_REAL)
     out = []
     for i, f in enumerate(fractions):
-        rows, t = _sample(generator, _n_out(f, len(train)), seed + 1 + i)
+        rows, t = _sample(generator, _n_out(f, generator.noisy_rows()), seed + 1 + i)
         out.append(PipelineResult(rows, report, {"stage2": fit + t}))
     return out
 
@@ -214,13 +238,15 @@ def _private_only(train: TabularData, config: PipelineConfig, seed: int,
 @register_order("fair-then-private")
 def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
                        fractions: Sequence[float]) -> list[PipelineResult]:
-    """Stage 1 on the real rows, the DP generator on the stage-1 rows; ``fraction · N`` rows."""
+    """Stage 1 on the real rows, the DP generator on the stage-1 rows; ``fraction · N̂`` rows
+    (``N̂``: the generator's DP estimate of its input size, scaled back by ``Ñ/N``)."""
     fair, t1 = _stage1(train, config, seed)
     generator, fit = _fit_generator(fair, config, seed)
-    report = _dp_report("fair-then-private", generator, COVERS_STAGE1, input_rows=len(fair))
+    report = _dp_report("fair-then-private", generator, COVERS_STAGE1)
+    n_hat = generator.noisy_rows() / config.stage1.fraction  # the stage-1 rows are Ñ = fraction·N
     out = []
     for i, f in enumerate(fractions):
-        rows, t = _sample(generator, _n_out(f, len(train)), seed + 1 + i)
+        rows, t = _sample(generator, _n_out(f, n_hat), seed + 1 + i)
         out.append(PipelineResult(rows, report, {"stage1": t1, "stage2": fit + t},
                                   intermediate={"stage1": fair}))
     return out
@@ -229,11 +255,12 @@ def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
 @register_order("private-then-fair")
 def _private_then_fair(train: TabularData, config: PipelineConfig, seed: int,
                        fractions: Sequence[float]) -> list[PipelineResult]:
-    """The DP generator on the real rows, ``N`` DP rows in place of the real ones, then stage 1
-    on them at fraction ``Ñ₂/N`` (so the released size is ``fraction · N``)."""
+    """The DP generator on the real rows, ``N̂`` DP rows in place of the real ones (``N̂``: the
+    generator's DP estimate of ``N``), then stage 1 on them at fraction ``Ñ₂/N`` (so the
+    released size is ``fraction · N̂``)."""
     generator, fit = _fit_generator(train, config, seed)
-    private, t = _sample(generator, len(train), seed + 1)
-    report = _dp_report("private-then-fair", generator, COVERS_REAL_POST, input_rows=len(train))
+    private, t = _sample(generator, generator.noisy_rows(), seed + 1)
+    report = _dp_report("private-then-fair", generator, COVERS_REAL_POST)
     out = []
     for f in fractions:
         cfg1 = dataclasses.replace(config.stage1, seed=seed, fraction=f)

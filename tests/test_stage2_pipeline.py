@@ -44,7 +44,10 @@ def test_each_order_reports_what_its_guarantee_covers(toy, order, covers, privat
         assert 0.99 <= report.epsilon <= 1.0
         assert report.delta == pytest.approx(1.0 / (len(toy) * np.sqrt(len(toy))))
         assert "discriminator DP-SGD" in report.details["budget_split"]
-        assert report.details["input_rows"] == len(toy)
+        assert "input_rows" not in report.details  # the report does not disclose N
+        summary = report.summary()  # what the client sends the server
+        assert summary["epsilon"] == report.epsilon and summary["covers"] == covers
+        assert "budget_split" not in summary and summary["steps"] == report.details["steps"]
     else:
         assert report.epsilon is None and report.delta is None
     assert set(report.as_dict()) >= {"order", "epsilon", "delta", "covers", "details"}
@@ -82,7 +85,10 @@ def test_the_generator_of_fair_then_private_reads_only_the_stage_one_rows(toy, m
 @pytest.mark.parametrize("order", ["private-only", "fair-then-private", "private-then-fair"])
 def test_release_sizes_follow_the_fraction_and_cells_keep_their_shares(toy, order):
     results = run_pipeline_fractions(toy, config(order), [1.0, 0.1], seed=4)
-    assert [len(r.rows) for r in results] == [len(toy), round(0.1 * len(toy))]
+    # Sizes follow the DP row count N̂ (noise σ ≈ 2·17 on this 500-row set), not N itself.
+    full, tenth = (len(r.rows) for r in results)
+    assert abs(full - len(toy)) <= 0.2 * len(toy)
+    assert tenth == round(0.1 * full) or abs(tenth - 0.1 * full) <= 1
     real = np.array([toy.cell_counts()[c] for c in sorted(toy.cell_counts())]) / len(toy)
     full = results[0].rows.cell_counts()
     shares = np.array([full[c] for c in sorted(full)]) / len(results[0].rows)
