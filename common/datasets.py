@@ -197,15 +197,32 @@ def make_synthetic(
     beta = np.linspace(1.0, -0.5, n_features)
     logits = z @ beta + label_bias * (2 * s - 1)
     y = (rng.random(n) < 1.0 / (1.0 + np.exp(-logits))).astype(np.int8)
-    names = [f"x{j}" for j in range(n_features)]
-    schema = Schema(
-        name="synthetic",
-        features=tuple(Column(c, bounds=(-8.0, 8.0)) for c in names),
-        sensitive="group", privileged="1", label="label", favourable="1",
-    )
+    schema = synthetic_schema(n_features)
+    names = schema.feature_names
     frame = pd.DataFrame(z, columns=names)
     frame["group"], frame["label"] = s, y
     return from_frame(frame, schema)
+
+
+def public_schema(name: str, *, sensitive: str | None = None) -> Schema:
+    """The declared schema of a named dataset, known without reading any rows (the server
+    checks every client's release against it)."""
+    if name == "law_school":
+        return LAW_SCHOOL
+    if name == "adult":
+        return adult_schema(sensitive or "sex")
+    if name == "synthetic":
+        return synthetic_schema()
+    raise ConfigError(f"unknown dataset {name!r}; choose one of {list(DATASETS)} or use --csv.")
+
+
+def synthetic_schema(n_features: int = 4) -> Schema:
+    """The schema of :func:`make_synthetic`."""
+    return Schema(
+        name="synthetic",
+        features=tuple(Column(f"x{j}", bounds=(-8.0, 8.0)) for j in range(n_features)),
+        sensitive="group", privileged="1", label="label", favourable="1",
+    )
 
 
 # --------------------------------------------------------------------------- your own CSV

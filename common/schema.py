@@ -18,6 +18,7 @@ On the wire (between clients and server) rows travel as one float64 matrix with 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -139,6 +140,24 @@ class Schema:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    def digest(self) -> str:
+        """SHA-256 of :meth:`to_json` (canonical: sorted keys), to compare schemas by value."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    def difference(self, other: Schema) -> str | None:
+        """The first way ``other`` differs from this schema, in words (None if equal)."""
+        if other == self:
+            return None
+        for role in ("sensitive", "privileged", "label", "favourable"):
+            if getattr(other, role) != getattr(self, role):
+                return f"{role} is {getattr(other, role)!r}, expected {getattr(self, role)!r}"
+        if other.feature_names != self.feature_names:
+            return f"its feature columns are {other.feature_names}, expected {self.feature_names}"
+        for mine, theirs in zip(self.features, other.features):
+            if mine != theirs:
+                return f"column {mine.name!r} is declared {theirs}, expected {mine}"
+        return f"its name is {other.name!r}, expected {self.name!r}"
 
     @classmethod
     def from_json(cls, text: str) -> Schema:

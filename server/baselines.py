@@ -29,7 +29,7 @@ from server.evaluation import evaluate_on_clients, model_record, scaling_config,
 from server.result import FederationResult
 from server.strategy.fairfed import FairFed
 from server.traffic import CountingGrid
-from server.validation import Rejection
+from server.validation import Rejection, client_failure
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def pooled_scaling(grid: CountingGrid, nodes: list[int], config: RunConfig):
         node = m.metadata.src_node_id
         try:
             if m.has_error():
-                raise ReplyError(f"the client failed: {m.error.reason}")
+                raise ReplyError(client_failure(m))
             metrics = m.content.metric_records[comm.METRICS]
             schemas.append(Schema.from_json(m.content.config_records[comm.META]["schema"]))
             parts.append({"n": metrics["n"], "sum": list(metrics["sum"]),

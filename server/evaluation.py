@@ -18,7 +18,7 @@ from flwr.serverapp import Grid
 from common import comm
 from common.encoding import Encoder
 from common.errors import ReplyError
-from server.validation import Rejection
+from server.validation import Rejection, client_failure
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def evaluate_on_clients(
         node = m.metadata.src_node_id
         try:
             if m.has_error():
-                raise ReplyError(f"the client failed: {m.error.reason}")
+                raise ReplyError(client_failure(m))
             if comm.METRICS not in m.content.metric_records:
                 raise ReplyError(f"the reply has no MetricRecord {comm.METRICS!r}.")
             counts = comm.check_counts(m.content.metric_records[comm.METRICS])

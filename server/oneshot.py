@@ -31,7 +31,7 @@ from common.schema import TabularData, concat
 from server.evaluation import evaluate_on_clients, wait_for_nodes
 from server.result import FederationResult
 from server.traffic import CountingGrid
-from server.validation import accept_releases
+from server.validation import accept_releases, expected_schema
 
 logger = logging.getLogger(__name__)
 
@@ -57,17 +57,24 @@ def run_oneshot(grid: CountingGrid, config: RunConfig) -> FederationResult:
     start = time.perf_counter()
     nodes = wait_for_nodes(grid, config.min_clients, timeout=config.timeout)
     logger.info("one-shot: querying %d node(s)", len(nodes))
-    query = [Message(RecordDict({comm.CONFIG: ConfigRecord({"max-rows": config.max_rows})}),
+    expected = expected_schema(config)
+    ask = {"max-rows": config.max_rows}
+    if expected is not None:  # a client whose schema has this digest need not send it
+        ask[comm.SCHEMA_DIGEST] = expected.digest()
+    query = [Message(RecordDict({comm.CONFIG: ConfigRecord(ask)}),
                      dst_node_id=node, message_type=MessageType.QUERY) for node in nodes]
-    replies = grid.send_and_receive(query, timeout=config.timeout)
+    replies = list(grid.send_and_receive(query, timeout=config.timeout))
     releases, rejected = accept_releases(replies, queried=nodes, max_rows=config.max_rows,
-                                         min_clients=config.min_clients)
+                                         min_clients=config.min_clients, expected=expected)
     parts = [r.data for r in releases]
     t_fit = time.perf_counter()
     params, encoder = train_server_model(parts, config)
     t_fit = time.perf_counter() - t_fit
+    # The model goes to every node that answered; one that did not (hung, crashed, cut off)
+    # would only make the evaluation wait for the timeout a second time.
+    responsive = sorted({m.metadata.src_node_id for m in replies})
     metrics, per_node, eval_rejected = evaluate_on_clients(
-        grid, node_ids=nodes, params=params, encoder=encoder, timeout=config.timeout)
+        grid, node_ids=responsive, params=params, encoder=encoder, timeout=config.timeout)
     q = len(encoder.schema.features) + 2
     d = mlp.n_params(params)
     rows = [len(r.data) for r in releases]
@@ -79,12 +86,12 @@ def run_oneshot(grid: CountingGrid, config: RunConfig) -> FederationResult:
         metrics={**metrics, "server_fit_seconds": t_fit},
         rounds=1,
         exchanges=tuple(grid.exchanges),
-        # The model goes to every queried node, the rows come from the accepted ones.
+        # The model goes to every node that answered, the rows come from the accepted ones.
         formula_numbers={"up": comm.oneshot_numbers(rows=rows, columns=q, params=d)["up"],
-                         "down": len(nodes) * d},
+                         "down": len(responsive) * d},
         covered_phases=(MessageType.QUERY, MessageType.EVALUATE),
         clients=tuple({"node_id": r.node_id, "rows": len(r.data), "privacy": r.privacy,
-                       "metrics": r.metrics} for r in releases),
+                       "metrics": r.metrics, "rows_sha256": r.digest} for r in releases),
         rejected=tuple(r.as_dict() for r in [*rejected, *eval_rejected]),
         seconds=time.perf_counter() - start,
         config=config.to_mapping(),
