@@ -27,23 +27,27 @@ client splits 80/20 itself.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord,
+                      RecordDict)
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 
+from clients.faults import FAULT_KEY, Fault
 from clients.pipeline import PipelineConfig, Stage2Config, run_pipeline
 from clients.stage1 import Stage1Config
 from common import comm, datasets, mlp
 from common.encoding import Encoder
-from common.errors import ConfigError, DataError
+from common.errors import ConfigError, DataError, FairsynthError
 from common.partition import ClientSplit, federated_split, train_test_split
 from common.run_config import RunConfig
 from common.schema import TabularData, from_frame
@@ -126,7 +130,7 @@ def read_client_file(path: str | Path, config: RunConfig) -> TabularData:
         frame = frame.dropna().reset_index(drop=True)
         return from_frame(frame, datasets.adult_schema(config.sensitive or "sex"))
     if config.dataset == "synthetic":
-        return from_frame(pd.read_csv(path), datasets.make_synthetic(8).schema)
+        return from_frame(pd.read_csv(path), datasets.synthetic_schema())
     raise ConfigError(
         f"unknown dataset {config.dataset!r}; choose one of {list(datasets.DATASETS)}."
     )
@@ -189,19 +193,31 @@ def _json(value: Any) -> str:
                       default=lambda v: v.item() if hasattr(v, "item") else str(v))
 
 
-def release_content(train: TabularData, config: RunConfig, seed: int) -> RecordDict:
-    """Run the pipeline on ``train``; the reply content of a one-shot query."""
+def release_content(train: TabularData, config: RunConfig, seed: int, *,
+                    expected_digest: str = "") -> RecordDict:
+    """Run the pipeline on ``train``; the reply content of a one-shot query.
+
+    ``meta`` carries the schema's digest, and the schema itself only when it differs from
+    ``expected_digest`` (the server's, sent with the query) or the server sent none; and the
+    privacy report's summary (the whole report goes to this client's log).
+    """
     start = time.perf_counter()
     result = run_pipeline(train, pipeline_config(config), seed=seed)
     rows = result.rows.to_array()
     seconds = time.perf_counter() - start
-    metrics = {comm.NUM_EXAMPLES: len(rows), "train-rows": len(train), "seconds": seconds}
+    metrics = {comm.NUM_EXAMPLES: len(rows), "seconds": seconds}
+    if result.privacy.epsilon is None:  # a private order would disclose N with it
+        metrics["train-rows"] = len(train)
     metrics.update({f"seconds-{k}": float(v) for k, v in result.seconds.items()})
-    logger.info("released %d rows (%s) in %.2fs", len(rows), config.order, seconds)
+    logger.info("released %d rows (%s) in %.2fs; privacy: %s", len(rows), config.order, seconds,
+                _json(result.privacy.as_dict()))
+    schema = result.rows.schema
+    meta = {comm.SCHEMA_DIGEST: schema.digest(), comm.PRIVACY: _json(result.privacy.summary())}
+    if schema.digest() != expected_digest:
+        meta[comm.SCHEMA] = schema.to_json()
     return RecordDict({
         comm.ROWS: ArrayRecord({comm.ROWS: Array(np.ascontiguousarray(rows, dtype=np.float64))}),
-        comm.META: ConfigRecord({"schema": result.rows.schema.to_json(),
-                                 "privacy": _json(result.privacy.as_dict())}),
+        comm.META: ConfigRecord(meta),
         comm.METRICS: MetricRecord(metrics),
     })
 
@@ -247,39 +263,83 @@ def evaluate_content(test: TabularData, content: RecordDict) -> RecordDict:
 # --------------------------------------------------------------------------- the app
 
 
-def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
+Handler = Callable[[Message, Context], Message]
+
+
+def replying_user_errors(handler: Handler) -> Handler:
+    """Turn an error the user can fix (:class:`FairsynthError`: a bad data file, node config or
+    run config) into an error reply whose reason is the message alone, without a traceback;
+    any other exception is left to the runtime, which replies with its own error."""
+    @functools.wraps(handler)
+    def wrapped(msg: Message, context: Context) -> Message:
+        try:
+            return handler(msg, context)
+        except FairsynthError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            logger.error("node %s cannot answer %s: %s", context.node_id,
+                         msg.metadata.message_type, reason)
+            return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason),
+                           reply_to=msg)
+    return wrapped
+
+
+def node_fault(context: Context, faults: Mapping[int, Fault]) -> Fault | None:
+    """The fault this node is to inject: its node config's ``fault``, else ``faults`` by
+    partition id (what the in-process simulation passes)."""
+    if FAULT_KEY in context.node_config:
+        return Fault.parse(str(context.node_config[FAULT_KEY]))
+    k = context.node_config.get(PARTITION_ID)
+    return faults.get(int(k)) if k is not None else None
+
+
+def make_client_app(overrides: Mapping[str, Any] | None = None, *,
+                    faults: Mapping[int, Fault] | None = None) -> ClientApp:
     """A ClientApp whose run configuration is ``context.run_config`` updated by ``overrides``.
 
     ``flwr run`` uses :data:`app` (no overrides: the run config comes from pyproject.toml and
     ``--run-config``); the in-process simulation passes the configuration here, because its
-    ``context.run_config`` is empty.
+    ``context.run_config`` is empty. ``faults`` makes the nodes of the given partition ids fail
+    on purpose (:mod:`clients.faults`); a node config's ``fault`` key does the same.
     """
     app = ClientApp()
+    faults = dict(faults or {})
 
-    @app.query()
-    def query(msg: Message, context: Context) -> Message:
+    def prepare(context: Context, phase: str) -> tuple[RunConfig, ClientSplit]:
         config = read_config(context, overrides)
         split = load_split(context.node_config, config)
-        content = release_content(split.train, config, client_seed(config, context))
+        fault = node_fault(context, faults)
+        if fault is not None:
+            fault.strike(phase)
+        return config, split
+
+    @app.query()
+    @replying_user_errors
+    def query(msg: Message, context: Context) -> Message:
+        config, split = prepare(context, "query")
+        expected = ""
+        if comm.CONFIG in msg.content.config_records:
+            expected = str(msg.content.config_records[comm.CONFIG].get(comm.SCHEMA_DIGEST, ""))
+        content = release_content(split.train, config, client_seed(config, context),
+                                  expected_digest=expected)
         return Message(content, reply_to=msg)
 
     @app.query(comm.MOMENTS_ACTION)
+    @replying_user_errors
     def moments(msg: Message, context: Context) -> Message:
-        config = read_config(context, overrides)
-        split = load_split(context.node_config, config)
+        config, split = prepare(context, "moments")
         return Message(moments_content(split.train), reply_to=msg)
 
     @app.train()
+    @replying_user_errors
     def train(msg: Message, context: Context) -> Message:
-        config = read_config(context, overrides)
-        split = load_split(context.node_config, config)
+        config, split = prepare(context, "train")
         content = train_content(split.train, msg.content, config, client_seed(config, context))
         return Message(content, reply_to=msg)
 
     @app.evaluate()
+    @replying_user_errors
     def evaluate(msg: Message, context: Context) -> Message:
-        config = read_config(context, overrides)
-        split = load_split(context.node_config, config)
+        config, split = prepare(context, "evaluate")
         return Message(evaluate_content(split.test, msg.content), reply_to=msg)
 
     return app

@@ -20,6 +20,8 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from clients.client_app import pipeline_config
+from common.errors import FairsynthError
 from common.run_config import RunConfig
 from server.baselines import run_baseline
 from server.oneshot import run_oneshot
@@ -53,24 +55,46 @@ def summary_lines(result: FederationResult) -> list[str]:
                          f"{p.get('covers')}")
     for r in result.rejected:
         lines.append(f"node {r['node_id']} skipped ({r['phase']}): {r['reason']}")
+    failed = sorted({r["node_id"] for r in result.rejected})
+    if failed:
+        lines.append(f"{len(failed)} node(s) failed or were rejected: "
+                     f"{', '.join(str(n) for n in failed)}")
     return lines
 
 
+def check_run(config: RunConfig) -> None:
+    """What every client would fail on, checked before any message: the pipeline's order,
+    generator and its options (one-shot)."""
+    if config.strategy == "oneshot":
+        pipeline_config(config).stage2.check_options()
+
+
 def make_server_app(overrides: Mapping[str, Any] | None = None, *,
-                    on_result: Callable[[FederationResult], None] | None = None) -> ServerApp:
+                    on_result: Callable[[FederationResult], None] | None = None,
+                    on_error: Callable[[FairsynthError], None] | None = None) -> ServerApp:
     """A ServerApp whose configuration is ``context.run_config`` updated by ``overrides``.
 
     Parameters
     ----------
     overrides : run-config keys (kebab-case) that replace the context's values.
     on_result : called with the run's :class:`FederationResult` when the flow ends.
+    on_error : called with the error when the run fails on a user error (a bad run config,
+        too few valid replies); the error is logged and re-raised either way, so the run ends
+        as failed and nothing is written to ``results-path``.
     """
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        config = RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
-        result = FLOWS[config.strategy](CountingGrid(grid), config)
+        try:
+            config = RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
+            check_run(config)
+            result = FLOWS[config.strategy](CountingGrid(grid), config)
+        except FairsynthError as exc:
+            FLOWER_LOG.error("fairsynth: the run failed: %s", exc)
+            if on_error is not None:
+                on_error(exc)
+            raise
         for line in summary_lines(result):
             # Flower's own logger: its handler is what `flwr log` streams from this process.
             FLOWER_LOG.info("%s", line)

@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clients.faults import FAULT_KEY, Fault, parse_assignments
 from common import datasets, partition
 from common.errors import ConfigError, DataError, FairsynthError
 from common.run_config import RunConfig
@@ -401,7 +402,8 @@ class LocalFederation:
     """
 
     def __init__(self, *, workdir: Path, credentials: Credentials, data_files: Sequence[Path],
-                 port: int = 0, startup_timeout: float = 120.0, grace: float = 10.0) -> None:
+                 port: int = 0, startup_timeout: float = 120.0, grace: float = 10.0,
+                 faults: Mapping[int, Fault] | None = None) -> None:
         if len(data_files) != credentials.clients:
             raise ConfigError(
                 f"{len(data_files)} data files for {credentials.clients} SuperNodes; give one "
@@ -410,6 +412,7 @@ class LocalFederation:
         self.workdir = Path(workdir).resolve()
         self.credentials = credentials
         self.data_files = [Path(p).resolve() for p in data_files]
+        self.faults = dict(faults or {})
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
         self.grace = grace
@@ -537,9 +540,15 @@ class LocalFederation:
                 "supernode_log": said, "superlink_log": [line[:200] for line in link[-1:]]}
 
     def node_config(self, k: int) -> dict[str, object]:
-        """Node config of SuperNode ``k``: the client's own rows (``data-path``) and its index
-        (``partition-id``, which seeds the client's pipeline as in the simulation)."""
-        return {"data-path": str(self.data_files[k - 1]), "partition-id": k - 1}
+        """Node config of SuperNode ``k``: the client's own rows (``data-path``), its index
+        (``partition-id``, which seeds the client's pipeline as in the simulation) and, when
+        one is injected, its ``fault`` (:mod:`clients.faults`)."""
+        config: dict[str, object] = {"data-path": str(self.data_files[k - 1]),
+                                     "partition-id": k - 1}
+        if k - 1 in self.faults:
+            fault = self.faults[k - 1]
+            config[FAULT_KEY] = f"{fault.kind}@{fault.phase}"
+        return config
 
     @staticmethod
     def executor_argv(port: int, folder: Path) -> list[str]:
@@ -926,7 +935,8 @@ def app_dir(explicit: Path | None) -> Path:
 
 
 def register(sub) -> None:
-    from simulations.simulate import add_federation_arguments, add_stage2_arguments
+    from simulations.simulate import (add_fault_argument, add_federation_arguments,
+                                      add_stage2_arguments)
 
     parser = sub.add_parser(
         "deploy", help="SuperLink + one SuperNode per client as processes on 127.0.0.1 (TLS, "
@@ -935,6 +945,7 @@ def register(sub) -> None:
     options.add_stage1_arguments(parser, sweep=False)
     add_stage2_arguments(parser)
     add_federation_arguments(parser, strategy=False)
+    add_fault_argument(parser)
     g = parser.add_argument_group("deployment")
     g.add_argument("--strategies", nargs="+", default=list(STRATEGIES_DEFAULT),
                    choices=["oneshot", "fedavg", "fairfed"],
@@ -1002,6 +1013,11 @@ def deploy(args: argparse.Namespace) -> dict:
         config = RunConfig.from_mapping(mapping)  # fail fast, before any process starts
         configs[strategy] = config.to_mapping()
     check_setup(RunConfig.from_mapping(configs[args.strategies[0]]), args.clients)
+    faults = parse_assignments(getattr(args, "inject_fault", []))
+    for k in faults:
+        if not 0 <= k < args.clients:
+            raise ConfigError(f"--inject-fault names partition {k}; the partitions are "
+                              f"0..{args.clients - 1}.")
     for stale in (out / "results").glob("*.json") if (out / "results").is_dir() else ():
         stale.unlink()
     data_files = list(split_to_csv(args, out / "data"))
@@ -1012,7 +1028,7 @@ def deploy(args: argparse.Namespace) -> dict:
     prepared = time.perf_counter()
     runs: dict[str, dict] = {}
     federation = LocalFederation(workdir=out, credentials=creds, data_files=data_files,
-                                 port=args.port)
+                                 port=args.port, faults=faults)
     with federation.handling_signals():
         try:
             federation.start()
@@ -1074,6 +1090,9 @@ def run_one(federation: LocalFederation, app: Path, strategy: str, mapping: Mapp
         "app_traffic": result.get("traffic", {}),
         "metrics": result.get("metrics", {}),
         "rounds": result.get("rounds"),
+        "clients": [{k: c.get(k) for k in ("node_id", "rows", "rows_sha256")}
+                    for c in result.get("clients", [])],
+        "rejected": result.get("rejected", []),
         "result_path": str(result_path),
     }
 
@@ -1106,5 +1125,8 @@ def print_summary(summary: Mapping) -> None:
               f"{t.get('outbound-bytes', 0):12,} {t.get('total-bytes', 0):14,} {counted:13,} "
               f"{100 * m.get('accuracy', math.nan):6.2f} {m.get('spd', math.nan):7.4f} "
               f"{m.get('eod', math.nan):7.4f}")
+    for name, r in summary["runs"].items():
+        for rej in r.get("rejected", []):
+            print(f"  {name}: node {rej['node_id']} skipped ({rej['phase']}): {rej['reason']}")
     if summary["pids_left"]:
         print(f"WARNING: processes still alive: {summary['pids_left']}")

@@ -12,18 +12,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from clients.client_app import load_dataset, make_client_app, pipeline_config
+from clients.client_app import load_dataset, make_client_app
+from clients.faults import Fault, parse_assignments
 from common import partition
-from common.errors import ConfigError
+from common.errors import ConfigError, FairsynthError
 from common.run_config import MODELS, STRATEGIES, RunConfig
 from server.result import FederationResult
-from server.server_app import make_server_app
+from server.server_app import check_run, make_server_app
 from simulations import options
 from simulations.results import write_json
 
@@ -44,6 +47,7 @@ def register(sub) -> None:
     options.add_stage1_arguments(parser, sweep=False)
     add_stage2_arguments(parser)
     add_federation_arguments(parser)
+    add_fault_argument(parser)
     parser.add_argument("--out", type=Path, default=Path("runs/simulate"),
                         help="output folder (default: runs/simulate)")
     parser.set_defaults(func=run)
@@ -89,6 +93,14 @@ def add_federation_arguments(parser: argparse.ArgumentParser, *, strategy: bool 
                    help="seconds to wait for the replies of one exchange")
 
 
+
+def add_fault_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--inject-fault", action="append", default=[], metavar="K:KIND[@PHASE]",
+                        help="make the client of partition K fail on purpose (testing): KIND "
+                             "raise, hang or die; PHASE query (default), train or evaluate; "
+                             "repeatable")
+
+
 def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The kebab-case run configuration that the command-line flags describe."""
     mapping = {
@@ -126,16 +138,78 @@ def check_setup(config: RunConfig, clients: int) -> None:
         raise ConfigError(
             f"min-clients = {config.min_clients} exceeds the {clients} clients; lower it."
         )
-    if config.strategy == "oneshot":
-        pipeline_config(config)
+    check_run(config)
     partition.federated_split(load_dataset(config), clients=clients, method=config.partition,
                               seed=config.seed, alpha=config.alpha,
                               column=config.partition_column or None,
                               test_fraction=config.test_fraction)
 
 
-def simulate(run_config: Mapping[str, Any], *, clients: int, verbose: bool = False
-             ) -> FederationResult:
+class StuckClientStopper:
+    """Ends ClientApp calls that are still running after the ServerApp has finished.
+
+    Flower's simulation runtime waits for every ClientApp call in flight before it shuts down,
+    so one that never returns (a hung client, which the server has already given up on after
+    its ``timeout``) would keep the simulation from ending. Once the server is done, the runtime
+    gets ``grace`` seconds to stop by itself; then the Ray actors
+    still busy with a call (process title ``ray::ClientAppActor.run``, below this process) are
+    killed. Each such call then ends as a failed message, and the runtime stops as usual.
+    """
+
+    def __init__(self, grace: float = 2.0) -> None:
+        self.grace = grace
+        self.stopped: list[int] = []
+        self._timer: threading.Timer | None = None
+
+    def server_done(self, *_: object) -> None:
+        self._timer = threading.Timer(self.grace, self._stop)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _stop(self) -> None:
+        pids = busy_actor_pids(os.getpid())
+        if not pids:
+            return
+        logger.warning("%d ClientApp call(s) still running %g s after the server finished "
+                       "(a hung client); stopping them.", len(pids), self.grace)
+        logging.getLogger("flwr").setLevel(logging.CRITICAL)  # the runtime reports each death
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                self.stopped.append(pid)
+            except ProcessLookupError:
+                pass
+
+
+def busy_actor_pids(root: int) -> list[int]:
+    """PIDs of Ray ClientApp actors busy with a call, among the descendants of ``root``."""
+    children: dict[int, list[int]] = {}
+    titles: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            titles[int(entry.name)] = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(
+                errors="replace")
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        if titles.get(pid, "").startswith("ray::ClientAppActor.run"):
+            found.append(pid)
+        todo += children.get(pid, [])
+    return sorted(found)
+
+
+def simulate(run_config: Mapping[str, Any], *, clients: int, verbose: bool = False,
+             faults: Mapping[int, Fault] | None = None) -> FederationResult:
     """Run one federation in-process; returns the server's result.
 
     Parameters
@@ -143,28 +217,58 @@ def simulate(run_config: Mapping[str, Any], *, clients: int, verbose: bool = Fal
     run_config : kebab-case run-config keys (the rest take their defaults).
     clients : number of SuperNodes ``K`` (node ``k`` holds partition ``k``).
     verbose : let Ray forward the clients' logs.
+    faults : partition id → a failure that node injects on purpose (:mod:`clients.faults`).
+
+    Raises
+    ------
+    FairsynthError
+        The server's own error when the run fails (e.g. fewer than ``min-clients`` valid
+        replies), so that the caller sees its message.
     """
     from flwr.simulation import run_simulation
 
     config = RunConfig.from_mapping(run_config)
     check_setup(config, clients)
+    for k in faults or {}:
+        if not 0 <= k < clients:
+            raise ConfigError(f"--inject-fault names partition {k}; the partitions are "
+                              f"0..{clients - 1}.")
     mapping = config.to_mapping()
     results: list[FederationResult] = []
+    errors: list[FairsynthError] = []
+    stopper = StuckClientStopper()
     for key, value in RUNTIME_ENV.items():
         os.environ.setdefault(key, value)
     with tempfile.TemporaryDirectory(prefix="fairsynth-flwr-") as home:
         os.environ.setdefault("FLWR_HOME", home)
-        backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        # A ClientApp process that dies is restarted by Ray (max_restarts); without it, the dead
+        # actor would stay in Flower's pool and fail every later message sent to it.
+        backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0, "max_restarts": 4},
                    "init_args": {"num_cpus": max(1, min(clients, os.cpu_count() or 1)),
                                  "log_to_driver": verbose,
                                  "logging_level": "INFO" if verbose else "ERROR"}}
         start = time.perf_counter()
-        run_simulation(server_app=make_server_app(mapping, on_result=results.append),
-                       client_app=make_client_app(mapping), num_supernodes=clients,
-                       backend_config=backend)
+
+        def done(result: FederationResult) -> None:
+            results.append(result)
+            stopper.server_done()
+
+        def failed(error: FairsynthError) -> None:
+            errors.append(error)
+            stopper.server_done()
+
+        try:
+            run_simulation(server_app=make_server_app(mapping, on_result=done, on_error=failed),
+                           client_app=make_client_app(mapping, faults=faults),
+                           num_supernodes=clients, backend_config=backend)
+        finally:
+            stopper.cancel()
+            logging.getLogger("flwr").setLevel(logging.NOTSET)
         logger.info("simulation finished in %.1f s", time.perf_counter() - start)
         if os.environ.get("FLWR_HOME") == home:
             del os.environ["FLWR_HOME"]
+    if errors:
+        raise errors[0]
     if not results:
         raise ConfigError("the simulation ended without a result; rerun with -v for the log.")
     return results[0]
@@ -173,11 +277,13 @@ def simulate(run_config: Mapping[str, Any], *, clients: int, verbose: bool = Fal
 def quiet_flower(verbose: bool) -> None:
     """Flower logs to its own console handler: show its lines with ``-v`` only (without, its
     warnings are the deprecation notice of ``run_simulation`` and the switched-off per-round
-    evaluation), and stop its records from reaching the root handler a second time."""
+    evaluation, and its errors the tracebacks of failed clients, which the run's summary
+    names with their reasons), and stop its records from reaching the root handler a second
+    time."""
     from flwr.common.logger import update_console_handler
 
     update_console_handler(level=logging.DEBUG if verbose > 1 else
-                           logging.INFO if verbose else logging.ERROR,
+                           logging.INFO if verbose else logging.CRITICAL,
                            timestamps=False, colored=True)
     logging.getLogger("flwr").propagate = False
 
@@ -185,8 +291,9 @@ def quiet_flower(verbose: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     quiet_flower(args.verbose)
     mapping = run_config_from_args(args)
+    faults = parse_assignments(args.inject_fault)
     start = time.perf_counter()
-    result = simulate(mapping, clients=args.clients, verbose=args.verbose > 0)
+    result = simulate(mapping, clients=args.clients, verbose=args.verbose > 0, faults=faults)
     wall = time.perf_counter() - start
     payload = {**result.as_dict(), "clients_requested": args.clients, "wall_seconds": wall}
     path = args.out / "results.json"
