@@ -141,7 +141,9 @@ def adult_schema(sensitive: str = "sex") -> Schema:
             Column("relationship", kind="categorical", categories=cats["relationship"]),
             Column(other, kind="categorical", categories=cats[other]),
             Column("capital-gain", bounds=(0.0, 99999.0), integer=True),
-            Column("capital-loss", bounds=(0.0, 4356.0), integer=True),
+            # Dollar amounts in a five-digit census field (capital gains are top-coded at its
+            # maximum, 99999): the field's range, not the data's.
+            Column("capital-loss", bounds=(0.0, 99999.0), integer=True),
             Column("hours-per-week", bounds=(1.0, 99.0), integer=True),
         ),
         sensitive=sensitive,
@@ -273,7 +275,16 @@ def load_csv(
         if col in (sensitive, label) or col in drop:
             continue
         numeric = pd.to_numeric(frame[col], errors="coerce")
-        is_cat = col in categorical or (numeric.isna() & frame[col].notna()).any()
+        text = (numeric.isna() & frame[col].notna()).to_numpy()
+        if col not in categorical and text.any() and text.mean() < 0.5 * frame[col].notna().mean():
+            # Mostly numbers with some text: a typo or a missing-value marker, not categories.
+            row = int(np.argmax(text))
+            raise DataError(
+                f"column {col!r} is numeric except for {int(text.sum())} value(s) such as "
+                f"{frame[col].iloc[row]!r} (row {row}). Fix or drop those rows, or declare the "
+                f"column categorical with --categorical {col}."
+            )
+        is_cat = col in categorical or text.any()
         if is_cat:
             cats = tuple(sorted(frame[col].dropna().astype(str).str.strip().unique()))
             feats.append(Column(col, kind="categorical", categories=cats))

@@ -59,6 +59,10 @@ class RunConfig:
         model initialisation and local training.
     order, measure, rho, tolerance, lam_in, lam_out, lr, iterations, stage1_fraction, solver
         The client pipeline and its stage-1 hyperparameters (METHOD.md, § Stage 1).
+    anchor, keep_moments
+        Stage 1's outer regulariser centre (``init``: the initial rows; ``zero``: METHOD.md's
+        ``‖z̃‖²``) and whether learned columns keep the client's mean and spread
+        (:class:`clients.stage1.Stage1Config`).
     epsilon, delta, stage2_fraction, generator, generator_options
         Stage 2: the (ε, δ) budget (``delta = 0``: ``1/(N·√N)``), ``Ñ₂/N``, the DP generator
         and its own options as a JSON object.
@@ -110,6 +114,8 @@ class RunConfig:
     iterations: int = 300
     stage1_fraction: float = 1.0
     solver: str = "newton"
+    anchor: str = "init"
+    keep_moments: bool = True
     epsilon: float = 1.0
     delta: float = 0.0
     stage2_fraction: float = 1.0
@@ -144,6 +150,7 @@ class RunConfig:
             (self.partition != "column" or bool(self.partition_column), "partition-column",
              "the name of the column to split by (partition = 'column' needs it)"),
             (self.solver in SOLVERS, "solver", f"one of {list(SOLVERS)}"),
+            (self.anchor in ("init", "zero"), "anchor", "'init' or 'zero'"),
             (self.iterations >= 0, "iterations", "an integer ≥ 0"),
             (self.lam_in > 0, "lam-in", "a number > 0"),
             (self.lam_out >= 0, "lam-out", "a number ≥ 0"),

@@ -265,6 +265,21 @@ class TabularData:
             y=y.astype(np.int8),
         )
 
+    def check_measure(self, measure: str) -> None:
+        """Raise if the fairness gap of ``measure`` (``"sp"``/``"eo"``) is undefined on these
+        rows: a group without rows, or (equal opportunity) without favourable rows."""
+        for a in (0, 1):
+            name = "privileged" if a == 1 else "unprivileged"
+            if not np.any(self.s == a):
+                raise DataError(f"the {name} group (s = {a}) has no rows, so no fairness gap is "
+                                "defined; check --sensitive and --privileged.")
+            if measure == "eo" and not np.any((self.s == a) & (self.y == 1)):
+                raise DataError(
+                    f"no row of the {name} group (s = {a}) has the favourable label, so equal "
+                    "opportunity is undefined on this dataset; use --measure sp or check "
+                    "--favourable."
+                )
+
     def cell_counts(self) -> dict[tuple[int, int], int]:
         """Rows per ``(s, y)`` cell."""
         return {(a, b): int(np.sum((self.s == a) & (self.y == b))) for a in (0, 1) for b in (0, 1)}

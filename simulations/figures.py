@@ -10,8 +10,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-PANELS = [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("cov", "covariance"),
-          ("corr", "correlation")]
+def panels(measure: str) -> list[tuple[str, str]]:
+    """(key, title) of each panel; the covariance and correlation are the measure's own."""
+    suffix = "" if measure == "sp" else "_eo"
+    gap = ("spd", "|SPD|") if measure == "sp" else ("eod", "|EOD|")
+    return [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
+            (f"cov{suffix}", f"covariance ({measure.upper()})"),
+            (f"corr{suffix}", f"correlation ({measure.upper()})"), gap]
 
 
 def plot_rho_sweep(summary: Sequence[dict], *, measure: str, path: Path,
@@ -21,16 +26,15 @@ def plot_rho_sweep(summary: Sequence[dict], *, measure: str, path: Path,
     ``summary`` holds per-ρ means (``rho`` 0 is the real-data baseline, drawn dashed).
     ``curve_key`` splits the points into several curves (e.g. syn_1, syn_2(100%)).
     """
-    gap = ("spd", "|SPD|") if measure == "sp" else ("eod", "|EOD|")
-    panels = [*PANELS, gap]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
+    shown = panels(measure)
+    fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.4))
     rows = [r for r in summary if r.get("measure", measure) == measure]
     base = [r for r in rows if r["rho"] == 0]
     curves: dict[str, list[dict]] = {}
     for r in rows:
         if r["rho"] > 0:
             curves.setdefault(str(r.get(curve_key, "syn_1")) if curve_key else "syn_1", []).append(r)
-    for ax, (key, label) in zip(axes, panels):
+    for ax, (key, label) in zip(axes, shown):
         for name, pts in curves.items():
             pts = sorted(pts, key=lambda r: r["rho"])
             ax.errorbar([p["rho"] for p in pts], [p[key] for p in pts],

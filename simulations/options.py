@@ -68,10 +68,16 @@ def add_stage1_arguments(parser: argparse.ArgumentParser, *, sweep: bool) -> Non
     g.add_argument("--iterations", type=int, default=d.iterations, help="outer iterations T")
     g.add_argument("--stage1-fraction", type=float, default=d.fraction, help="Ñ/N")
     g.add_argument("--solver", default=d.solver, choices=["newton", "lbfgs"], help="inner solver")
+    g.add_argument("--anchor", default=d.anchor, choices=["init", "zero"],
+                   help="centre of the outer regulariser: the initial rows (default) or 0 "
+                        "(METHOD.md's ‖z̃‖²)")
+    g.add_argument("--no-keep-moments", dest="keep_moments", action="store_false",
+                   help="let stage 1 change each column's mean and spread (METHOD.md's form)")
     g.add_argument("--lam-server", type=float, default=1.0, help="server model's L2 strength")
 
 
 def stage1_config(args: argparse.Namespace, *, measure: str, rho: float, seed: int) -> Stage1Config:
     return Stage1Config(measure=measure, rho=rho, tolerance=args.tolerance, lam_in=args.lam_in,
                         lam_out=args.lam_out, lr=args.lr, iterations=args.iterations,
-                        fraction=args.stage1_fraction, solver=args.solver, seed=seed)
+                        fraction=args.stage1_fraction, solver=args.solver,
+                        anchor=args.anchor, keep_moments=args.keep_moments, seed=seed)

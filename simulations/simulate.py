@@ -114,7 +114,8 @@ def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "order": args.order, "measure": args.measure, "rho": args.rho,
         "tolerance": args.tolerance or 0.0, "lam-in": args.lam_in, "lam-out": args.lam_out,
         "lr": args.lr, "iterations": args.iterations, "stage1-fraction": args.stage1_fraction,
-        "solver": args.solver, "lam-server": args.lam_server,
+        "solver": args.solver, "anchor": args.anchor, "keep-moments": args.keep_moments,
+        "lam-server": args.lam_server,
         "epsilon": args.epsilon, "delta": args.delta or 0.0,
         "stage2-fraction": args.stage2_fraction, "generator": args.generator,
         "generator-options": args.generator_options,
@@ -139,7 +140,9 @@ def check_setup(config: RunConfig, clients: int) -> None:
             f"min-clients = {config.min_clients} exceeds the {clients} clients; lower it."
         )
     check_run(config)
-    partition.federated_split(load_dataset(config), clients=clients, method=config.partition,
+    data = load_dataset(config)
+    data.check_measure(config.measure if config.strategy != "fedavg" else "sp")
+    partition.federated_split(data, clients=clients, method=config.partition,
                               seed=config.seed, alpha=config.alpha,
                               column=config.partition_column or None,
                               test_fraction=config.test_fraction)

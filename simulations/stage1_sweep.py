@@ -20,7 +20,8 @@ from simulations.results import mean_over_seeds, write_json
 
 logger = logging.getLogger(__name__)
 
-METRICS = ["accuracy", "spd", "eod", "cov", "corr", "dpr", "eor", "balanced_accuracy",
+METRICS = ["accuracy", "spd", "eod", "cov", "corr", "cov_eo", "corr_eo", "dpr", "eor",
+           "balanced_accuracy",
            "positive_rate", "seconds"]
 
 
@@ -33,6 +34,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    check(args)
     records = sweep(args)
     summary = mean_over_seeds(records, ["measure", "rho"], METRICS)
     write_json(args.out / "results.json", {"records": records, "summary": summary,
@@ -42,6 +44,17 @@ def run(args) -> int:
     _print_table(summary)
     print(f"wrote {args.out / 'results.json'}")
     return 0
+
+
+def check(args) -> None:
+    """Every setting of the sweep, validated before any work (nothing is half-written)."""
+    for measure in args.measure:
+        for rho in args.rho:
+            options.stage1_config(args, measure=measure, rho=rho, seed=0)
+    data = options.load_data(args, seed=args.seeds[0])
+    for measure in args.measure:
+        data.check_measure(measure)
+    options.split_clients(data, args, args.seeds[0])
 
 
 def sweep(args) -> list[dict]:
@@ -75,8 +88,9 @@ def _args_dict(args) -> dict:
 
 def _print_table(summary: list[dict]) -> None:
     print(f"{'measure':7} {'rho':>8} {'acc %':>7} {'|SPD|':>7} {'|EOD|':>7} {'cov':>8} "
-          f"{'corr':>7} {'bal acc':>7} {'P(ŷ=1)':>7} {'s':>6}")
+          f"{'corr':>7} {'bal acc':>7} {'P(ŷ=1)':>7} {'s':>6}   (cov, corr: the measure's)")
     for r in sorted(summary, key=lambda r: (r["measure"], r["rho"])):
+        cov, corr = (r["cov"], r["corr"]) if r["measure"] == "sp" else (r["cov_eo"], r["corr_eo"])
         print(f"{r['measure']:7} {r['rho']:8g} {100 * r['accuracy']:7.2f} {r['spd']:7.4f} "
-              f"{r['eod']:7.4f} {r['cov']:8.4f} {r['corr']:7.3f} {r['balanced_accuracy']:7.3f} "
+              f"{r['eod']:7.4f} {cov:8.4f} {corr:7.3f} {r['balanced_accuracy']:7.3f} "
               f"{r['positive_rate']:7.3f} {r['seconds']:6.2f}")

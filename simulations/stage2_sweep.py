@@ -28,14 +28,16 @@ from common.errors import ConfigError
 from common.global_model import fit_global_model
 from common.quality import column_distances, quality_report
 from common.schema import TabularData, concat
-from simulations import options
+from simulations import options, stage1_sweep
 from simulations.figures import plot_rho_sweep
 from simulations.results import mean_over_seeds, write_json
 
 logger = logging.getLogger(__name__)
 
-DP_ORDERS = ("fair-then-private", "private-then-fair", "private-only")
-METRICS = ["accuracy", "spd", "eod", "cov", "corr", "dpr", "eor", "balanced_accuracy",
+#: Orders a sweep can run (``real`` is its baseline record, always written).
+SWEEP_ORDERS = ("fair-then-private", "private-then-fair", "private-only", "fair-only")
+METRICS = ["accuracy", "spd", "eod", "cov", "corr", "cov_eo", "corr_eo", "dpr", "eor",
+           "balanced_accuracy",
            "positive_rate", "seconds", "epsilon_spent",
            "ks_mean", "tvd_mean", "cell_tvd", "tstr_accuracy", "gen_ks_mean", "gen_tvd_mean"]
 KEYS = ["order", "measure", "rho", "epsilon", "fraction", "curve"]
@@ -48,7 +50,8 @@ def register(sub) -> None:
     options.add_stage1_arguments(parser, sweep=True)
     g = parser.add_argument_group("stage 2 (DP generator)")
     g.add_argument("--order", nargs="+", default=["fair-then-private", "private-then-fair"],
-                   choices=DP_ORDERS, help="pipeline order(s)")
+                   choices=SWEEP_ORDERS,
+                   help="pipeline order(s); private-only ignores ρ and runs once, at ρ = 0")
     g.add_argument("--epsilon", nargs="+", type=float, default=[1.0], help="privacy budget(s) ε")
     g.add_argument("--delta", type=float, default=None, help="δ (default: 1/(N·√N))")
     g.add_argument("--fraction", nargs="+", type=float, default=[1.0, 0.1],
@@ -75,7 +78,8 @@ def run(args) -> int:
     for f in args.fraction:
         Stage2Config(fraction=f)  # validates before any work
     for eps in args.epsilon:
-        _stage2_config(args, eps)
+        _stage2_config(args, eps).check_options()
+    stage1_sweep.check(args)
     records = sweep(args)
     summary = mean_over_seeds(records, KEYS, METRICS)
     write_json(args.out / "results.json", {"records": records, "summary": summary,
@@ -96,10 +100,15 @@ def _evaluate(parts: list[TabularData], test: TabularData, lam: float) -> dict:
 
 
 def _quality(splits, released: list[TabularData], lam: float) -> dict:
-    """Quality of each client's released rows against its real rows, averaged over clients."""
+    """Quality of each client's released rows against its real rows, averaged over clients;
+    ``columns`` holds the per-column KS and TVD (mean over clients)."""
     reps = [quality_report(s.train, r, s.test, lam=lam) for s, r in zip(splits, released)]
-    return {k: float(np.mean([r[k] for r in reps]))
-            for k in ("ks_mean", "tvd_mean", "cell_tvd", "tstr_accuracy")}
+    out: dict = {k: float(np.mean([r[k] for r in reps]))
+                 for k in ("ks_mean", "tvd_mean", "cell_tvd", "tstr_accuracy")}
+    out["columns"] = {name: {k: float(np.mean([r["columns"][name][k] for r in reps]))
+                             for k in values}
+                      for name, values in reps[0]["columns"].items()}
+    return out
 
 
 def _fidelity(inputs: list[TabularData], outputs: list[TabularData]) -> dict:
@@ -129,7 +138,8 @@ def sweep(args) -> list[dict]:
             stage2 = _stage2_config(args, eps)
             for measure in args.measure:
                 for rho in args.rho:
-                    orders = ["private-only"] if rho == 0 else args.order
+                    orders = (["private-only"] if rho == 0 else
+                              [o for o in args.order if o != "private-only"])
                     for order in orders:
                         records += _one(args, splits, test, seed, measure, rho, order, stage2)
     return records
@@ -167,13 +177,18 @@ def _one(args, splits, test, seed: int, measure: str, rho: float, order: str,
         else:
             inputs, outputs = [s.train for s in splits], released
         record = {**common, "fraction": fraction, "curve": _curve(fraction),
-                  "epsilon_spent": float(max(r[i].privacy.epsilon for r in per_client)),
+                  "epsilon_spent": _spent([r[i].privacy.epsilon for r in per_client]),
                   **_evaluate(released, test, args.lam_server),
                   **_quality(splits, released, args.lam_server),
                   **_fidelity(inputs, outputs), "seconds": elapsed}
         logger.info("%s", record)
         out.append(record)
     return out
+
+
+def _spent(epsilons: list[float | None]) -> float | None:
+    """The largest ε a client spent (None for a non-private order)."""
+    return None if any(e is None for e in epsilons) else float(max(epsilons))
 
 
 def plot(summary: list[dict], args) -> list[Path]:
