@@ -82,5 +82,8 @@ def evaluate_on_clients(
         logger.warning("evaluation: skipped node %d: %s", r.node_id, r.reason)
     if not per_node:
         raise ReplyError("no client returned valid evaluation statistics; see the log.")
-    report = comm.report_from_counts(comm.pool(per_node))
+    # Summed in a canonical order (by value), so floating-point sums do not depend on the
+    # order in which replies arrived.
+    ordered = sorted(per_node, key=lambda c: tuple(c[k] for k in comm.COUNT_KEYS))
+    report = comm.report_from_counts(comm.pool(ordered))
     return report, per_node, rejected

@@ -218,7 +218,8 @@ def accept_releases(
     replies: Iterable[Message], *, queried: Sequence[int], max_rows: int, min_clients: int,
     expected: Schema | None = None,
 ) -> tuple[list[Release], list[Rejection]]:
-    """Validate every reply against the federation's schema; keep the valid ones.
+    """Validate every reply against the federation's schema; keep the valid ones, ordered by
+    the SHA-256 of their rows.
 
     Raises
     ------
@@ -244,6 +245,9 @@ def accept_releases(
             rejected.append(Rejection(node, "query", str(exc)))
     for r in rejected:
         logger.warning("rejected the reply of node %d: %s", r.node_id, r.reason)
+    # A canonical order (by content), so the union, and the model trained on it, do not
+    # depend on the order in which replies arrived: the same seeds give the same bits.
+    accepted.sort(key=lambda r: r.digest)
     if len(accepted) < min_clients:
         reasons = "; ".join(f"node {r.node_id}: {r.reason}" for r in rejected) or "none"
         raise ReplyError(

@@ -137,3 +137,37 @@ def test_sigterm_during_startup_stops_every_process(tmp_path, data_dir):
     assert left == []
     assert proc.returncode == 128 + signal.SIGTERM
     assert "stopped by signal 15" in output and "Traceback" not in output
+
+
+def test_deployed_oneshot_survives_clients_that_raise_die_and_hang(tmp_path, data_dir):
+    """Four SuperNodes: one honest, one whose ClientApp raises, one whose ClientApp process
+    exits without a reply, one that never answers. The server waits its timeout, trains on
+    the honest rows, names the three others with their reasons, and nothing is left running
+    (the hung ClientApp process included)."""
+    out = tmp_path / "deploy"
+    job = ["--dataset", "synthetic", "--order", "fair-only", "--iterations", "20"]
+    code = main(["deploy", *job, "--clients", "4", "--strategies", "oneshot",
+                 "--min-clients", "1", "--timeout", "45", "--inject-fault", "1:raise",
+                 "--inject-fault", "2:die", "--inject-fault", "3:hang",
+                 "--run-timeout", "300", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    run = summary["runs"]["oneshot"]
+    assert run["status"] == deploy.COMPLETED
+    assert len(run["clients"]) == 1
+    reasons = sorted(r["reason"] for r in run["rejected"] if r["phase"] == "query")
+    assert reasons == ["no reply before the timeout", "no reply before the timeout",
+                       "the client failed: InjectedFault: injected fault: the client raised "
+                       "during query"]
+    # The model is the honest client's; the two nodes that answered evaluate it.
+    config = RunConfig.from_mapping({"dataset": "synthetic", "order": "fair-only",
+                                     "iterations": 20})
+    splits = federated_split(datasets.load("synthetic"), clients=4, method="iid", seed=0)
+    rows = run_pipeline(splits[0].train, pipeline_config(config), seed=0).rows
+    want = fit_global_model([rows], lam=config.lam_server).evaluate(
+        concat([splits[0].test, splits[1].test]))
+    for key in ("accuracy", "spd", "eod"):
+        assert run["metrics"][key] == pytest.approx(want[key], abs=1e-9), key
+    assert summary["pids_left"] == []
+    groups = set(summary["process_groups"])
+    assert not [p for p in summary["pids"] if deploy.pid_alive(p, groups=groups)]

@@ -9,14 +9,11 @@ simulate`` does.
 from __future__ import annotations
 
 import logging
-import uuid
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Context, Error, Message, MessageType, RecordDict
+from flwr.app import Array, ArrayRecord, Error, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.serverapp import Grid
-from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import make_client_app, train_content
@@ -32,6 +29,8 @@ from server.oneshot import run_oneshot
 from server.server_app import make_server_app
 from server.traffic import CountingGrid
 
+from federation_helpers import LocalGrid
+
 RUN = {"dataset": "synthetic", "order": "real", "seed": 3, "min-clients": 2}
 
 
@@ -42,58 +41,6 @@ def task_identity(monkeypatch):
     monkeypatch.setattr(TaskIdentity, "_run_id", 1)
     monkeypatch.setattr(TaskIdentity, "_node_id", 0)
     monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-
-
-class LocalGrid(Grid):
-    """Delivers every message to ``app`` in this process, one Context per node.
-
-    ``tamper(partition_id, request, reply)`` may replace a reply (a misbehaving client).
-    """
-
-    def __init__(self, app: ClientApp, clients: int, *, tamper=None):
-        self.app, self.tamper = app, tamper
-        self.contexts = {
-            1000 + k: Context(run_id=1, node_id=1000 + k,
-                              node_config={"partition-id": k, "num-partitions": clients},
-                              state=RecordDict(), run_config={})
-            for k in range(clients)
-        }
-        self.delivered: list[tuple[int, str]] = []
-
-    def set_run(self, run) -> None:
-        pass
-
-    @property
-    def run(self):
-        return Run.create_empty(1)
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
-        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
-
-    def get_node_ids(self):
-        return list(self.contexts)
-
-    def push_messages(self, messages):
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):
-        raise NotImplementedError
-
-    def send_and_receive(self, messages, *, timeout=None):
-        replies = []
-        for msg in messages:
-            msg.metadata.__dict__["_message_id"] = uuid.uuid4().hex
-            node = msg.metadata.dst_node_id
-            self.delivered.append((node, msg.metadata.message_type))
-            context = self.contexts[node]
-            try:
-                reply = self.app(msg, context)
-            except Exception as exc:  # noqa: BLE001 (the runtime turns it into an error reply)
-                reply = Message(Error(code=3, reason=repr(exc)), reply_to=msg)
-            if self.tamper is not None:
-                reply = self.tamper(context.node_config["partition-id"], msg, reply)
-            replies.append(reply)
-        return replies
 
 
 def _with_rows(reply: Message, rows: np.ndarray) -> Message:

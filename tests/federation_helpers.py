@@ -1,0 +1,71 @@
+"""Test helpers for the federation: a Grid that runs the ClientApp in this process.
+
+Importable from every test module (pytest puts ``tests/`` on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+
+
+class LocalGrid(Grid):
+    """Delivers every message to ``app`` in this process, one Context per node.
+
+    ``tamper(partition_id, request, reply)`` may replace a reply (a misbehaving client) or
+    return None (no reply: a client that hung or died). ``node_config`` adds keys to every
+    node's config (a function of the partition id).
+    """
+
+    def __init__(self, app: ClientApp, clients: int, *, tamper=None, node_config=None):
+        self.app, self.tamper = app, tamper
+        self.contexts = {
+            1000 + k: Context(run_id=1, node_id=1000 + k,
+                              node_config={"partition-id": k, "num-partitions": clients,
+                                           **(node_config(k) if node_config else {})},
+                              state=RecordDict(), run_config={})
+            for k in range(clients)
+        }
+        self.delivered: list[tuple[int, str]] = []
+
+    def set_run(self, run) -> None:
+        pass
+
+    @property
+    def run(self):
+        return Run.create_empty(1)
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def push_messages(self, messages):
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):
+        raise NotImplementedError
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+            node = msg.metadata.dst_node_id
+            self.delivered.append((node, msg.metadata.message_type))
+            context = self.contexts[node]
+            try:
+                reply = self.app(msg, context)
+            except Exception as exc:  # noqa: BLE001 (the runtime turns it into an error reply)
+                # The reason as a deployed SuperNode's ClientApp runtime words it.
+                reason = str(type(exc)) + ":<'" + str(exc) + "'>"
+                reply = Message(Error(code=3, reason=reason), reply_to=msg)
+            if self.tamper is not None:
+                reply = self.tamper(context.node_config["partition-id"], msg, reply)
+            if reply is not None:
+                replies.append(reply)
+        return replies
