@@ -101,13 +101,13 @@ def load_dataset(config: RunConfig) -> TabularData:
 
 
 def _load_csv(path: str | Path, config: RunConfig) -> TabularData:
-    missing = [k for k in ("sensitive", "privileged", "label", "favourable")
-               if not getattr(config, k)]
+    missing = [k for k in ("sensitive", "label") if not getattr(config, k)]
     if missing:
         raise ConfigError(f"run config: csv needs {', '.join(missing)} as well.")
     names = config.name_list
-    return datasets.load_csv(path, sensitive=config.sensitive, privileged=config.privileged,
-                             label=config.label, favourable=config.favourable,
+    return datasets.load_csv(path, sensitive=config.sensitive,
+                             privileged=config.privileged or None, label=config.label,
+                             favourable=config.favourable or None,
                              drop=names["drop"], categorical=names["categorical"])
 
 

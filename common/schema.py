@@ -42,8 +42,9 @@ NAN_VALUES = (
     "impute those rows before loading: fairsynth never fills values in silently."
 )
 NOT_NUMERIC = (
-    "column {column!r} is declared continuous but holds non-numeric values such as {example!r}."
-    " Declare it categorical (--categorical {column}) or clean the file."
+    "column {column!r} is declared continuous but holds non-numeric values such as {example!r}"
+    " (row {row}). Clean or drop those rows (for your own CSV, or declare the column "
+    "categorical with --categorical {column})."
 )
 UNKNOWN_CATEGORY = (
     "column {column!r} holds value(s) {values} that are not in its declared categories "
@@ -366,7 +367,8 @@ def from_frame(frame: pd.DataFrame, schema: Schema) -> TabularData:
             bad = numeric.isna()
             if bad.any():
                 example = values[bad].iloc[0]
-                raise DataError(NOT_NUMERIC.format(column=col.name, example=example))
+                row = int(np.argmax(bad.to_numpy()))
+                raise DataError(NOT_NUMERIC.format(column=col.name, example=example, row=row))
             arr = numeric.to_numpy(dtype=np.float64)
             _check_no_missing(pd.Series(arr), col.name)
             features[col.name] = arr

@@ -143,9 +143,11 @@ def parse_release(message: Message, *, max_rows: int, schema: Schema | None = No
     if message.has_error():
         raise ReplyError(client_failure(message))
     content = message.content
-    declared = declared_schema(message, expected or schema)
-    if schema is not None and declared != schema:
-        raise ReplyError(f"its schema differs from the federation's: {schema.difference(declared)}.")
+    federation = schema or expected
+    declared = declared_schema(message, federation)
+    if federation is not None and declared != federation:
+        raise ReplyError(f"its schema differs from the federation's: "
+                         f"{federation.difference(declared)}.")
     schema = declared
     records = content.array_records
     if comm.ROWS not in records or len(records[comm.ROWS]) != 1:

@@ -32,11 +32,12 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_data(args: argparse.Namespace, seed: int = 0) -> TabularData:
     if args.csv:
-        needed = {"--sensitive": args.sensitive, "--privileged": args.privileged,
-                  "--label": args.label, "--favourable": args.favourable}
+        # --privileged/--favourable may be left out: the loader then names the column's values.
+        needed = {"--sensitive": args.sensitive, "--label": args.label}
         missing = [k for k, v in needed.items() if v is None]
         if missing:
-            raise ConfigError(f"--csv needs {' '.join(missing)} as well.")
+            raise ConfigError(f"--csv needs {' '.join(missing)} as well (the sensitive and the "
+                              "label column).")
         return datasets.load_csv(args.csv, sensitive=args.sensitive, privileged=args.privileged,
                                  label=args.label, favourable=args.favourable, drop=args.drop,
                                  categorical=args.categorical)

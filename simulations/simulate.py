@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from clients.client_app import load_dataset, make_client_app
+from clients.client_app import load_dataset, make_client_app, pipeline_config
 from clients.faults import Fault, parse_assignments
 from common import partition
 from common.errors import ConfigError, FairsynthError
@@ -103,6 +103,9 @@ def add_fault_argument(parser: argparse.ArgumentParser) -> None:
 
 def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The kebab-case run configuration that the command-line flags describe."""
+    if args.clients < 1:
+        raise ConfigError(f"--clients must be ≥ 1, got {args.clients}: a federation needs at "
+                          "least one client.")
     mapping = {
         "dataset": args.dataset, "data-dir": args.data_dir or "",
         "sensitive": args.sensitive or "", "csv": args.csv or "",
@@ -142,10 +145,18 @@ def check_setup(config: RunConfig, clients: int) -> None:
     check_run(config)
     data = load_dataset(config)
     data.check_measure(config.measure if config.strategy != "fedavg" else "sp")
-    partition.federated_split(data, clients=clients, method=config.partition,
-                              seed=config.seed, alpha=config.alpha,
-                              column=config.partition_column or None,
-                              test_fraction=config.test_fraction)
+    splits = partition.federated_split(data, clients=clients, method=config.partition,
+                                       seed=config.seed, alpha=config.alpha,
+                                       column=config.partition_column or None,
+                                       test_fraction=config.test_fraction)
+    if config.strategy == "oneshot" and config.order != "real":
+        pipeline = pipeline_config(config)
+        for split in splits:  # δ must be below 1/N of every generator's input
+            n = len(split.train)
+            if pipeline.order == "fair-then-private":
+                n = max(1, round(pipeline.stage1.fraction * n))
+            if pipeline.order != "fair-only":
+                pipeline.stage2.resolve_delta(n)
 
 
 class StuckClientStopper:
