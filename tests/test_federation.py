@@ -8,6 +8,7 @@ simulate`` does.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import numpy as np
@@ -52,7 +53,7 @@ def _with_rows(reply: Message, rows: np.ndarray) -> Message:
 def _splits(config: RunConfig, clients: int):
     data = datasets.load(config.dataset, seed=config.seed)
     return federated_split(data, clients=clients, method=config.partition, seed=config.seed,
-                           test_fraction=config.test_fraction)
+                           alpha=config.alpha, test_fraction=config.test_fraction)
 
 
 def test_oneshot_queries_each_client_once_and_broadcasts_once():
@@ -182,6 +183,42 @@ def test_fedavg_with_an_mlp_trains_the_configured_network():
     assert result.formula_check()["ratio_payload"] == 1.0
 
 
+def test_oneshot_with_an_mlp_trains_it_on_the_union_of_the_replies():
+    config = RunConfig.from_mapping({**RUN, "model": "mlp", "mlp-hidden": "8,4",
+                                     "mlp-epochs": 3})
+    local = LocalGrid(make_client_app(config.to_mapping()), 2)
+    result = run_oneshot(CountingGrid(local), config)
+    assert result.params == mlp.count_params(6, (8, 4))
+    # The same network trained here on the union of the two clients' rows, in the server's
+    # canonical order (by each release's SHA-256).
+    from common.encoding import Encoder
+
+    splits = _splits(config, 2)
+    parts = sorted((s.train for s in splits),
+                   key=lambda p: hashlib.sha256(p.to_array().tobytes()).hexdigest())
+    union = concat(parts)
+    encoder = Encoder.fit(union)
+    start = mlp.init_params(encoder.n_z + 2, (8, 4), seed=config.seed)
+    expected = mlp.train(start, encoder.design(union), union.y, epochs=3, lr=config.mlp_lr,
+                         batch_size=config.mlp_batch_size, l2=config.mlp_weight_decay,
+                         seed=config.seed, optimizer="adam")
+    for key, value in expected.items():
+        np.testing.assert_array_equal(result.model_params[key], value)
+    assert result.formula_check()["ratio_payload"] == 1.0
+
+
+def test_fairfed_with_an_mlp_runs_and_moves_2KRd_numbers():
+    config = RunConfig.from_mapping({**RUN, "strategy": "fairfed", "rounds": 2, "model": "mlp",
+                                     "mlp-hidden": "8,4"})
+    result = run_baseline(CountingGrid(LocalGrid(make_client_app(config.to_mapping()), 2)),
+                          config)
+    d = mlp.count_params(6, (8, 4))
+    assert result.params == d
+    assert result.formula_check()["formula_numbers"] == 2 * 2 * 2 * d
+    assert result.formula_check()["ratio_payload"] == 1.0
+    assert [h["round"] for h in result.history] == [1, 2]
+
+
 # --------------------------------------------------------------------------- Ray (slow)
 
 BACKEND = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
@@ -246,7 +283,10 @@ def test_simulation_engine_oneshot_with_a_corrupt_client(flower_env):
 def test_simulation_engine_fedavg_aggregate_is_the_weighted_average(flower_env):
     from flwr.simulation import run_simulation
 
-    config = RunConfig.from_mapping({**RUN, "strategy": "fedavg", "rounds": 1})
+    # Dirichlet shares give the two clients very different sizes, so the weighted and the
+    # plain average differ.
+    config = RunConfig.from_mapping({**RUN, "strategy": "fedavg", "rounds": 1,
+                                     "partition": "dirichlet", "alpha": 0.5})
     mapping = config.to_mapping()
     results = []
     run_simulation(server_app=make_server_app(mapping, on_result=results.append),
@@ -269,3 +309,6 @@ def test_simulation_engine_fedavg_aggregate_is_the_weighted_average(flower_env):
     average = (sizes[0] * local[0] + sizes[1] * local[1]) / (sizes[0] + sizes[1])
     np.testing.assert_allclose(result.model_params["layer0.weight"], average, rtol=1e-10,
                                atol=1e-12)
+    assert max(sizes) > 1.5 * min(sizes)
+    plain = (local[0] + local[1]) / 2
+    assert np.max(np.abs(result.model_params["layer0.weight"] - plain)) > 1e-4

@@ -246,3 +246,45 @@ def test_empty_client_is_an_error():
     data = make_synthetic(100, seed=0)
     with pytest.raises(DataError, match="no rows"):
         FairDistiller(Stage1Config(iterations=1)).fit(data.subset(np.array([], dtype=int)))
+
+
+@pytest.mark.parametrize("measure", ["sp", "eo"])
+def test_warm_started_inner_solutions_are_stationary_throughout_stage_one(measure):
+    """The model stage 1 ends with is the exact minimiser of the inner problem on the rows it
+    returns (∇g = 0 to 1e-8), although every inner solve was warm-started from the last."""
+    from common.encoding import Encoder
+
+    data = make_synthetic(600, seed=11)
+    cfg = Stage1Config(measure=measure, rho=100.0, iterations=80, fraction=0.5)
+    result = FairDistiller(cfg, progress=False).fit(data)
+    enc = Encoder.fit(data)  # the client's own scaling, as stage 1 uses it
+    X = design_matrix(enc.encode_z(result.data), result.data.s)
+    grad = logistic.gradient(result.w, X, result.data.y.astype(float), cfg.lam_in)
+    assert np.max(np.abs(grad)) <= 1e-8
+
+
+@pytest.mark.parametrize("measure", ["sp", "eo"])
+def test_a_client_missing_a_cell_still_becomes_fairer(measure, caplog):
+    """Skewed federated splits lack whole (s, y) cells; stage 1 proceeds with a warning, keeps
+    the cell empty, and still drives the covariance down."""
+    data = make_synthetic(800, seed=12)
+    keep = ~((data.s == 0) & (data.y == 0))  # no unprivileged negatives
+    client = data.subset(np.flatnonzero(keep))
+    with caplog.at_level(logging.WARNING):
+        result = FairDistiller(Stage1Config(measure=measure, rho=1000.0, fraction=0.5,
+                                            iterations=150), progress=False).fit(client)
+    assert "cell" in caplog.text
+    assert result.data.cell_counts()[(0, 0)] == 0
+    assert result.data.cell_counts() == allocate_cells(client.s, client.y, len(result.data))
+    assert abs(result.covariance[-1]) < 0.2 * abs(result.covariance[0])
+
+
+def test_eo_on_a_client_whose_positives_hold_one_group_warns_and_proceeds(caplog):
+    data = make_synthetic(500, seed=13)
+    keep = ~((data.s == 0) & (data.y == 1))  # no unprivileged positives: EO is 0 here
+    with caplog.at_level(logging.WARNING):
+        result = FairDistiller(Stage1Config(measure="eo", rho=100.0, iterations=20),
+                               progress=False).fit(data.subset(np.flatnonzero(keep)))
+    assert "positive rows hold one group only" in caplog.text
+    assert np.all(result.covariance == 0.0)
+    assert np.all(np.isfinite(result.data.features.to_numpy(dtype=float)))

@@ -194,6 +194,25 @@ def test_statistics_see_the_rows_only_through_dp_mechanisms(monkeypatch):
     assert gens[0].privacy_spent() == gens[1].privacy_spent()
 
 
+@pytest.mark.parametrize("order", ["private-only", "fair-then-private", "private-then-fair"])
+def test_release_size_does_not_disclose_the_row_count(monkeypatch, order):
+    """Add/remove-one neighbours: with every DP mechanism replaced by a data-independent
+    release, a dataset and the same dataset minus one row release the same number of rows
+    (sizes follow the generator's noisy count, not N)."""
+    from clients.pipeline import PipelineConfig, Stage2Config, run_pipeline_fractions
+    from clients.stage1 import Stage1Config
+
+    monkeypatch.setattr(privacy, "noisy_counts",
+                        lambda codes, k, **kw: np.linspace(200.0, 400.0, k))
+    data = mixed_data()
+    smaller = data.subset(np.arange(1, len(data)))
+    config = PipelineConfig(order=order, stage1=Stage1Config(iterations=3),
+                            stage2=Stage2Config(delta=1e-5, options=FAST))
+    sizes = [[len(r.rows) for r in run_pipeline_fractions(d, config, [1.0, 0.1], seed=0)]
+             for d in (data, smaller)]
+    assert sizes[0] == sizes[1] == [1200, 120]  # Σ noisy counts = 4 · 300
+
+
 # --------------------------------------------------------------------------- the generator
 
 
