@@ -102,7 +102,7 @@ def run_baseline(grid: CountingGrid, config: RunConfig) -> FederationResult:
         exchanges=tuple(grid.exchanges),
         formula_numbers={"train": comm.fedavg_numbers(clients=len(nodes), rounds=config.rounds,
                                                       params=d)},
-        covered_phases=(MessageType.TRAIN,),
+        covered=((MessageType.TRAIN, "up"), (MessageType.TRAIN, "down")),
         clients=tuple({"node_id": c["node_id"], "test_rows": c["n"]} for c in per_node),
         rejected=tuple(r.as_dict() for r in [*rejected, *eval_rejected]),
         history=tuple({**h, "local_gaps": {str(k): v for k, v in h["local_gaps"].items()},

@@ -10,8 +10,9 @@
 4. Send the model back once; every client evaluates it on its test split and the server pools
    the statistics into metrics on the union of all test rows.
 
-Traffic: ``Σ_k Ñ₂ₖ·q`` numbers up and ``K·d`` down (the formula of METHOD.md), plus the query
-message and the evaluation statistics, which the counted bytes include.
+Traffic: ``Σ_k Ñ₂ₖ·q`` numbers up and ``K·d`` down (the formula of METHOD.md), in the replies to the
+query and in the model broadcast; the query itself and the evaluation statistics are counted too,
+in the run's totals.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def run_oneshot(grid: CountingGrid, config: RunConfig) -> FederationResult:
         # The model goes to every node that answered, the rows come from the accepted ones.
         formula_numbers={"up": comm.oneshot_numbers(rows=rows, columns=q, params=d)["up"],
                          "down": len(responsive) * d},
-        covered_phases=(MessageType.QUERY, MessageType.EVALUATE),
+        covered=((MessageType.QUERY, "up"), (MessageType.EVALUATE, "down")),
         clients=tuple({"node_id": r.node_id, "rows": len(r.data), "privacy": r.privacy,
                        "metrics": r.metrics, "rows_sha256": r.digest} for r in releases),
         rejected=tuple(r.as_dict() for r in [*rejected, *eval_rejected]),

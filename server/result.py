@@ -26,7 +26,10 @@ class FederationResult:
         FairFed: the feature-scaling exchange plus ``R`` training rounds).
     exchanges : every exchange with its counted bytes, including the final evaluation.
     formula_numbers : what METHOD.md's formula says the covered exchanges move.
-    covered_phases : the message types of the exchanges the formula covers.
+    covered : the messages that carry what the formula counts, as ``(phase, direction)``
+        pairs (direction ``"up"``: client → server, ``"down"``: server → client). One-shot:
+        the replies to the query (the rows) and the model broadcast; FedAvg/FairFed: both
+        directions of every training round.
     clients : per accepted client: node id, rows or examples, privacy report, timings.
     rejected : per skipped reply: node id, phase, reason.
     history : per-round strategy state (FairFed: gaps and weights).
@@ -43,7 +46,7 @@ class FederationResult:
     rounds: int
     exchanges: tuple[Exchange, ...]
     formula_numbers: dict
-    covered_phases: tuple[str, ...]
+    covered: tuple[tuple[str, str], ...]
     clients: tuple[dict, ...] = ()
     rejected: tuple[dict, ...] = ()
     history: tuple[dict, ...] = ()
@@ -57,23 +60,30 @@ class FederationResult:
         return totals(self.exchanges)
 
     def formula_check(self) -> dict[str, float]:
-        """Measured bytes of the covered exchanges against the formula's ``8 × numbers``.
+        """Measured bytes of the covered messages against the formula's ``8 × numbers``.
 
         ``ratio_bytes`` compares whole serialised messages (with metadata, keys and array
-        headers); ``ratio_payload`` the array elements alone.
+        headers); ``ratio_payload`` the array elements alone; ``ratio_all`` every byte of the
+        run (requests, the baselines' feature-scaling round, the evaluation statistics too).
         """
-        covered = totals(e for e in self.exchanges if e.phase in self.covered_phases)
+        measured = payload = 0
+        for e in self.exchanges:
+            for direction in ("up", "down"):
+                if (e.phase, direction) in self.covered:
+                    measured += getattr(e, f"bytes_{direction}")
+                    payload += getattr(e, f"payload_{direction}")
         numbers = int(sum(self.formula_numbers.values()))
         expected = numbers * BYTES_PER_NUMBER
-        measured = covered["bytes_down"] + covered["bytes_up"]
-        payload = covered["payload_down"] + covered["payload_up"]
+        every = self.traffic["bytes_up"] + self.traffic["bytes_down"]
         return {
             "formula_numbers": numbers,
             "formula_bytes": expected,
             "measured_bytes": measured,
             "measured_payload": payload,
+            "all_bytes": every,
             "ratio_bytes": measured / expected if expected else math.nan,
             "ratio_payload": payload / expected if expected else math.nan,
+            "ratio_all": every / expected if expected else math.nan,
         }
 
     def as_dict(self) -> dict:

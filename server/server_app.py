@@ -44,8 +44,8 @@ def summary_lines(result: FederationResult) -> list[str]:
         f"{int(m['n'])} pooled test rows",
         f"{result.rounds} round(s) before evaluation; bytes up {t['bytes_up']:,}, down "
         f"{t['bytes_down']:,}; formula {f['formula_bytes']:,} B vs measured "
-        f"{f['measured_bytes']:,} B (ratio {f['ratio_bytes']:.3f}) on "
-        f"{'/'.join(result.covered_phases)}",
+        f"{f['measured_bytes']:,} B (ratio {f['ratio_bytes']:.3f}) in the messages it "
+        f"counts ({', '.join(f'{p} {d}' for p, d in result.covered)})",
     ]
     for c in result.clients:
         if "privacy" in c:

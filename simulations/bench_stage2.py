@@ -8,7 +8,9 @@ Times ``DPCTGAN.fit`` (every DP statistic, the DP-SGD critic and the generator, 
 accounting) and ``sample(N)`` (with the calibration), on the client's real rows and on its
 stage-1 rows (SP, ρ = 10), ``--repeats`` times each, and reports the minimum and all runs, the
 import time of torch and Opacus, the process's peak resident memory and the load average (the
-machine may be shared). The 10 s target is judged on the worst fit + sample at the first
+machine may be shared). Utility (first repeat, outside the timing): the server's logistic model
+trained on the sampled rows against the same model trained on the generator's input, both on
+the client's real test rows, and the rows' mean KS and TVD against the input. The 10 s target is judged on the worst fit + sample at the first
 ``--threads`` value. Prints JSON and writes it to ``--out``.
 """
 
@@ -38,6 +40,8 @@ import numpy as np  # noqa: E402
 from clients.dp_generators import make_generator  # noqa: E402
 from clients.stage1 import FairDistiller, Stage1Config  # noqa: E402
 from common import datasets, partition  # noqa: E402
+from common.global_model import fit_global_model  # noqa: E402
+from common.quality import quality_report  # noqa: E402
 from simulations.results import write_json  # noqa: E402
 
 TARGET_SECONDS = 10.0
@@ -51,7 +55,9 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def time_fit(data, *, threads: int, seed: int) -> dict:
+def time_fit(data, *, threads: int, seed: int, test=None) -> dict:
+    """Time one fit and one sample of ``len(data)`` rows; with ``test`` (the client's real test
+    rows), also the utility of the sampled rows, outside the timed part."""
     delta = 1.0 / (len(data) * np.sqrt(len(data)))
     gen = make_generator("dp-ctgan", epsilon=1.0, delta=delta, seed=seed, threads=threads,
                          progress=False)
@@ -62,9 +68,26 @@ def time_fit(data, *, threads: int, seed: int) -> dict:
     rows = gen.sample(len(data))
     sample = time.perf_counter() - start
     spent = gen.privacy_spent()
-    return {"fit_seconds": fit, "sample_seconds": sample, "total_seconds": fit + sample,
-            "rows_out": len(rows), "epsilon": spent["epsilon"], "steps": spent["steps"],
-            "noise_multiplier": spent["noise_multiplier"], "sample_rate": spent["sample_rate"]}
+    out = {"fit_seconds": fit, "sample_seconds": sample, "total_seconds": fit + sample,
+           "rows_out": len(rows), "epsilon": spent["epsilon"], "steps": spent["steps"],
+           "noise_multiplier": spent["noise_multiplier"], "sample_rate": spent["sample_rate"]}
+    if test is not None:
+        out["utility"] = utility(data, rows, test)
+    return out
+
+
+def utility(inputs, rows, test) -> dict:
+    """The server's logistic model trained on the generator's rows against the same model
+    trained on its input rows, both evaluated on the client's real test rows; and the rows'
+    fidelity to the input (mean KS, mean TVD)."""
+    syn = fit_global_model([rows]).evaluate(test)
+    ref = fit_global_model([inputs]).evaluate(test)
+    quality = quality_report(inputs, rows, test)
+    return {"accuracy": syn["accuracy"], "accuracy_input_rows": ref["accuracy"],
+            "balanced_accuracy": syn["balanced_accuracy"],
+            "balanced_accuracy_input_rows": ref["balanced_accuracy"],
+            "spd": syn["spd"], "spd_input_rows": ref["spd"],
+            "ks_mean": quality["ks_mean"], "tvd_mean": quality["tvd_mean"]}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -81,14 +104,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     data = datasets.load(args.dataset, root=args.data_dir,
                          sensitive="sex" if args.dataset == "adult" else None)
-    real = partition.federated_split(data, clients=2, seed=0)[0].train
+    client = partition.federated_split(data, clients=2, seed=0)[0]
+    real = client.train
     stage1_rows = FairDistiller(Stage1Config(measure="sp", rho=10.0), progress=False).fit(real).data
     rss_before = _rss_mb()
     time_fit(real, threads=1, seed=99)  # warm-up (lazy imports, allocator)
     runs = {}
     for name, rows in (("real_rows", real), ("stage1_rows", stage1_rows)):
         for threads in args.threads:
-            results = [time_fit(rows, threads=threads, seed=seed) for seed in range(args.repeats)]
+            results = [time_fit(rows, threads=threads, seed=seed,
+                                test=client.test if seed == 0 else None)
+                       for seed in range(args.repeats)]
             runs[f"{name}_threads{threads}"] = {
                 "fit_seconds_min": min(r["fit_seconds"] for r in results),
                 "total_seconds_min": min(r["total_seconds"] for r in results),
@@ -98,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "epsilon": max(r["epsilon"] for r in results),
                 "steps": results[0]["steps"], "noise_multiplier": results[0]["noise_multiplier"],
                 "sample_rate": results[0]["sample_rate"],
+                "utility_seed0": results[0]["utility"],
             }
     judged = [v for k, v in runs.items() if k.endswith(f"_threads{args.threads[0]}")]
     best = min(v["total_seconds_min"] for v in judged)

@@ -42,7 +42,7 @@ from simulations.simulate import (  # noqa: E402
 logger = logging.getLogger(__name__)
 
 METRICS = ["accuracy", "spd", "eod", "rounds", "bytes_up", "bytes_down", "bytes_total",
-           "ratio_bytes", "ratio_payload", "rows_released", "seconds"]
+           "ratio_bytes", "ratio_payload", "ratio_all", "rows_released", "seconds"]
 #: Accuracy points by which one-shot may trail FedAvg in the verdict.
 ACCURACY_MARGIN = 1.5
 
@@ -101,7 +101,8 @@ def record(run: dict, result, wall: float) -> dict:
         "bytes_total": t["bytes_up"] + t["bytes_down"],
         "payload_up": t["payload_up"], "payload_down": t["payload_down"],
         "formula_bytes": f["formula_bytes"], "ratio_bytes": f["ratio_bytes"],
-        "ratio_payload": f["ratio_payload"], "params": result.params,
+        "ratio_payload": f["ratio_payload"], "ratio_all": f["ratio_all"],
+        "params": result.params,
         "columns": result.columns, "clients": result.exchanges[0].messages_down,
         "rows_released": int(sum(rows)) if rows else None,
         "seconds": wall,
