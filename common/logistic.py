@@ -100,13 +100,27 @@ def fit(
 
 def newton(
     X: np.ndarray, y: np.ndarray, *, lam: float, w0: np.ndarray, tol: float = 1e-10,
-    max_iter: int = 100,
+    max_iter: int = 100, work: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Damped Newton's method with Armijo backtracking (one matrix-vector product a step)."""
+    """Damped Newton's method with Armijo backtracking (one matrix-vector product a step).
+
+    ``work`` (an array shaped like ``X``) holds the scaled rows of the Hessian product, so a
+    caller that solves many problems of one shape allocates it once.
+    """
+    return newton_state(X, y, lam=lam, w0=w0, tol=tol, max_iter=max_iter, work=work)[0]
+
+
+def newton_state(
+    X: np.ndarray, y: np.ndarray, *, lam: float, w0: np.ndarray, tol: float = 1e-10,
+    max_iter: int = 100, work: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`newton`, also returning at the solution the margins ``m = Xw`` and
+    ``σ(−ȳ m)``, which the last convergence test computed (stage 1 reuses them)."""
     w = w0.copy()
     ybar = 2.0 * y - 1.0
     n = len(X)
     eye = lam * np.eye(X.shape[1])
+    work = np.empty_like(X) if work is None else work
     m = X @ w
     for _ in range(max_iter):
         sig = sigmoid(-ybar * m)
@@ -114,7 +128,8 @@ def newton(
         if np.max(np.abs(g)) <= tol:
             break
         d = sig * (1.0 - sig)  # σ(m)σ(-m): the same for either sign of ȳ
-        step = np.linalg.solve((X.T * d) @ X / n + eye, g)
+        np.multiply(X, d[:, None], out=work)
+        step = np.linalg.solve(work.T @ X / n + eye, g)
         slope, dm = float(g @ step), X @ step
         if slope <= FULL_STEP_DECREMENT:
             # Newton decrement² = gᵀH⁻¹g this small: the quadratic model is exact to rounding,
@@ -131,7 +146,9 @@ def newton(
                 break
             t *= 0.5
         w, m = w_new, m_new
-    return w
+    else:
+        sig = sigmoid(-ybar * m)
+    return w, m, sig
 
 
 def predict(w: np.ndarray, X: np.ndarray) -> np.ndarray:
