@@ -1,6 +1,6 @@
 #!/usr/bin/env sh
 # Credentials for docker-compose.yml, in deploy/certs/ (one folder per service, see
-# docs/sections/deployment.md): a CA, TLS certificates for the SuperLink and the SuperNodes,
+# README.md, § Deployment): a CA, TLS certificates for the SuperLink and the SuperNodes,
 # the SuperNodes' authentication keys and the SuperExec secrets.
 #
 #   deploy/generate-certs.sh [--clients 3] [--hostname superlink.example.org] [--force]

@@ -10,8 +10,9 @@ stage-1 rows (SP, ρ = 10), ``--repeats`` times each, and reports the minimum an
 import time of torch and Opacus, the process's peak resident memory and the load average (the
 machine may be shared). Utility (first repeat, outside the timing): the server's logistic model
 trained on the sampled rows against the same model trained on the generator's input, both on
-the client's real test rows, and the rows' mean KS and TVD against the input. The 10 s target is judged on the worst fit + sample at the first
-``--threads`` value. Prints JSON and writes it to ``--out``.
+the client's real test rows, and the rows' mean KS and TVD against the input. The 10 s target
+is judged on the worst fit + sample at the first ``--threads`` value. Prints JSON and writes it
+to ``--out``.
 """
 
 from __future__ import annotations

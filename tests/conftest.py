@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from flwr.supercore.task_identity import TaskIdentity
 
 from common import datasets
 
@@ -28,3 +29,21 @@ def law_school(data_dir):
 def toy():
     """A small biased dataset (600 rows, 4 features)."""
     return datasets.make_synthetic(600, seed=3)
+
+
+@pytest.fixture()
+def task_identity(monkeypatch):
+    """Flower stamps new messages with the process's run and node ids; the runtime sets them,
+    a test that builds messages without the runtime sets them here (and restores them)."""
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
+
+@pytest.fixture()
+def flower_env(tmp_path, monkeypatch):
+    """A private FLWR_HOME and no telemetry, for tests that start Flower's runtime."""
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr"))
+    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
+    monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+

@@ -1,4 +1,5 @@
-"""Test helpers for the federation: a Grid that runs the ClientApp in this process.
+"""Test helpers for the federation: a Grid that runs the ClientApp in this process, and the
+mark of tests that run Flower's simulation engine.
 
 Importable from every test module (pytest puts ``tests/`` on ``sys.path``).
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
@@ -69,3 +71,14 @@ class LocalGrid(Grid):
             if reply is not None:
                 replies.append(reply)
         return replies
+
+
+def ray_test(test):
+    """Mark a test that runs Flower's simulation engine: slow, and with the two warnings Ray's
+    shutdown causes filtered (it drops the Popen handles of helper processes that are still
+    exiting, which Python reports from the garbage collector)."""
+    for mark in (pytest.mark.slow, pytest.mark.filterwarnings("ignore::ResourceWarning"),
+                 pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+                 pytest.mark.usefixtures("flower_env")):
+        test = mark(test)
+    return test

@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import load_split, read_client_file
 from clients.faults import Fault
@@ -33,14 +32,11 @@ from common.schema import Schema
 from server.validation import accept_releases, parse_release
 from simulations.cli import main
 
+pytestmark = pytest.mark.usefixtures("task_identity")
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad-input.md"
 
 
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -79,10 +75,6 @@ def csv_args(path: Path, *extra: str, privileged: str | None = "F",
 # --------------------------------------------------------------------------- runners
 
 
-class CliError(Exception):
-    """What a command-line case ended with: exit code and standard error."""
-
-
 def run_cli(tmp: Path, argv: list[str]) -> str:
     """Run ``fairsynth argv --out tmp/out``; the error line. Asserts the CLI contract."""
     out = tmp / "out"
@@ -97,7 +89,7 @@ def run_cli(tmp: Path, argv: list[str]) -> str:
     text = err.getvalue()
     assert code == 2, f"exit code {code}: {text}"
     assert "Traceback" not in text, text
-    assert re.search(rf"^fairsynth[\w -]*: error: ", text, re.M), text
+    assert re.search(r"^fairsynth[\w -]*: error: ", text, re.M), text
     assert not out.exists(), f"{argv[0]} wrote {sorted(out.rglob('*'))} before failing"
     return text
 

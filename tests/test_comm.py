@@ -7,7 +7,6 @@ import pytest
 from fairlearn.metrics import demographic_parity_difference, equal_opportunity_difference
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.serde import message_from_proto, message_to_proto
-from flwr.supercore.task_identity import TaskIdentity
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,12 +18,9 @@ from common.metrics import fairness_report
 from common.schema import concat
 from server.traffic import CountingGrid, message_bytes, payload_bytes
 
+pytestmark = pytest.mark.usefixtures("task_identity")
 
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
 
 
 def rows_message(n: int, q: int = 12, node: int = 7) -> Message:

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Error, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import make_client_app, train_content
 from common import comm, datasets, mlp
@@ -30,18 +29,13 @@ from server.oneshot import run_oneshot
 from server.server_app import make_server_app
 from server.traffic import CountingGrid
 
-from federation_helpers import LocalGrid
+from federation_helpers import LocalGrid, ray_test
+
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 RUN = {"dataset": "synthetic", "order": "real", "seed": 3, "min-clients": 2}
 
 
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    """Flower stamps new messages with the process's run and node ids; the runtime sets them,
-    a test without the runtime sets them here (and restores them afterwards)."""
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 def _with_rows(reply: Message, rows: np.ndarray) -> Message:
@@ -223,23 +217,10 @@ def test_fairfed_with_an_mlp_runs_and_moves_2KRd_numbers():
 
 BACKEND = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
            "init_args": {"num_cpus": 2, "log_to_driver": False}}
-#: Ray's shutdown drops the Popen handles of its helper processes while they still exit;
-#: Python reports that as a ResourceWarning from the garbage collector.
-RAY_WARNINGS = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
-                pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
 
-@pytest.fixture()
-def flower_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr"))
-    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
-    monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-
-
-@pytest.mark.slow
-@RAY_WARNINGS[0]
-@RAY_WARNINGS[1]
-def test_simulation_engine_oneshot_with_a_corrupt_client(flower_env):
+@ray_test
+def test_simulation_engine_oneshot_with_a_corrupt_client():
     from flwr.simulation import run_simulation
 
     mapping = RunConfig.from_mapping(RUN).to_mapping()
@@ -277,10 +258,8 @@ def test_simulation_engine_oneshot_with_a_corrupt_client(flower_env):
     assert result.metrics["accuracy"] == pytest.approx(truth["accuracy"], abs=1e-12)
 
 
-@pytest.mark.slow
-@RAY_WARNINGS[0]
-@RAY_WARNINGS[1]
-def test_simulation_engine_fedavg_aggregate_is_the_weighted_average(flower_env):
+@ray_test
+def test_simulation_engine_fedavg_aggregate_is_the_weighted_average():
     from flwr.simulation import run_simulation
 
     # Dirichlet shares give the two clients very different sizes, so the weighted and the

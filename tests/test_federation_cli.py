@@ -12,6 +12,8 @@ from common.comm import Exchange
 from simulations import compare
 from simulations.cli import main
 
+from federation_helpers import ray_test
+
 
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "synthetic", "--clients", "1000"], "cannot give"),
@@ -91,11 +93,8 @@ def test_compare_verdicts_crossover_and_figures(tmp_path, capsys):
     assert "does not hold" in text and "d* = Ñ₂·q/(2R−1) = 8000·12/39" in text
 
 
-@pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_simulate_end_to_end_writes_results(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr"))
+@ray_test
+def test_simulate_end_to_end_writes_results(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["simulate", "--dataset", "synthetic", "--order", "real", "--clients", "3",
                  "--out", str(out)]) == 0

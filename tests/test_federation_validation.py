@@ -7,7 +7,6 @@ import logging
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from common import comm
 from common.datasets import make_synthetic
@@ -15,12 +14,9 @@ from common.errors import ReplyError
 from common.schema import Column, Schema
 from server.validation import accept_releases, parse_release
 
+pytestmark = pytest.mark.usefixtures("task_identity")
 
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
 
 
 DATA = make_synthetic(60, seed=1)

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType
 from flwr.clientapp import ClientApp
-from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import make_client_app, pipeline_config
 from clients.faults import DIE_EXIT_CODE, Fault, InjectedFault, parse_assignments
@@ -30,20 +29,16 @@ from common.errors import ConfigError, ReplyError
 from common.global_model import fit_global_model
 from common.partition import federated_split
 from common.run_config import RunConfig
-from common.schema import concat
-from federation_helpers import LocalGrid
+from federation_helpers import LocalGrid, ray_test
 from server.oneshot import run_oneshot
 from server.traffic import CountingGrid
 from simulations.simulate import simulate
 
+pytestmark = pytest.mark.usefixtures("task_identity")
+
 RUN = {"dataset": "synthetic", "order": "real", "seed": 3, "min-clients": 1}
 
 
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 def _splits(config: RunConfig, clients: int):
@@ -139,19 +134,10 @@ def test_a_node_config_fault_overrides_nothing_else():
 
 
 # --------------------------------------------------------------------------- Ray (slow)
-# Ray's shutdown drops the Popen handles of its helper processes while they still exit;
-# Python reports that as a ResourceWarning from the garbage collector (filtered below).
-@pytest.fixture()
-def flower_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr"))
-    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
-    monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 
-@pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_simulation_survives_clients_that_raise_die_and_hang(flower_env, caplog):
+@ray_test
+def test_simulation_survives_clients_that_raise_die_and_hang(caplog):
     config = RunConfig.from_mapping({**RUN, "timeout": 20.0})
     faults = {1: Fault("raise"), 2: Fault("die"), 3: Fault("hang")}
     with caplog.at_level(logging.WARNING, logger="server.validation"):
@@ -173,10 +159,8 @@ def test_simulation_survives_clients_that_raise_die_and_hang(flower_env, caplog)
                                rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_simulation_fails_clearly_when_too_few_clients_remain(flower_env):
+@ray_test
+def test_simulation_fails_clearly_when_too_few_clients_remain():
     config = RunConfig.from_mapping({**RUN, "min-clients": 2})
     with pytest.raises(ReplyError, match="only 1 of 2 clients.*injected fault"):
         simulate(config.to_mapping(), clients=2, faults={0: Fault("raise")})
@@ -219,10 +203,8 @@ ATTACKS = {  # partition → (attack, what the logged reason must say)
 HONEST = (0, 10)
 
 
-@pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_malicious_replies_never_reach_the_union(flower_env, caplog):
+@ray_test
+def test_malicious_replies_never_reach_the_union(caplog):
     from flwr.simulation import run_simulation
 
     from server.server_app import make_server_app
@@ -282,10 +264,8 @@ def test_the_same_seed_gives_bit_identical_rows_from_the_pipeline(toy):
     assert not np.array_equal(first.rows.to_array(), other.rows.to_array())
 
 
-@pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_the_same_seed_gives_bit_identical_simulations(flower_env):
+@ray_test
+def test_the_same_seed_gives_bit_identical_simulations():
     mapping = {**RUN, **QUICK_DP, "min-clients": 3}
     runs = [simulate(mapping, clients=3) for _ in range(2)]
     rows = [sorted(c["rows_sha256"] for c in r.clients) for r in runs]

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
-from flwr.supercore.task_identity import TaskIdentity
 
 from common import comm
 from common.errors import ConfigError
@@ -18,12 +17,9 @@ from server.baselines import make_strategy
 from server.evaluation import model_record
 from server.strategy.fairfed import FairFed, fairfed_weights
 
+pytestmark = pytest.mark.usefixtures("task_identity")
 
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
 
 
 def reply(node: int, weights: np.ndarray, metrics: dict) -> Message:

@@ -15,7 +15,7 @@ of ``w_t`` on all clients' data), takes each client's local gap ``F_k`` and upda
 
 clipped at 0 and renormalised, starting from ``ω_k = n_k / n``; the new global model is
 ``Σ_k ω_k w_k``. A client whose local gap is undefined (a group absent from its rows) gets
-``Δ_k = mean Δ``, which leaves its weight unchanged. Extra traffic per round: the 13 numbers of
+``Δ_k = mean Δ``, which leaves its weight unchanged. Extra traffic per round: the 16 numbers of
 the statistics from each client.
 
 Only what differs from Flower's FedAvg is overridden: :meth:`configure_train` asks the clients
