@@ -150,7 +150,8 @@ def _ratio(a: float, b: float) -> float:
 
 
 def report_from_counts(counts: Mapping[str, float]) -> dict[str, float]:
-    """Accuracy, |SPD|, |EOD|, DPR, EOR, Cov and Corr from (pooled) statistics.
+    """Accuracy, balanced accuracy, P(ŷ=1), |SPD|, |EOD|, DPR, EOR, Cov and Corr (SP and EO)
+    from (pooled) statistics.
 
     Same keys and definitions as :func:`common.metrics.fairness_report`; a rate whose group
     is empty is NaN.
@@ -159,11 +160,17 @@ def report_from_counts(counts: Mapping[str, float]) -> dict[str, float]:
     sp0, sp1 = _rate(counts["pos-s0"], counts["n-s0"]), _rate(counts["pos-s1"], counts["n-s1"])
     tp0 = _rate(counts["tp-s0"], counts["n-y1-s0"])
     tp1 = _rate(counts["tp-s1"], counts["n-y1-s1"])
+    positives = counts["n-y1-s0"] + counts["n-y1-s1"]
+    true_pos = counts["tp-s0"] + counts["tp-s1"]
+    tpr, tnr = _rate(true_pos, positives), _rate(counts["correct"] - true_pos, n - positives)
     cov, corr = _cov_corr(n, counts["n-s1"], counts["sum-d"], counts["sum-d2"], counts["sum-sd"])
     cov_eo, corr_eo = _cov_corr(counts["n-y1-s0"] + counts["n-y1-s1"], counts["n-y1-s1"],
                                 counts["sum-d-y1"], counts["sum-d2-y1"], counts["sum-sd-y1"])
     return {
         "accuracy": _rate(counts["correct"], n),
+        "balanced_accuracy": (float(np.nanmean([tpr, tnr]))
+                              if not (math.isnan(tpr) and math.isnan(tnr)) else float("nan")),
+        "positive_rate": _rate(counts["pos-s0"] + counts["pos-s1"], n),
         "spd_signed": sp0 - sp1,
         "eod_signed": tp0 - tp1,
         "spd": abs(sp0 - sp1),

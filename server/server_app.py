@@ -40,7 +40,8 @@ def summary_lines(result: FederationResult) -> list[str]:
     m, t, f = result.metrics, result.traffic, result.formula_check()
     lines = [
         f"{result.strategy} ({result.model}, d = {result.params}): accuracy "
-        f"{100 * m['accuracy']:.2f} %, |SPD| {m['spd']:.4f}, |EOD| {m['eod']:.4f} on "
+        f"{100 * m['accuracy']:.2f} % (balanced {m['balanced_accuracy']:.3f}, P(ŷ=1) "
+        f"{m['positive_rate']:.3f}), |SPD| {m['spd']:.4f}, |EOD| {m['eod']:.4f} on "
         f"{int(m['n'])} pooled test rows",
         f"{result.rounds} round(s) before evaluation; bytes up {t['bytes_up']:,}, down "
         f"{t['bytes_down']:,}; formula {f['formula_bytes']:,} B vs measured "

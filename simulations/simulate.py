@@ -320,10 +320,11 @@ def run(args: argparse.Namespace) -> int:
 
 def print_result(result: FederationResult, *, wall: float | None = None) -> None:
     m, t, f = result.metrics, result.traffic, result.formula_check()
-    print(f"{'strategy':9} {'model':8} {'d':>7} {'acc %':>6} {'|SPD|':>7} {'|EOD|':>7} "
-          f"{'rounds':>6} {'bytes up':>12} {'bytes down':>12} {'formula B':>12} {'ratio':>6} "
-          f"{'s':>6}")
+    print(f"{'strategy':9} {'model':8} {'d':>7} {'acc %':>6} {'bal':>5} {'P(ŷ=1)':>6} "
+          f"{'|SPD|':>7} {'|EOD|':>7} {'rounds':>6} {'bytes up':>12} {'bytes down':>12} "
+          f"{'formula B':>12} {'ratio':>6} {'s':>6}")
     print(f"{result.strategy:9} {result.model:8} {result.params:7d} {100 * m['accuracy']:6.2f} "
+          f"{m['balanced_accuracy']:5.3f} {m['positive_rate']:6.3f} "
           f"{m['spd']:7.4f} {m['eod']:7.4f} {result.rounds:6d} {t['bytes_up']:12,d} "
           f"{t['bytes_down']:12,d} {f['formula_bytes']:12,d} {f['ratio_bytes']:6.3f} "
           f"{wall if wall is not None else result.seconds:6.1f}")

@@ -92,8 +92,8 @@ def test_pooled_statistics_give_the_metrics_of_the_union(clients, seed):
     union = concat(parts)
     d = encoder.design(union) @ w
     truth = fairness_report(union.y, (d > 0).astype(int), sensitive=union.s, decision=d)
-    for key in ("accuracy", "spd", "eod", "spd_signed", "eod_signed", "dpr", "eor", "cov",
-                "corr", "cov_eo", "corr_eo"):
+    for key in ("accuracy", "balanced_accuracy", "positive_rate", "spd", "eod", "spd_signed",
+                "eod_signed", "dpr", "eor", "cov", "corr", "cov_eo", "corr_eo"):
         assert pooled[key] == pytest.approx(truth[key], rel=1e-9, abs=1e-12), key
     yhat = (d > 0).astype(int)
     assert pooled["spd"] == pytest.approx(
