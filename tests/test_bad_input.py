@@ -94,6 +94,11 @@ def run_cli(tmp: Path, argv: list[str]) -> str:
     return text
 
 
+def simulate_with(*flags: str) -> Callable[[Path], str]:
+    """A case: ``fairsynth simulate`` on the built-in synthetic dataset with ``flags``."""
+    return lambda tmp: run_cli(tmp, ["simulate", "--dataset", "synthetic", *flags])
+
+
 def raised(fn: Callable[[], object]) -> str:
     """The message of the user error ``fn`` raises."""
     with pytest.raises(FairsynthError) as info:
@@ -179,47 +184,29 @@ CASES: dict[str, Callable[[Path], str]] = {
         t, ["stage1-sweep", *csv_args(csv(t, good_frame()), privileged="Martian")]),
     "eo-undefined": lambda t: run_cli(t, ["stage1-sweep", "--measure", "eo", *csv_args(
         csv(t, good_frame().assign(outcome=lambda f: np.where(f.gender == "M", 0, f.outcome))))]),
-    "fewer-rows-than-clients": lambda t: run_cli(
-        t, ["simulate", "--dataset", "synthetic", "--clients", "500"]),
-    "clients-zero": lambda t: run_cli(
-        t, ["simulate", "--dataset", "synthetic", "--clients", "0"]),
-    "partition-column-unknown": lambda t: run_cli(t, [
-        "simulate", "--dataset", "synthetic", "--partition", "column",
-        "--partition-column", "x9"]),
+    "fewer-rows-than-clients": simulate_with("--clients", "500"),
+    "clients-zero": simulate_with("--clients", "0"),
+    "partition-column-unknown": simulate_with("--partition", "column", "--partition-column", "x9"),
     # command line: hyperparameters
-    "rho-negative": lambda t: run_cli(t, ["simulate", "--dataset", "synthetic", "--rho", "-1"]),
+    "rho-negative": simulate_with("--rho", "-1"),
     "sweep-rho-negative-late": lambda t: run_cli(
         t, ["stage1-sweep", "--dataset", "synthetic", "--rho", "0", "10", "-1"]),
-    "iterations-negative": lambda t: run_cli(
-        t, ["simulate", "--dataset", "synthetic", "--iterations", "-5"]),
-    "stage1-fraction-zero": lambda t: run_cli(
-        t, ["simulate", "--dataset", "synthetic", "--stage1-fraction", "0"]),
-    "epsilon-not-positive": lambda t: run_cli(
-        t, ["simulate", "--dataset", "synthetic", "--epsilon", "0"]),
-    "delta-too-large": lambda t: run_cli(
-        t, ["simulate", "--dataset", "synthetic", "--delta", "0.01"]),
-    "fraction-out-of-range": lambda t: run_cli(
-        t, ["simulate", "--dataset", "synthetic", "--stage2-fraction", "1.5"]),
+    "iterations-negative": simulate_with("--iterations", "-5"),
+    "stage1-fraction-zero": simulate_with("--stage1-fraction", "0"),
+    "epsilon-not-positive": simulate_with("--epsilon", "0"),
+    "delta-too-large": simulate_with("--delta", "0.01"),
+    "fraction-out-of-range": simulate_with("--stage2-fraction", "1.5"),
     "sweep-fraction-zero": lambda t: run_cli(
         t, ["stage2-sweep", "--dataset", "synthetic", "--fraction", "1.0", "0"]),
-    "alpha-not-positive": lambda t: run_cli(t, [
-        "simulate", "--dataset", "synthetic", "--partition", "dirichlet", "--alpha", "0"]),
-    "unknown-order": lambda t: run_cli(
-        t, ["simulate", "--dataset", "synthetic", "--order", "fair-first"]),
-    "unknown-strategy": lambda t: run_cli(
-        t, ["simulate", "--dataset", "synthetic", "--strategy", "fedsgd"]),
-    "unknown-generator": lambda t: run_cli(
-        t, ["simulate", "--dataset", "synthetic", "--generator", "gan"]),
-    "generator-options-not-json": lambda t: run_cli(
-        t, ["simulate", "--dataset", "synthetic", "--generator-options", "{epochs: 3"]),
-    "generator-option-unknown": lambda t: run_cli(
-        t, ["simulate", "--dataset", "synthetic", "--generator-options", '{"epochz": 3}']),
-    "generator-option-reserved": lambda t: run_cli(
-        t, ["simulate", "--dataset", "synthetic", "--generator-options", '{"epsilon": 5}']),
-    "min-clients-above-clients": lambda t: run_cli(
-        t, ["simulate", "--dataset", "synthetic", "--min-clients", "3"]),
-    "inject-fault-malformed": lambda t: run_cli(
-        t, ["simulate", "--dataset", "synthetic", "--inject-fault", "1:explode"]),
+    "alpha-not-positive": simulate_with("--partition", "dirichlet", "--alpha", "0"),
+    "unknown-order": simulate_with("--order", "fair-first"),
+    "unknown-strategy": simulate_with("--strategy", "fedsgd"),
+    "unknown-generator": simulate_with("--generator", "gan"),
+    "generator-options-not-json": simulate_with("--generator-options", "{epochs: 3"),
+    "generator-option-unknown": simulate_with("--generator-options", '{"epochz": 3}'),
+    "generator-option-reserved": simulate_with("--generator-options", '{"epsilon": 5}'),
+    "min-clients-above-clients": simulate_with("--min-clients", "3"),
+    "inject-fault-malformed": simulate_with("--inject-fault", "1:explode"),
     "fetch-checksum-mismatch": lambda t: run_cli(t, [
         "data", "fetch", "law_school", "--data-dir", str(t / "fetched"),
         "--base-url", _corrupt_mirror(t)]),
