@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -42,8 +43,15 @@ def task_identity(monkeypatch):
 
 @pytest.fixture()
 def flower_env(tmp_path, monkeypatch):
-    """A private FLWR_HOME and no telemetry, for tests that start Flower's runtime."""
+    """A private FLWR_HOME and no telemetry, for tests that start Flower's runtime.
+
+    Ray's shutdown leaves file handles (``/dev/null``) for the garbage collector; collecting
+    them here, while the test's own warning filters apply, keeps their ResourceWarning from
+    surfacing in whichever test happens to run the collector next.
+    """
     monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr"))
     monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
     monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    yield
+    gc.collect()
 
