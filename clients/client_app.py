@@ -37,14 +37,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from flwr.app import (Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord,
-                      RecordDict)
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from clients.faults import FAULT_KEY, Fault
-from clients.pipeline import PipelineConfig, Stage2Config, run_pipeline
-from clients.stage1 import Stage1Config
+from clients.pipeline import pipeline_config, run_pipeline
 from common import comm, datasets, mlp
 from common.encoding import Encoder
 from common.errors import ConfigError, DataError, FairsynthError
@@ -65,21 +72,6 @@ NUM_PARTITIONS = "num-partitions"
 def read_config(context: Context, overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """``context.run_config`` (then ``overrides``) as a validated :class:`RunConfig`."""
     return RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
-
-
-def pipeline_config(config: RunConfig) -> PipelineConfig:
-    """The client pipeline that ``config`` describes (raises ConfigError if invalid)."""
-    stage1 = Stage1Config(
-        measure=config.measure, rho=config.rho, tolerance=config.tolerance or None,
-        lam_in=config.lam_in, lam_out=config.lam_out, lr=config.lr,
-        iterations=config.iterations, fraction=config.stage1_fraction, solver=config.solver,
-        anchor=config.anchor, keep_moments=config.keep_moments, seed=config.seed,
-    )
-    stage2 = Stage2Config(
-        epsilon=config.epsilon, delta=config.delta or None, fraction=config.stage2_fraction,
-        generator=config.generator, options=config.generator_kwargs,
-    )
-    return PipelineConfig(order=config.order, stage1=stage1, stage2=stage2)
 
 
 def client_seed(config: RunConfig, context: Context) -> int:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from clients.dp_generators import GENERATORS, make_generator
 from clients.stage1 import FairDistiller, Stage1Config
 from common.errors import ConfigError
+from common.run_config import RunConfig
 from common.schema import TabularData
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,22 @@ class PipelineResult:
     privacy: PrivacyReport
     seconds: dict[str, float]
     intermediate: dict[str, TabularData] = dataclasses.field(default_factory=dict)
+
+
+def pipeline_config(config: RunConfig) -> PipelineConfig:
+    """The pipeline that a federation's run configuration describes (raises ConfigError if
+    invalid): what every client runs, and what the server checks before it asks them."""
+    stage1 = Stage1Config(
+        measure=config.measure, rho=config.rho, tolerance=config.tolerance or None,
+        lam_in=config.lam_in, lam_out=config.lam_out, lr=config.lr,
+        iterations=config.iterations, fraction=config.stage1_fraction, solver=config.solver,
+        anchor=config.anchor, keep_moments=config.keep_moments, seed=config.seed,
+    )
+    stage2 = Stage2Config(
+        epsilon=config.epsilon, delta=config.delta or None, fraction=config.stage2_fraction,
+        generator=config.generator, options=config.generator_kwargs,
+    )
+    return PipelineConfig(order=config.order, stage1=stage1, stage2=stage2)
 
 
 Order = Callable[[TabularData, PipelineConfig, int], PipelineResult]

@@ -20,7 +20,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from clients.client_app import pipeline_config
+from clients.pipeline import pipeline_config
 from common.errors import FairsynthError
 from common.run_config import RunConfig
 from server.baselines import run_baseline

@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from clients.client_app import load_dataset, make_client_app, pipeline_config
+from clients.client_app import load_dataset, make_client_app
 from clients.faults import Fault, parse_assignments
+from clients.pipeline import pipeline_config
 from common import partition
 from common.errors import ConfigError, FairsynthError
 from common.run_config import MODELS, STRATEGIES, RunConfig

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from clients.pipeline import run_pipeline
-from clients.client_app import pipeline_config
+from clients.pipeline import pipeline_config, run_pipeline
 from common import comm, datasets
 from common.global_model import fit_global_model
 from common.partition import federated_split

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import tomllib
 
-from clients.client_app import load_split, pipeline_config
-from clients.pipeline import Stage2Config
+from clients.client_app import load_split
+from clients.pipeline import Stage2Config, pipeline_config
 from clients.stage1 import Stage1Config
 from common import datasets
 from common.errors import ConfigError, DataError

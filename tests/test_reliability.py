@@ -21,9 +21,9 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType
 from flwr.clientapp import ClientApp
 
-from clients.client_app import make_client_app, pipeline_config
+from clients.client_app import make_client_app
 from clients.faults import DIE_EXIT_CODE, Fault, InjectedFault, parse_assignments
-from clients.pipeline import run_pipeline
+from clients.pipeline import pipeline_config, run_pipeline
 from common import comm, datasets
 from common.errors import ConfigError, ReplyError
 from common.global_model import fit_global_model
