@@ -122,6 +122,16 @@ class PipelineConfig:
         if self.order not in ORDERS:
             raise ConfigError(f"unknown order {self.order!r}; choose one of {sorted(ORDERS)}.")
 
+    def check_delta(self, n_train: int) -> None:
+        """Raise if δ is not below ``1/N`` of the generator's input on a client with
+        ``n_train`` training rows (the stage-1 rows in fair-then-private), before any work."""
+        if self.order in ("real", "fair-only"):
+            return
+        n = n_train
+        if self.order == "fair-then-private":
+            n = self.stage1.synthetic_rows(n_train)
+        self.stage2.resolve_delta(n)
+
 
 @dataclasses.dataclass(frozen=True)
 class PipelineResult:

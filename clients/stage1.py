@@ -123,6 +123,10 @@ class Stage1Config:
             if not ok:
                 raise ConfigError(f"stage 1: {message}.")
 
+    def synthetic_rows(self, n: int) -> int:
+        """``Ñ`` for a client with ``n`` real rows: ``round(fraction · n)``, at least 1."""
+        return max(1, int(round(self.fraction * n)))
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage1Result:
@@ -385,7 +389,7 @@ class FairDistiller:
 
     def _initial_rows(self, real: TabularData) -> np.ndarray:
         """Rows of ``real`` that initialise ``z̃``: all of them, or a stratified sample."""
-        n_syn = max(1, int(round(self.config.fraction * len(real))))
+        n_syn = self.config.synthetic_rows(len(real))
         if n_syn == len(real):
             return np.arange(len(real))
         rng = np.random.default_rng(self.config.seed)

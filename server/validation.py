@@ -128,26 +128,25 @@ def check_public_ranges(data: TabularData) -> None:
             )
 
 
-def parse_release(message: Message, *, max_rows: int, schema: Schema | None = None,
-                  expected: Schema | None = None) -> Release:
+def parse_release(message: Message, *, max_rows: int, schema: Schema | None = None
+                  ) -> Release:
     """Validate one reply to a one-shot query; raises :class:`ReplyError` with the reason.
 
     Parameters
     ----------
     message : the reply.
     max_rows : the row cap of one reply.
-    schema : the schema the rows must follow (default: the one the reply declares).
-    expected : the schema the server knows, which a reply may name by its digest alone.
+    schema : the federation's schema, which the rows must follow and which a reply may name by
+        its digest alone (default: the one the reply declares).
     """
     node = message.metadata.src_node_id
     if message.has_error():
         raise ReplyError(client_failure(message))
     content = message.content
-    federation = schema or expected
-    declared = declared_schema(message, federation)
-    if federation is not None and declared != federation:
+    declared = declared_schema(message, schema)
+    if schema is not None and declared != schema:
         raise ReplyError(f"its schema differs from the federation's: "
-                         f"{federation.difference(declared)}.")
+                         f"{schema.difference(declared)}.")
     schema = declared
     records = content.array_records
     if comm.ROWS not in records or len(records[comm.ROWS]) != 1:
@@ -241,8 +240,7 @@ def accept_releases(
         try:
             if no_majority and not m.has_error():
                 raise ReplyError(no_majority)
-            accepted.append(parse_release(m, max_rows=max_rows, schema=schema,
-                                          expected=expected))
+            accepted.append(parse_release(m, max_rows=max_rows, schema=schema))
         except ReplyError as exc:
             rejected.append(Rejection(node, "query", str(exc)))
     for r in rejected:

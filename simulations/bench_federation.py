@@ -27,23 +27,10 @@ import threading
 import time
 from pathlib import Path
 
+from simulations import processes
 from simulations.results import write_json
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        tree.setdefault(ppid, []).append(int(entry))
-    return tree
 
 
 def _rss(pid: int) -> int:
@@ -68,12 +55,7 @@ def high_water(pid: int) -> int:
 
 def tree_rss(root: int) -> int:
     """Resident bytes of ``root`` and all its descendants."""
-    tree, total, stack = _children(), 0, [root]
-    while stack:
-        pid = stack.pop()
-        total += _rss(pid)
-        stack.extend(tree.get(pid, []))
-    return total
+    return sum(_rss(pid) for pid in [root, *processes.descendants(root)])
 
 
 def measure(argv: list[str], *, target_seconds: float) -> dict:

@@ -28,7 +28,7 @@ from common.errors import ConfigError, FairsynthError
 from common.run_config import MODELS, STRATEGIES, RunConfig
 from server.result import FederationResult
 from server.server_app import check_run, make_server_app
-from simulations import options
+from simulations import options, processes
 from simulations.results import write_json
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,6 @@ def add_federation_arguments(parser: argparse.ArgumentParser, *, strategy: bool 
                    help="seconds to wait for the replies of one exchange")
 
 
-
 def add_fault_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inject-fault", action="append", default=[], metavar="K:KIND[@PHASE]",
                         help="make the client of partition K fail on purpose (testing): KIND "
@@ -150,14 +149,10 @@ def check_setup(config: RunConfig, clients: int) -> None:
                                        seed=config.seed, alpha=config.alpha,
                                        column=config.partition_column or None,
                                        test_fraction=config.test_fraction)
-    if config.strategy == "oneshot" and config.order != "real":
+    if config.strategy == "oneshot":
         pipeline = pipeline_config(config)
-        for split in splits:  # δ must be below 1/N of every generator's input
-            n = len(split.train)
-            if pipeline.order == "fair-then-private":
-                n = max(1, round(pipeline.stage1.fraction * n))
-            if pipeline.order != "fair-only":
-                pipeline.stage2.resolve_delta(n)
+        for split in splits:
+            pipeline.check_delta(len(split.train))
 
 
 class StuckClientStopper:
@@ -173,8 +168,8 @@ class StuckClientStopper:
 
     def __init__(self, grace: float = 2.0) -> None:
         self.grace = grace
-        self.stopped: list[int] = []
         self._timer: threading.Timer | None = None
+        self._flower_level: int | None = None
 
     def server_done(self, *_: object) -> None:
         self._timer = threading.Timer(self.grace, self._stop)
@@ -182,45 +177,27 @@ class StuckClientStopper:
         self._timer.start()
 
     def cancel(self) -> None:
+        """Stop the timer and give Flower's logger back its level."""
         if self._timer is not None:
             self._timer.cancel()
+        if self._flower_level is not None:
+            logging.getLogger("flwr").setLevel(self._flower_level)
 
     def _stop(self) -> None:
-        pids = busy_actor_pids(os.getpid())
+        pids = [pid for pid in processes.descendants(os.getpid())
+                if processes.title(pid).startswith("ray::ClientAppActor.run")]
         if not pids:
             return
         logger.warning("%d ClientApp call(s) still running %g s after the server finished "
                        "(a hung client); stopping them.", len(pids), self.grace)
-        logging.getLogger("flwr").setLevel(logging.CRITICAL)  # the runtime reports each death
+        flower = logging.getLogger("flwr")  # the runtime reports each stopped call as an error
+        self._flower_level = flower.level
+        flower.setLevel(logging.CRITICAL)
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
-                self.stopped.append(pid)
             except ProcessLookupError:
                 pass
-
-
-def busy_actor_pids(root: int) -> list[int]:
-    """PIDs of Ray ClientApp actors busy with a call, among the descendants of ``root``."""
-    children: dict[int, list[int]] = {}
-    titles: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            titles[int(entry.name)] = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(
-                errors="replace")
-        except (OSError, IndexError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = [], list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        if titles.get(pid, "").startswith("ray::ClientAppActor.run"):
-            found.append(pid)
-        todo += children.get(pid, [])
-    return sorted(found)
 
 
 def simulate(run_config: Mapping[str, Any], *, clients: int, verbose: bool = False,
@@ -278,7 +255,6 @@ def simulate(run_config: Mapping[str, Any], *, clients: int, verbose: bool = Fal
                            num_supernodes=clients, backend_config=backend)
         finally:
             stopper.cancel()
-            logging.getLogger("flwr").setLevel(logging.NOTSET)
         logger.info("simulation finished in %.1f s", time.perf_counter() - start)
         if os.environ.get("FLWR_HOME") == home:
             del os.environ["FLWR_HOME"]

@@ -129,7 +129,7 @@ def reply(rows: np.ndarray | None = None, *, schema: Schema = TOY.schema, node: 
 
 def rejected(message: Message, **kw) -> str:
     kw.setdefault("max_rows", 1000)
-    kw.setdefault("expected", TOY.schema)
+    kw.setdefault("schema", TOY.schema)
     return raised(lambda: parse_release(message, **kw))
 
 
