@@ -5,15 +5,17 @@ trained on them,
 
 .. math::
 
-    w^*(\tilde z) = \arg\min_w\; g(w, \tilde z) = \frac{1}{\tilde N}\sum_j \ell(w; \tilde x_j, \tilde y_j)
-                    + \frac{\lambda_{in}}{2}\lVert w\rVert^2,
+    w^*(\tilde z) = \arg\min_w\; g(w, \tilde z)
+        = \frac{1}{\tilde N}\sum_j \ell(w; \tilde x_j, \tilde y_j)
+          + \frac{\lambda_{in}}{2}\lVert w\rVert^2,
 
 must do well on the client's real rows and have a small Zafar decision-boundary covariance:
 
 .. math::
 
     \min_{\tilde z}\; F(\tilde z) = \underbrace{\frac{1}{N}\sum_i \ell(w^*; x_i, y_i)
-        + \rho\,\varphi(c^\top w^*)}_{f(w^*)} + \frac{\lambda_{out}}{2\tilde N}\lVert\tilde z\rVert_F^2,
+        + \rho\,\varphi(c^\top w^*)}_{f(w^*)}
+        + \frac{\lambda_{out}}{2\tilde N}\lVert\tilde z\rVert_F^2,
 
 with ``c`` the covariance vector of the chosen measure (SP or EO) and ``φ(c) = c²`` or, with
 a tolerance ``τ``, ``φ(c) = max(0, |c| − τ)²``. By default the regulariser is centred on the
@@ -74,7 +76,7 @@ class Stage1Config:
         ``‖z̃‖²``; ``"init"`` (default) keeps the synthetic rows near the real rows they started
         from, so that stage 1 moves them only as far as the fairness term asks. On Law School the
         anchored form reaches |SPD| ≈ 0 at −0.2 accuracy points, where ``"zero"`` loses ~1.2
-        points (README, § Stage 1).
+        points (docs/results.md, stage 1).
     lr : float
         Adam step size.
     iterations : int
@@ -108,16 +110,21 @@ class Stage1Config:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.measure in MEASURES, f"measure must be one of {list(MEASURES)}, got {self.measure!r}"),
-            (np.isfinite(self.rho) and self.rho >= 0, f"rho must be a finite number ≥ 0, got {self.rho}"),
-            (self.tolerance is None or self.tolerance >= 0, f"tolerance must be ≥ 0, got {self.tolerance}"),
-            (self.lam_in > 0, f"lam_in must be > 0 (it makes the inner problem strongly convex), got {self.lam_in}"),
+            (self.measure in MEASURES,
+             f"measure must be one of {list(MEASURES)}, got {self.measure!r}"),
+            (np.isfinite(self.rho) and self.rho >= 0,
+             f"rho must be a finite number ≥ 0, got {self.rho}"),
+            (self.tolerance is None or self.tolerance >= 0,
+             f"tolerance must be ≥ 0, got {self.tolerance}"),
+            (self.lam_in > 0,
+             f"lam_in must be > 0 (it makes the inner problem strongly convex), got {self.lam_in}"),
             (self.lam_out >= 0, f"lam_out must be ≥ 0, got {self.lam_out}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (int(self.iterations) == self.iterations and self.iterations >= 0,
              f"iterations must be an integer ≥ 0, got {self.iterations}"),
             (0 < self.fraction <= 1, f"fraction (Ñ/N) must lie in (0, 1], got {self.fraction}"),
-            (self.solver in logistic.SOLVERS, f"solver must be one of {list(logistic.SOLVERS)}, got {self.solver!r}"),
+            (self.solver in logistic.SOLVERS,
+             f"solver must be one of {list(logistic.SOLVERS)}, got {self.solver!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -459,7 +466,8 @@ def _check_groups(real: TabularData, measure: Measure) -> None:
     elif measure == "eo" and len(np.unique(real.s[real.y == 1])) < 2:
         logger.warning("this client's positive rows hold one group only: the EO penalty is 0 here.")
     elif missing:
-        logger.warning("this client has no rows in (s, y) cell(s) %s; they stay empty in Ñ.", missing)
+        logger.warning("this client has no rows in (s, y) cell(s) %s; they stay empty in Ñ.",
+                       missing)
 
 
 def _decode(enc: Encoder, real: TabularData, init: np.ndarray, z: np.ndarray) -> TabularData:

@@ -1,20 +1,9 @@
-r"""What the parties exchange besides rows and models, and what every exchange costs.
+r"""What the parties exchange besides rows, models and metrics, and what every exchange costs.
 
-**Sufficient statistics.** Clients never send predictions. To evaluate a model on the union of
-all clients' test rows, each client sends counts and sums (:func:`group_counts`); the server
-adds them up (:func:`pool`) and computes the metrics of METHOD.md § Metrics from the totals
-(:func:`report_from_counts`). The result is exactly the metric on the union, not an average of
-per-client metrics (which would be wrong for SPD/EOD: the group sizes differ per client):
-
-.. math::
-
-    \mathrm{SPD} = \frac{\sum_k \mathrm{pos}_{k,0}}{\sum_k n_{k,0}}
-                 - \frac{\sum_k \mathrm{pos}_{k,1}}{\sum_k n_{k,1}}, \qquad
-    \mathrm{Cov} = \frac{\sum s\,d}{N} - \frac{\sum s}{N}\,\frac{\sum d}{N}.
-
-The same counts, computed on a client's training rows, are FairFed's group statistics.
-Feature scaling for the baselines is pooled the same way from per-client moments
-(:func:`moments`, :func:`encoder_from_moments`).
+**Feature scaling.** For the baselines the server pools one scaling for all clients from
+per-client moments (:func:`moments`, :func:`encoder_from_moments`). The metrics that clients
+pool from sufficient statistics are in :mod:`common.metrics`; the messages that carry all of
+this are defined in :mod:`common.protocol`.
 
 **Byte accounting.** :class:`Exchange` records one server↔clients exchange (messages and
 serialised bytes in each direction); the formulas of METHOD.md § Communication cost count
@@ -36,7 +25,6 @@ This module is Flower-free; the server's counting of real serialised message siz
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -45,161 +33,8 @@ from common.encoding import Encoder
 from common.errors import ReplyError
 from common.schema import Schema, TabularData
 
-#: Record and field names of the messages (shared by the ClientApp and the ServerApp).
-ROWS = "rows"  # ArrayRecord (and its one array) with the released wire matrix
-META = "meta"  # ConfigRecord: schema digest (and JSON), privacy report summary JSON
-SCHEMA = "schema"  # in META: the schema as JSON (when the server does not know it already)
-SCHEMA_DIGEST = "schema-digest"  # in META and in the query's CONFIG: SHA-256 of the schema JSON
-PRIVACY = "privacy"  # in META: the privacy report's summary as JSON
-METRICS = "metrics"  # MetricRecord: counts, timings, num-examples
-MODEL = "arrays"  # ArrayRecord of model parameters (Flower's FedAvg uses this key)
-CONFIG = "config"  # ConfigRecord sent with a model (Flower's FedAvg uses this key)
-NUM_EXAMPLES = "num-examples"  # FedAvg's weighting key
-MOMENTS_ACTION = "moments"  # "query.moments": per-client moments for feature scaling
-
-#: Keys of the group statistics (one float each; integers where they are counts).
-COUNT_KEYS = (
-    "n", "correct",
-    "n-s0", "n-s1", "pos-s0", "pos-s1",          # statistical parity
-    "n-y1-s0", "n-y1-s1", "tp-s0", "tp-s1",      # equal opportunity
-    "sum-d", "sum-d2", "sum-sd",                 # covariance and correlation of s and d(x)
-    "sum-d-y1", "sum-d2-y1", "sum-sd-y1",        # the same among y = 1 (equal opportunity)
-)
 #: Bytes per number on the wire: rows and model weights travel as float64.
 BYTES_PER_NUMBER = 8
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def group_counts(y_true: np.ndarray, decision: np.ndarray, *, sensitive: np.ndarray
-                 ) -> dict[str, float]:
-    """Counts and sums from which :func:`report_from_counts` recovers every metric.
-
-    Parameters
-    ----------
-    y_true : array of 0/1
-    decision : array of float
-        ``d(x)``; the prediction is ``ŷ = 1[d(x) > 0]``.
-    sensitive : array of 0/1 (keyword-only: it must not be swapped with the labels)
-    """
-    y = np.asarray(y_true).astype(np.int64)
-    s = np.asarray(sensitive).astype(np.int64)
-    d = np.asarray(decision, dtype=np.float64)
-    yhat = (d > 0).astype(np.int64)
-    pos1 = y == 1
-    return {
-        "n": float(len(y)),
-        "correct": float(np.sum(yhat == y)),
-        "n-s0": float(np.sum(s == 0)),
-        "n-s1": float(np.sum(s == 1)),
-        "pos-s0": float(np.sum(yhat[s == 0])),
-        "pos-s1": float(np.sum(yhat[s == 1])),
-        "n-y1-s0": float(np.sum(pos1 & (s == 0))),
-        "n-y1-s1": float(np.sum(pos1 & (s == 1))),
-        "tp-s0": float(np.sum(yhat[pos1 & (s == 0)])),
-        "tp-s1": float(np.sum(yhat[pos1 & (s == 1)])),
-        "sum-d": float(np.sum(d)),
-        "sum-d2": float(np.sum(d * d)),
-        "sum-sd": float(np.sum(s * d)),
-        "sum-d-y1": float(np.sum(d[pos1])),
-        "sum-d2-y1": float(np.sum(d[pos1] * d[pos1])),
-        "sum-sd-y1": float(np.sum(s[pos1] * d[pos1])),
-    }
-
-
-def check_counts(counts: Mapping[str, float]) -> dict[str, float]:
-    """Validate one client's statistics; raises :class:`ReplyError` naming the problem."""
-    missing = [k for k in COUNT_KEYS if k not in counts]
-    if missing:
-        raise ReplyError(f"the statistics lack the key(s) {missing}.")
-    out = {k: float(counts[k]) for k in COUNT_KEYS}
-    bad = [k for k, v in out.items() if not math.isfinite(v)]
-    if bad:
-        raise ReplyError(f"the statistics hold non-finite value(s) for {bad}.")
-    integral = [k for k in COUNT_KEYS if not k.startswith("sum-")]
-    if any(out[k] < 0 or not out[k].is_integer() for k in integral):
-        raise ReplyError("the counts must be non-negative integers.")
-    if out["n-s0"] + out["n-s1"] != out["n"] or out["correct"] > out["n"]:
-        raise ReplyError("the counts are inconsistent: n-s0 + n-s1 ≠ n, or correct > n.")
-    for part, whole in (("pos-s0", "n-s0"), ("pos-s1", "n-s1"), ("tp-s0", "n-y1-s0"),
-                        ("tp-s1", "n-y1-s1"), ("n-y1-s0", "n-s0"), ("n-y1-s1", "n-s1")):
-        if out[part] > out[whole]:
-            raise ReplyError(f"the counts are inconsistent: {part} > {whole}.")
-    return out
-
-
-def pool(counts: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    """Key-wise sum of several clients' statistics."""
-    total = dict.fromkeys(COUNT_KEYS, 0.0)
-    for c in counts:
-        for k in COUNT_KEYS:
-            total[k] += float(c[k])
-    return total
-
-
-def _rate(num: float, den: float) -> float:
-    return num / den if den > 0 else float("nan")
-
-
-def _ratio(a: float, b: float) -> float:
-    if math.isnan(a) or math.isnan(b):
-        return float("nan")
-    hi = max(a, b)
-    return 1.0 if hi == 0 else min(a, b) / hi
-
-
-def report_from_counts(counts: Mapping[str, float]) -> dict[str, float]:
-    """Accuracy, balanced accuracy, P(ŷ=1), |SPD|, |EOD|, DPR, EOR, Cov and Corr (SP and EO)
-    from (pooled) statistics.
-
-    Same keys and definitions as :func:`common.metrics.fairness_report`; a rate whose group
-    is empty is NaN.
-    """
-    n = counts["n"]
-    sp0, sp1 = _rate(counts["pos-s0"], counts["n-s0"]), _rate(counts["pos-s1"], counts["n-s1"])
-    tp0 = _rate(counts["tp-s0"], counts["n-y1-s0"])
-    tp1 = _rate(counts["tp-s1"], counts["n-y1-s1"])
-    positives = counts["n-y1-s0"] + counts["n-y1-s1"]
-    true_pos = counts["tp-s0"] + counts["tp-s1"]
-    tpr, tnr = _rate(true_pos, positives), _rate(counts["correct"] - true_pos, n - positives)
-    cov, corr = _cov_corr(n, counts["n-s1"], counts["sum-d"], counts["sum-d2"], counts["sum-sd"])
-    cov_eo, corr_eo = _cov_corr(counts["n-y1-s0"] + counts["n-y1-s1"], counts["n-y1-s1"],
-                                counts["sum-d-y1"], counts["sum-d2-y1"], counts["sum-sd-y1"])
-    return {
-        "accuracy": _rate(counts["correct"], n),
-        "balanced_accuracy": (float(np.nanmean([tpr, tnr]))
-                              if not (math.isnan(tpr) and math.isnan(tnr)) else float("nan")),
-        "positive_rate": _rate(counts["pos-s0"] + counts["pos-s1"], n),
-        "spd_signed": sp0 - sp1,
-        "eod_signed": tp0 - tp1,
-        "spd": abs(sp0 - sp1),
-        "eod": abs(tp0 - tp1),
-        "dpr": _ratio(sp0, sp1),
-        "eor": _ratio(tp0, tp1),
-        "cov": cov,
-        "corr": corr,
-        "cov_eo": cov_eo,
-        "corr_eo": corr_eo,
-        "n": n,
-    }
-
-
-def _cov_corr(n: float, n_s1: float, sum_d: float, sum_d2: float, sum_sd: float
-              ) -> tuple[float, float]:
-    """Population covariance and correlation of a binary ``s`` and ``d`` from sums."""
-    mean_s, mean_d = _rate(n_s1, n), _rate(sum_d, n)
-    cov = _rate(sum_sd, n) - mean_s * mean_d
-    var_s = mean_s * (1.0 - mean_s)  # s is binary: E[s²] = E[s]
-    var_d = _rate(sum_d2, n) - mean_d * mean_d
-    denom = math.sqrt(var_s * var_d) if var_s > 0 and var_d > 0 else 0.0
-    return cov, cov / denom if denom > 0 else float("nan")
-
-
-def gap(counts: Mapping[str, float], measure: str) -> float:
-    """The signed fairness gap (SPD for ``"sp"``, EOD for ``"eo"``) of the statistics."""
-    report = report_from_counts(counts)
-    return report["spd_signed"] if measure == "sp" else report["eod_signed"]
 
 
 def moments(data: TabularData) -> dict[str, list[float] | float]:

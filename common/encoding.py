@@ -29,7 +29,8 @@ class Encoder:
     @classmethod
     def fit(cls, data: TabularData) -> Encoder:
         cont = [c.name for c in data.schema.continuous]
-        values = data.features[cont].to_numpy(dtype=np.float64) if cont else np.empty((len(data), 0))
+        values = (data.features[cont].to_numpy(dtype=np.float64) if cont
+                  else np.empty((len(data), 0)))
         mean = values.mean(axis=0) if len(values) else np.zeros(len(cont))
         std = values.std(axis=0) if len(values) else np.ones(len(cont))
         std = np.where(std > 0, std, 1.0)  # a constant column stays constant (zero) after scaling

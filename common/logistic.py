@@ -142,7 +142,8 @@ def newton_state(
             w_new, m_new = w - t * step, m - t * dm
             f_new = float(np.mean(log1pexp(-ybar * m_new)) + 0.5 * lam * (w_new @ w_new))
             # Armijo, or no increase beyond rounding (near the optimum f stops resolving steps).
-            if f_new <= f0 - 1e-4 * t * slope or f_new - f0 <= 1e-15 * max(1.0, abs(f0)) or t < 1e-10:
+            if (f_new <= f0 - 1e-4 * t * slope or f_new - f0 <= 1e-15 * max(1.0, abs(f0))
+                    or t < 1e-10):
                 break
             t *= 0.5
         w, m = w_new, m_new

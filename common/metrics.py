@@ -31,61 +31,175 @@ values are kept as ``spd_signed`` and ``eod_signed``. A quantity whose group is 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Mapping
+
 import numpy as np
 
+from common.errors import ReplyError
 
-def _rate(values: np.ndarray, mask: np.ndarray) -> float:
-    return float(values[mask].mean()) if mask.any() else float("nan")
+#: Keys of the group statistics (one float each; integers where they are counts).
+COUNT_KEYS = (
+    "n", "correct",
+    "n-s0", "n-s1", "pos-s0", "pos-s1",          # statistical parity
+    "n-y1-s0", "n-y1-s1", "tp-s0", "tp-s1",      # equal opportunity
+    "sum-d", "sum-d2", "sum-sd",                 # covariance and correlation of s and d(x)
+    "sum-d-y1", "sum-d2-y1", "sum-sd-y1",        # the same among y = 1 (equal opportunity)
+)
 
 
-def _ratio(a: float, b: float) -> float:
-    hi = max(a, b)
-    if np.isnan(a) or np.isnan(b):
-        return float("nan")
-    return 1.0 if hi == 0 else float(min(a, b) / hi)
-
-
-def fairness_report(
-    y_true: np.ndarray, y_pred: np.ndarray, *, sensitive: np.ndarray, decision: np.ndarray | None = None
-) -> dict[str, float]:
-    """Accuracy, |SPD|, |EOD|, DPR, EOR and, given the decision values, Cov and Corr.
+def group_counts(y_true: np.ndarray, decision: np.ndarray, *, sensitive: np.ndarray
+                 ) -> dict[str, float]:
+    """Counts and sums from which :func:`report_from_counts` recovers every metric.
 
     Parameters
     ----------
-    y_true, y_pred : array of 0/1
+    y_true : array of 0/1
+    decision : array of float
+        ``d(x)``; the prediction is ``ŷ = 1[d(x) > 0]``.
     sensitive : array of 0/1 (keyword-only: it must not be swapped with the labels)
-    decision : array of float, optional
-        ``d_w(x)`` of a linear model; enables ``cov`` and ``corr``.
     """
-    y_true = np.asarray(y_true).astype(np.int64)
-    y_pred = np.asarray(y_pred).astype(np.int64)
+    y = np.asarray(y_true).astype(np.int64)
     s = np.asarray(sensitive).astype(np.int64)
-    sp0, sp1 = _rate(y_pred, s == 0), _rate(y_pred, s == 1)
-    tp0, tp1 = _rate(y_pred, (s == 0) & (y_true == 1)), _rate(y_pred, (s == 1) & (y_true == 1))
-    tpr, tnr = _rate(y_pred, y_true == 1), _rate(1 - y_pred, y_true == 0)
-    report = {
-        "accuracy": float(np.mean(y_true == y_pred)),
-        "balanced_accuracy": float(np.nanmean([tpr, tnr])) if not (np.isnan(tpr) and np.isnan(tnr)) else float("nan"),
-        "positive_rate": float(np.mean(y_pred)),
+    d = np.asarray(decision, dtype=np.float64)
+    yhat = (d > 0).astype(np.int64)
+    pos1 = y == 1
+    return {
+        "n": float(len(y)),
+        "correct": float(np.sum(yhat == y)),
+        "n-s0": float(np.sum(s == 0)),
+        "n-s1": float(np.sum(s == 1)),
+        "pos-s0": float(np.sum(yhat[s == 0])),
+        "pos-s1": float(np.sum(yhat[s == 1])),
+        "n-y1-s0": float(np.sum(pos1 & (s == 0))),
+        "n-y1-s1": float(np.sum(pos1 & (s == 1))),
+        "tp-s0": float(np.sum(yhat[pos1 & (s == 0)])),
+        "tp-s1": float(np.sum(yhat[pos1 & (s == 1)])),
+        "sum-d": float(np.sum(d)),
+        "sum-d2": float(np.sum(d * d)),
+        "sum-sd": float(np.sum(s * d)),
+        "sum-d-y1": float(np.sum(d[pos1])),
+        "sum-d2-y1": float(np.sum(d[pos1] * d[pos1])),
+        "sum-sd-y1": float(np.sum(s[pos1] * d[pos1])),
+    }
+
+
+def check_counts(counts: Mapping[str, float]) -> dict[str, float]:
+    """Validate one client's statistics; raises :class:`ReplyError` naming the problem."""
+    missing = [k for k in COUNT_KEYS if k not in counts]
+    if missing:
+        raise ReplyError(f"the statistics lack the key(s) {missing}.")
+    out = {k: float(counts[k]) for k in COUNT_KEYS}
+    bad = [k for k, v in out.items() if not math.isfinite(v)]
+    if bad:
+        raise ReplyError(f"the statistics hold non-finite value(s) for {bad}.")
+    integral = [k for k in COUNT_KEYS if not k.startswith("sum-")]
+    if any(out[k] < 0 or not out[k].is_integer() for k in integral):
+        raise ReplyError("the counts must be non-negative integers.")
+    if out["n-s0"] + out["n-s1"] != out["n"] or out["correct"] > out["n"]:
+        raise ReplyError("the counts are inconsistent: n-s0 + n-s1 ≠ n, or correct > n.")
+    for part, whole in (("pos-s0", "n-s0"), ("pos-s1", "n-s1"), ("tp-s0", "n-y1-s0"),
+                        ("tp-s1", "n-y1-s1"), ("n-y1-s0", "n-s0"), ("n-y1-s1", "n-s1")):
+        if out[part] > out[whole]:
+            raise ReplyError(f"the counts are inconsistent: {part} > {whole}.")
+    return out
+
+
+def pool(counts: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Key-wise sum of several clients' statistics."""
+    total = dict.fromkeys(COUNT_KEYS, 0.0)
+    for c in counts:
+        for k in COUNT_KEYS:
+            total[k] += float(c[k])
+    return total
+
+
+def _rate(num: float, den: float) -> float:
+    return num / den if den > 0 else float("nan")
+
+
+def _ratio(a: float, b: float) -> float:
+    if math.isnan(a) or math.isnan(b):
+        return float("nan")
+    hi = max(a, b)
+    return 1.0 if hi == 0 else min(a, b) / hi
+
+
+def report_from_counts(counts: Mapping[str, float]) -> dict[str, float]:
+    """Accuracy, balanced accuracy, P(ŷ=1), |SPD|, |EOD|, DPR, EOR, Cov and Corr (SP and EO)
+    from (pooled) statistics.
+
+    A rate whose group is empty is NaN.
+    """
+    n = counts["n"]
+    sp0, sp1 = _rate(counts["pos-s0"], counts["n-s0"]), _rate(counts["pos-s1"], counts["n-s1"])
+    tp0 = _rate(counts["tp-s0"], counts["n-y1-s0"])
+    tp1 = _rate(counts["tp-s1"], counts["n-y1-s1"])
+    positives = counts["n-y1-s0"] + counts["n-y1-s1"]
+    true_pos = counts["tp-s0"] + counts["tp-s1"]
+    tpr, tnr = _rate(true_pos, positives), _rate(counts["correct"] - true_pos, n - positives)
+    cov, corr = _cov_corr(n, counts["n-s1"], counts["sum-d"], counts["sum-d2"], counts["sum-sd"])
+    cov_eo, corr_eo = _cov_corr(counts["n-y1-s0"] + counts["n-y1-s1"], counts["n-y1-s1"],
+                                counts["sum-d-y1"], counts["sum-d2-y1"], counts["sum-sd-y1"])
+    return {
+        "accuracy": _rate(counts["correct"], n),
+        "balanced_accuracy": (float(np.nanmean([tpr, tnr]))
+                              if not (math.isnan(tpr) and math.isnan(tnr)) else float("nan")),
+        "positive_rate": _rate(counts["pos-s0"] + counts["pos-s1"], n),
         "spd_signed": sp0 - sp1,
         "eod_signed": tp0 - tp1,
         "spd": abs(sp0 - sp1),
         "eod": abs(tp0 - tp1),
         "dpr": _ratio(sp0, sp1),
         "eor": _ratio(tp0, tp1),
+        "cov": cov,
+        "corr": corr,
+        "cov_eo": cov_eo,
+        "corr_eo": corr_eo,
+        "n": n,
     }
-    if decision is not None:
-        d = np.asarray(decision, dtype=np.float64)
-        report["cov"], report["corr"] = _cov_corr(s, d)
-        report["cov_eo"], report["corr_eo"] = _cov_corr(s[y_true == 1], d[y_true == 1])
+
+
+def _cov_corr(n: float, n_s1: float, sum_d: float, sum_d2: float, sum_sd: float
+              ) -> tuple[float, float]:
+    """Population covariance and correlation of a binary ``s`` and ``d`` from sums."""
+    mean_s, mean_d = _rate(n_s1, n), _rate(sum_d, n)
+    cov = _rate(sum_sd, n) - mean_s * mean_d
+    var_s = mean_s * (1.0 - mean_s)  # s is binary: E[s²] = E[s]
+    var_d = _rate(sum_d2, n) - mean_d * mean_d
+    denom = math.sqrt(var_s * var_d) if var_s > 0 and var_d > 0 else 0.0
+    return cov, cov / denom if denom > 0 else float("nan")
+
+
+def gap(counts: Mapping[str, float], measure: str) -> float:
+    """The signed fairness gap (SPD for ``"sp"``, EOD for ``"eo"``) of the statistics."""
+    report = report_from_counts(counts)
+    return report["spd_signed"] if measure == "sp" else report["eod_signed"]
+
+
+def fairness_report(
+    y_true: np.ndarray, y_pred: np.ndarray, *, sensitive: np.ndarray,
+    decision: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Accuracy, |SPD|, |EOD|, DPR, EOR and, given the decision values, Cov and Corr.
+
+    Computed from the sufficient statistics (:func:`group_counts`), so that a report on one
+    table and a report pooled over clients are the same function of the same numbers.
+
+    Parameters
+    ----------
+    y_true, y_pred : array of 0/1
+    sensitive : array of 0/1 (keyword-only: it must not be swapped with the labels)
+    decision : array of float, optional
+        ``d_w(x)`` of a linear model with ``y_pred = 1[d > 0]``; enables ``cov`` and ``corr``.
+    """
+    y_pred = np.asarray(y_pred).astype(np.int64)
+    d = y_pred - 0.5 if decision is None else np.asarray(decision, dtype=np.float64)
+    if decision is not None and not np.array_equal(d > 0, y_pred == 1):
+        raise ValueError("y_pred must be 1[decision > 0].")
+    report = report_from_counts(group_counts(y_true, d, sensitive=sensitive))
+    del report["n"]
+    if decision is None:
+        for key in ("cov", "corr", "cov_eo", "corr_eo"):
+            del report[key]
     return report
-
-
-def _cov_corr(s: np.ndarray, d: np.ndarray) -> tuple[float, float]:
-    """Population covariance and Pearson correlation of ``s`` and ``d`` (NaN when empty)."""
-    if len(s) == 0:
-        return float("nan"), float("nan")
-    sc = s - s.mean()
-    cov = float(np.mean(sc * d))
-    denom = np.std(s) * np.std(d)
-    return cov, float(np.mean(sc * (d - d.mean())) / denom) if denom > 0 else float("nan")

@@ -1,15 +1,26 @@
-"""The federation's run configuration: every tunable, read once into a frozen dataclass.
+"""The run configuration: every tunable of fairsynth, declared once.
 
-Flower hands each app ``context.run_config``: the ``[tool.flwr.app.config]`` table of
-``pyproject.toml`` (kebab-case keys), overridden by ``flwr run --run-config``. In the
-in-process simulation engine that mapping is empty, so every default lives here, in code;
-:meth:`RunConfig.from_mapping` fills in what a mapping leaves out and rejects unknown keys,
-wrong types and out-of-range values with a message that names the key and the fix.
+Each field of :class:`RunConfig` is declared with :func:`setting` — its default, its help
+text, its group and its valid range or choices — and everything else is derived from that one
+declaration:
 
-A key is the field name with ``-`` for ``_`` (``stage2-fraction`` ↔ ``stage2_fraction``).
-Optional values that TOML cannot spell as "none" use a neutral value: ``delta = 0`` means
-``δ = 1/(N·√N)``, ``tolerance = 0`` means the penalty ``φ(c) = c²`` (the two coincide),
-``""`` means "not set" for strings.
+* validation (:meth:`RunConfig.__post_init__`: types, ranges, choices; the few rules that
+  tie two settings together are written out below them);
+* the command-line flags of every command (:mod:`simulations.options` generates them);
+* the ``[tool.flwr.app.config]`` table of ``pyproject.toml`` (a test keeps it equal to
+  :meth:`RunConfig.to_mapping`);
+* ``docs/configuration.md`` (``fairsynth settings --markdown`` writes it; a test keeps it
+  current).
+
+Flower hands each app ``context.run_config`` (kebab-case keys, from pyproject's table and
+``flwr run --run-config``); :meth:`RunConfig.from_mapping` reads it once into this frozen
+object, which then travels through the code. A key is the field name with ``-`` for ``_``.
+Optional values that TOML cannot spell as "none" use a neutral value (``delta = 0``,
+``tolerance = 0``, ``""``); their help says what it means.
+
+Choices that a registry of an upper layer owns (``strategy``: the server's flows;
+``synthesizer`` and ``generator``: the client's registries) are checked by that registry,
+which lists the valid names; the command line checks them before a run starts.
 """
 
 from __future__ import annotations
@@ -18,176 +29,159 @@ import dataclasses
 import difflib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from common.datasets import DATASETS
+from common import datasets
 from common.errors import ConfigError
 from common.logistic import SOLVERS
 from common.partition import PARTITIONS
 
-STRATEGIES = ("oneshot", "fedavg", "fairfed")
 MODELS = ("logistic", "mlp")
 MEASURES = ("sp", "eo")
+#: What a client may release (the privacy reports speak of these; clients/pipeline.py
+#: implements each one, and a test keeps the two lists equal).
+ORDERS = ("fair-then-private", "private-then-fair", "private-only", "fair-only", "real")
+
+#: Settings groups, in the order the documentation and ``--help`` show them.
+GROUPS = ("federation", "data", "stage 1", "stage 2", "server model", "baselines", "output")
+
+
+def setting(default: Any, help: str, *, group: str, choices: tuple | None = None,
+            low: float | None = None, high: float | None = None, low_open: bool = False,
+            high_open: bool = False, aliases: tuple[str, ...] = ()) -> Any:
+    """Declare one tunable (a dataclass field carrying its metadata).
+
+    Parameters
+    ----------
+    default : the value when nothing sets it; its type is the setting's type.
+    help : one line for ``--help`` and the configuration reference.
+    group : one of :data:`GROUPS`.
+    choices : the valid values, when they form a fixed set.
+    low, high : the valid range (inclusive unless ``low_open``/``high_open``).
+    aliases : extra command-line spellings (``--seeds`` for ``--seed`` in the sweeps).
+    """
+    if group not in GROUPS:
+        raise ValueError(f"unknown settings group {group!r}")
+    return dataclasses.field(default=default, metadata={
+        "help": help, "group": group, "choices": choices, "low": low, "high": high,
+        "low_open": low_open, "high_open": high_open, "aliases": aliases,
+    })
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """All tunables of a federation run (see the module docstring for the key spelling).
+    """All tunables of a federation run; see the module docstring, and ``docs/configuration.md``
+    for the table of every setting."""
 
-    Attributes
-    ----------
-    strategy : {"oneshot", "fedavg", "fairfed"}
-        The one-shot synthetic-data scheme, or one of the two baselines.
-    min_clients : int
-        The server waits for this many connected nodes and aborts a one-shot round that
-        keeps fewer valid replies.
-    timeout : float
-        Seconds the server waits for the replies of one exchange.
-    max_rows : int
-        Row cap of one client's reply; a reply with more rows is rejected.
-    dataset, data_dir, sensitive : str
-        Named dataset (``law_school``, ``adult``, ``synthetic``), its folder (``""``: the
-        ``FAIRSYNTH_DATA_DIR`` environment variable, else the user cache) and, for Adult, the
-        sensitive column.
-    csv, privileged, label, favourable, drop, categorical : str
-        Your own CSV instead of a named dataset (``drop`` and ``categorical`` comma-separated).
-    partition, alpha, partition_column, test_fraction : str, float, str, float
-        How a simulation splits the dataset among the nodes, and each client's test share.
-    seed : int
-        Seeds partitioning, splitting, the pipeline (client ``k`` uses ``seed + 1000·k``),
-        model initialisation and local training.
-    order, measure, rho, tolerance, lam_in, lam_out, lr, iterations, stage1_fraction, solver
-        The client pipeline and its stage-1 hyperparameters (METHOD.md, § Stage 1).
-    anchor, keep_moments
-        Stage 1's outer regulariser centre (``init``: the initial rows; ``zero``: METHOD.md's
-        ``‖z̃‖²``) and whether learned columns keep the client's mean and spread
-        (:class:`clients.stage1.Stage1Config`).
-    epsilon, delta, stage2_fraction, generator, generator_options
-        Stage 2: the (ε, δ) budget (``delta = 0``: ``1/(N·√N)``), ``Ñ₂/N``, the DP generator
-        and its own options as a JSON object.
-    model : {"logistic", "mlp"}
-        The server's model (and the baselines' shared model).
-    lam_server : float
-        L2 strength of the logistic model (METHOD.md eq. 16).
-    mlp_hidden : str
-        Hidden layer widths, comma-separated (default ``320,320``: 107,201 parameters on Law
-        School).
-    mlp_epochs, mlp_lr, mlp_batch_size, mlp_weight_decay
-        Adam training of the MLP on the server (one-shot); ``mlp_weight_decay`` is its L2
-        strength everywhere.
-    rounds, local_epochs, local_lr, local_batch_size
-        FedAvg/FairFed: rounds ``R`` and each client's local minibatch SGD per round.
-    fairfed_beta, fairfed_reweigh
-        FairFed's weight step ``β`` and the clients' local reweighing (Kamiran & Calders).
-    results_path : str
-        If set, the ServerApp also writes its result as JSON to this file.
-    """
-
-    strategy: str = "oneshot"
-    min_clients: int = 2
-    timeout: float = 3600.0
-    max_rows: int = 1_000_000
+    # federation
+    strategy: str = setting(
+        "oneshot", "the server's flow: oneshot (the synthetic-data scheme), fedavg or fairfed",
+        group="federation")
+    min_clients: int = setting(
+        2, "the server waits for this many nodes and keeps a run only with this many valid "
+           "replies (simulate: default all clients)", group="federation", low=1)
+    timeout: float = setting(3600.0, "seconds the server waits for the replies of one exchange",
+                             group="federation", low=0, low_open=True)
+    max_rows: int = setting(1_000_000, "row cap of one client's reply", group="federation",
+                            low=1)
+    seed: int = setting(
+        0, "seeds partitioning, splitting, stage 1, model initialisation and local training",
+        group="federation", low=0, aliases=("--seeds",))
     # data
-    dataset: str = "law_school"
-    data_dir: str = ""
-    sensitive: str = ""
-    csv: str = ""
-    privileged: str = ""
-    label: str = ""
-    favourable: str = ""
-    drop: str = ""
-    categorical: str = ""
-    partition: str = "iid"
-    alpha: float = 0.5
-    partition_column: str = ""
-    test_fraction: float = 0.2
-    seed: int = 0
-    # client pipeline
-    order: str = "fair-then-private"
-    measure: str = "sp"
-    rho: float = 10.0
-    tolerance: float = 0.0
-    lam_in: float = 1.0
-    lam_out: float = 0.1
-    lr: float = 0.05
-    iterations: int = 300
-    stage1_fraction: float = 1.0
-    solver: str = "newton"
-    anchor: str = "init"
-    keep_moments: bool = True
-    epsilon: float = 1.0
-    delta: float = 0.0
-    stage2_fraction: float = 1.0
-    generator: str = "dp-ctgan"
-    generator_options: str = ""
-    # models
-    model: str = "logistic"
-    lam_server: float = 1.0
-    mlp_hidden: str = "320,320"
-    mlp_epochs: int = 10
-    mlp_lr: float = 1e-3
-    mlp_batch_size: int = 256
-    mlp_weight_decay: float = 1e-4
+    dataset: str = setting("law_school", "named dataset (ignored when csv is set)",
+                           group="data", choices=tuple(datasets.DATASETS))
+    data_dir: str = setting("", "data folder (empty: $FAIRSYNTH_DATA_DIR, else the user cache)",
+                            group="data")
+    sensitive: str = setting("", "sensitive column (Adult: sex or race; required with csv)",
+                             group="data")
+    csv: str = setting("", "your own CSV file instead of a named dataset", group="data")
+    privileged: str = setting("", "with csv: the privileged value of the sensitive column",
+                              group="data")
+    label: str = setting("", "with csv: the label column", group="data")
+    favourable: str = setting("", "with csv: the favourable label value", group="data")
+    drop: str = setting("", "with csv: columns to ignore, comma-separated", group="data")
+    categorical: str = setting("", "with csv: categorical columns, comma-separated",
+                               group="data")
+    partition: str = setting("iid", "how a simulation splits the rows among the clients",
+                             group="data", choices=PARTITIONS)
+    alpha: float = setting(0.5, "Dirichlet α over the sensitive attribute (partition dirichlet)",
+                           group="data", low=0, low_open=True)
+    partition_column: str = setting("", "the natural column to split by (partition column)",
+                                    group="data")
+    test_fraction: float = setting(0.2, "each client's test share", group="data",
+                                   low=0, high=1, low_open=True, high_open=True)
+    # stage 1
+    synthesizer: str = setting(
+        "bilevel", "the client synthesizer: bilevel (the two-stage pipeline, see order)",
+        group="stage 1")
+    order: str = setting("fair-then-private", "what a client releases (the pipeline's order)",
+                         group="stage 1", choices=ORDERS)
+    measure: str = setting("sp", "fairness measure: sp (statistical parity) or eo (equal "
+                                 "opportunity)", group="stage 1", choices=MEASURES)
+    rho: float = setting(10.0, "fairness penalty weight ρ", group="stage 1", low=0)
+    tolerance: float = setting(0.0, "τ: penalise only |Cov| > τ (0: the penalty c²)",
+                               group="stage 1", low=0)
+    lam_in: float = setting(1.0, "inner L2 strength λ_in", group="stage 1", low=0,
+                            low_open=True)
+    lam_out: float = setting(0.1, "outer regulariser on the synthetic rows λ_out",
+                             group="stage 1", low=0)
+    lr: float = setting(0.05, "Adam step size of the outer problem", group="stage 1", low=0,
+                        low_open=True)
+    iterations: int = setting(300, "outer iterations T", group="stage 1", low=0)
+    stage1_fraction: float = setting(1.0, "synthetic rows Ñ/N", group="stage 1", low=0,
+                                     high=1, low_open=True)
+    solver: str = setting("newton", "inner solver", group="stage 1", choices=SOLVERS)
+    anchor: str = setting("init", "centre of the outer regulariser: init (the initial rows) or "
+                                  "zero (METHOD.md's ‖z̃‖²)", group="stage 1",
+                          choices=("init", "zero"))
+    keep_moments: bool = setting(True, "learned columns keep the client's mean and spread",
+                                 group="stage 1")
+    # stage 2
+    epsilon: float = setting(1.0, "privacy budget ε of the DP generator", group="stage 2",
+                             low=0, low_open=True)
+    delta: float = setting(0.0, "δ of the DP generator (0: 1/(N·√N))", group="stage 2", low=0,
+                           high=1, high_open=True)
+    stage2_fraction: float = setting(1.0, "released rows Ñ₂/N (paper: 1.0 and 0.1)",
+                                     group="stage 2", low=0, high=1, low_open=True,
+                                     aliases=("--fraction",))
+    generator: str = setting("dp-ctgan", "the DP generator", group="stage 2")
+    generator_options: str = setting("", "the generator's own options as a JSON object",
+                                     group="stage 2")
+    # server model
+    model: str = setting("logistic", "the server's model (and the baselines' shared model)",
+                         group="server model", choices=MODELS)
+    lam_server: float = setting(1.0, "L2 strength of the logistic model (METHOD.md eq. 16)",
+                                group="server model", low=0, low_open=True)
+    mlp_hidden: str = setting("320,320", "MLP hidden widths, comma-separated",
+                              group="server model")
+    mlp_epochs: int = setting(10, "server-side MLP epochs (one-shot)", group="server model",
+                              low=1)
+    mlp_lr: float = setting(1e-3, "Adam step size of the server-side MLP",
+                            group="server model", low=0, low_open=True)
+    mlp_batch_size: int = setting(256, "minibatch size of the server-side MLP",
+                                  group="server model", low=1)
+    mlp_weight_decay: float = setting(1e-4, "L2 strength of the MLP (everywhere)",
+                                      group="server model", low=0)
     # baselines
-    rounds: int = 20
-    local_epochs: int = 1
-    local_lr: float = 0.1
-    local_batch_size: int = 64
-    fairfed_beta: float = 1.0
-    fairfed_reweigh: bool = True
+    rounds: int = setting(20, "FedAvg/FairFed rounds R", group="baselines", low=1)
+    local_epochs: int = setting(1, "local epochs per round", group="baselines", low=1)
+    local_lr: float = setting(0.1, "local SGD step size", group="baselines", low=0,
+                              low_open=True)
+    local_batch_size: int = setting(64, "local minibatch size", group="baselines", low=1)
+    fairfed_beta: float = setting(1.0, "FairFed's weight step β", group="baselines", low=0)
+    fairfed_reweigh: bool = setting(True, "FairFed clients reweigh their rows locally "
+                                          "(Kamiran & Calders)", group="baselines")
     # output
-    results_path: str = ""
+    results_path: str = setting("", "if set, the ServerApp also writes its result as JSON here",
+                                group="output")
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.strategy in STRATEGIES, "strategy", f"one of {list(STRATEGIES)}"),
-            (self.model in MODELS, "model", f"one of {list(MODELS)}"),
-            (self.measure in MEASURES, "measure", f"one of {list(MEASURES)}"),
-            (bool(self.csv) or self.dataset in DATASETS, "dataset",
-             f"one of {list(DATASETS)} (or set csv to your own file)"),
-            (self.partition in PARTITIONS, "partition", f"one of {list(PARTITIONS)}"),
-            (self.partition != "column" or bool(self.partition_column), "partition-column",
-             "the name of the column to split by (partition = 'column' needs it)"),
-            (self.solver in SOLVERS, "solver", f"one of {list(SOLVERS)}"),
-            (self.anchor in ("init", "zero"), "anchor", "'init' or 'zero'"),
-            (self.iterations >= 0, "iterations", "an integer ≥ 0"),
-            (self.lam_in > 0, "lam-in", "a number > 0"),
-            (self.lam_out >= 0, "lam-out", "a number ≥ 0"),
-            (self.lr > 0, "lr", "a number > 0"),
-            (self.min_clients >= 1, "min-clients", "an integer ≥ 1"),
-            (self.timeout > 0, "timeout", "a number of seconds > 0"),
-            (self.max_rows >= 1, "max-rows", "an integer ≥ 1"),
-            (self.alpha > 0, "alpha", "a number > 0"),
-            (0 < self.test_fraction < 1, "test-fraction", "a number in (0, 1)"),
-            (self.seed >= 0, "seed", "an integer ≥ 0"),
-            (self.rho >= 0, "rho", "a number ≥ 0"),
-            (self.tolerance >= 0, "tolerance", "a number ≥ 0 (0: penalty c²)"),
-            (self.epsilon > 0, "epsilon", "a number > 0"),
-            (0 <= self.delta < 1, "delta", "a number in [0, 1) (0: 1/(N·√N))"),
-            (0 < self.stage1_fraction <= 1, "stage1-fraction", "a number in (0, 1]"),
-            (0 < self.stage2_fraction <= 1, "stage2-fraction", "a number in (0, 1]"),
-            (self.lam_server > 0, "lam-server", "a number > 0"),
-            (self.mlp_epochs >= 1, "mlp-epochs", "an integer ≥ 1"),
-            (self.mlp_lr > 0, "mlp-lr", "a number > 0"),
-            (self.mlp_batch_size >= 1, "mlp-batch-size", "an integer ≥ 1"),
-            (self.mlp_weight_decay >= 0, "mlp-weight-decay", "a number ≥ 0"),
-            (self.rounds >= 1, "rounds", "an integer ≥ 1"),
-            (self.local_epochs >= 1, "local-epochs", "an integer ≥ 1"),
-            (self.local_lr > 0, "local-lr", "a number > 0"),
-            (self.local_batch_size >= 1, "local-batch-size", "an integer ≥ 1"),
-            (self.fairfed_beta >= 0, "fairfed-beta", "a number ≥ 0"),
-        ]
-        for ok, key, expected in checks:
-            if not ok:
-                raise ConfigError(
-                    f"run config: {key} = {getattr(self, key.replace('-', '_'))!r} is invalid; "
-                    f"use {expected}."
-                )
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"run config: {_key(field.name)} must be finite, got {value}.")
+            _check(field, getattr(self, field.name))
+        if self.partition == "column" and not self.partition_column:
+            raise ConfigError("run config: partition = 'column' needs partition-column, the "
+                              "name of the column to split by.")
         self.hidden_sizes  # noqa: B018 (validates mlp-hidden)
         self.generator_kwargs  # noqa: B018 (validates generator-options)
 
@@ -260,11 +254,11 @@ class RunConfig:
         for key, value in dict(mapping or {}).items():
             name = str(key).replace("-", "_")
             if name not in fields:
-                close = difflib.get_close_matches(str(key), [_key(n) for n in fields], n=3)
+                close = difflib.get_close_matches(str(key), [key_of(n) for n in fields], n=3)
                 hint = f" Did you mean {close}?" if close else ""
                 raise ConfigError(
                     f"run config: unknown key {key!r}.{hint} Valid keys: "
-                    f"{sorted(_key(n) for n in fields)}."
+                    f"{sorted(key_of(n) for n in fields)}."
                 )
             values[name] = value
         for name, value in overrides.items():
@@ -274,13 +268,57 @@ class RunConfig:
         return cls(**{name: _coerce(name, value, fields[name].default)
                       for name, value in values.items()})
 
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with ``changes`` (field names), validated like :meth:`from_mapping`."""
+        return RunConfig.from_mapping(self.to_mapping(), **changes)
+
     def to_mapping(self) -> dict[str, Any]:
-        """The kebab-case mapping (what ``[tool.flwr.app.config]`` holds)."""
-        return {_key(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
+        """The kebab-case mapping (what ``[tool.flwr.app.config]`` holds): the form a run
+        configuration takes only at the Flower boundary."""
+        return {key_of(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-def _key(name: str) -> str:
+def settings() -> Iterator[dataclasses.Field]:
+    """Every declared setting, in declaration order."""
+    return iter(dataclasses.fields(RunConfig))
+
+
+def key_of(name: str) -> str:
+    """The kebab-case key of field ``name``."""
     return name.replace("_", "-")
+
+
+def expected(field: dataclasses.Field) -> str:
+    """What a valid value of ``field`` looks like, in words."""
+    meta, kind = field.metadata, type(field.default)
+    if meta["choices"]:
+        return f"one of {list(meta['choices'])}"
+    noun = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
+    low, high = meta["low"], meta["high"]
+    if low is not None and high is not None:
+        left, right = "(" if meta["low_open"] else "[", ")" if meta["high_open"] else "]"
+        return f"{noun} in {left}{low:g}, {high:g}{right}"
+    if low is not None:
+        return f"{noun} {'>' if meta['low_open'] else '≥'} {low:g}"
+    return noun
+
+
+def _check(field: dataclasses.Field, value: Any) -> None:
+    meta = field.metadata
+    bad = False
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"run config: {key_of(field.name)} must be finite, got {value}.")
+    if meta["choices"] and value not in meta["choices"]:
+        bad = True
+    if meta["low"] is not None and (value < meta["low"] or
+                                    (meta["low_open"] and value == meta["low"])):
+        bad = True
+    if meta["high"] is not None and (value > meta["high"] or
+                                     (meta["high_open"] and value == meta["high"])):
+        bad = True
+    if bad:
+        raise ConfigError(f"run config: {key_of(field.name)} = {value!r} is invalid; use "
+                          f"{expected(field)}.")
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
@@ -299,10 +337,10 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     elif kind is str:
         ok = isinstance(value, str)
     if not ok:
-        expected = {bool: "true or false", int: "an integer", float: "a number",
-                    str: "a string"}[kind]
+        noun = {bool: "true or false", int: "an integer", float: "a number",
+                str: "a string"}[kind]
         raise ConfigError(
-            f"run config: {_key(name)} must be {expected} (like {default!r}), got "
+            f"run config: {key_of(name)} must be {noun} (like {default!r}), got "
             f"{value!r} ({type(value).__name__})."
         )
     return value

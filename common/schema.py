@@ -183,7 +183,8 @@ class Schema:
                 favourable=str(raw["favourable"]),
             )
         except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise DataError(f"malformed schema JSON ({exc!r}); expected Schema.to_json()'s output.") from exc
+            raise DataError(f"malformed schema JSON ({exc!r}); expected Schema.to_json()'s "
+                            "output.") from exc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,7 +323,8 @@ def binarise(
     if not matches.any():
         raise DataError(
             VALUE_ABSENT.format(
-                which=which, value=positive, role=role, column=column, values=uniques[:10], flag=flag
+                which=which, value=positive, role=role, column=column, values=uniques[:10],
+                flag=flag
             )
         )
     if len(uniques) > 2:

@@ -18,14 +18,16 @@ from __future__ import annotations
 import logging
 import time
 
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from common import comm, mlp
+from common import comm, mlp, protocol
 from common.errors import ReplyError
 from common.run_config import RunConfig
-from common.schema import Schema
-from server.evaluation import evaluate_on_clients, model_record, scaling_config, wait_for_nodes
+from server.evaluation import (
+    evaluate_on_clients,
+    wait_for_nodes,
+)
 from server.result import FederationResult
 from server.strategy.fairfed import FairFed
 from server.traffic import CountingGrid
@@ -33,7 +35,7 @@ from server.validation import Rejection, client_failure
 
 logger = logging.getLogger(__name__)
 
-MOMENTS = f"{MessageType.QUERY}.{comm.MOMENTS_ACTION}"
+MOMENTS = f"{MessageType.QUERY}.{protocol.MOMENTS_ACTION}"
 
 
 def pooled_scaling(grid: CountingGrid, nodes: list[int], config: RunConfig):
@@ -46,11 +48,10 @@ def pooled_scaling(grid: CountingGrid, nodes: list[int], config: RunConfig):
         try:
             if m.has_error():
                 raise ReplyError(client_failure(m))
-            metrics = m.content.metric_records[comm.METRICS]
-            schemas.append(Schema.from_json(m.content.config_records[comm.META]["schema"]))
-            parts.append({"n": metrics["n"], "sum": list(metrics["sum"]),
-                          "sumsq": list(metrics["sumsq"])})
-        except (ReplyError, KeyError) as exc:
+            moments, schema = protocol.read_moments(m.content)
+            schemas.append(schema)
+            parts.append(moments)
+        except ReplyError as exc:
             rejected.append(Rejection(node, MOMENTS, str(exc)))
     if len(parts) < config.min_clients:
         reasons = "; ".join(f"node {r.node_id}: {r.reason}" for r in rejected) or "none"
@@ -67,8 +68,8 @@ def make_strategy(config: RunConfig) -> FedAvg:
     """Flower's FedAvg, or FairFed, as configured (every node trains every round)."""
     common = {"fraction_train": 1.0, "fraction_evaluate": 0.0,
               "min_train_nodes": config.min_clients, "min_available_nodes": config.min_clients,
-              "weighted_by_key": comm.NUM_EXAMPLES, "arrayrecord_key": comm.MODEL,
-              "configrecord_key": comm.CONFIG}
+              "weighted_by_key": protocol.NUM_EXAMPLES, "arrayrecord_key": protocol.MODEL,
+              "configrecord_key": protocol.CONFIG}
     if config.strategy == "fairfed":
         return FairFed(beta=config.fairfed_beta, measure=config.measure,
                        reweigh=config.fairfed_reweigh, **common)
@@ -83,9 +84,9 @@ def run_baseline(grid: CountingGrid, config: RunConfig) -> FederationResult:
     n_inputs = encoder.n_z + 2
     initial = mlp.init_params(n_inputs, config.network_hidden, seed=config.seed)
     strategy = make_strategy(config)
-    outcome = strategy.start(grid=grid, initial_arrays=model_record(initial),
+    outcome = strategy.start(grid=grid, initial_arrays=protocol.model_record(initial),
                              num_rounds=config.rounds, timeout=config.timeout,
-                             train_config=ConfigRecord(dict(scaling_config(encoder))))
+                             train_config=protocol.scaling_record(encoder))
     params = {k: v.numpy() for k, v in outcome.arrays.items()}
     metrics, per_node, eval_rejected = evaluate_on_clients(
         grid, node_ids=nodes, params=params, encoder=encoder, timeout=config.timeout)

@@ -1,8 +1,8 @@
 """Sending a model to the clients once and pooling their test statistics.
 
 Every client evaluates the model on its own test split and replies with group statistics
-(:func:`common.comm.group_counts`); the server adds them up, so the metrics are those of the
-model on the union of all clients' test rows (:func:`common.comm.report_from_counts`).
+(:func:`common.metrics.group_counts`); the server adds them up, so the metrics are those of the
+model on the union of all clients' test rows (:func:`common.metrics.report_from_counts`).
 """
 
 from __future__ import annotations
@@ -12,27 +12,21 @@ import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
-from common import comm
+from common import protocol
 from common.encoding import Encoder
 from common.errors import ReplyError
+from common.metrics import (
+    COUNT_KEYS,
+    check_counts,
+    pool,
+    report_from_counts,
+)
 from server.validation import Rejection, client_failure
 
 logger = logging.getLogger(__name__)
-
-
-def model_record(params: Mapping[str, np.ndarray]) -> ArrayRecord:
-    """Model parameters as an ``ArrayRecord`` of float64 arrays (names kept)."""
-    return ArrayRecord({k: Array(np.ascontiguousarray(v, dtype=np.float64))
-                        for k, v in params.items()})
-
-
-def scaling_config(encoder: Encoder) -> ConfigRecord:
-    """The feature scaling that travels with a model (continuous means and stds)."""
-    return ConfigRecord({"encoder-mean": [float(v) for v in encoder.mean],
-                         "encoder-std": [float(v) for v in encoder.std]})
 
 
 def wait_for_nodes(grid: Grid, minimum: int, *, timeout: float, poll: float = 0.2) -> list[int]:
@@ -57,10 +51,8 @@ def evaluate_on_clients(
     timeout: float,
 ) -> tuple[dict[str, float], list[dict], list[Rejection]]:
     """Broadcast the model once; returns the pooled report, per-node counts, rejections."""
-    model = model_record(params)
-    scaling = scaling_config(encoder)
-    messages = [Message(RecordDict({comm.MODEL: model, comm.CONFIG: scaling}),
-                        dst_node_id=node, message_type=MessageType.EVALUATE)
+    content = protocol.model_content(params, encoder)
+    messages = [Message(content, dst_node_id=node, message_type=MessageType.EVALUATE)
                 for node in node_ids]
     replies = list(grid.send_and_receive(messages, timeout=timeout))
     rejected, per_node = [], []
@@ -72,9 +64,7 @@ def evaluate_on_clients(
         try:
             if m.has_error():
                 raise ReplyError(client_failure(m))
-            if comm.METRICS not in m.content.metric_records:
-                raise ReplyError(f"the reply has no MetricRecord {comm.METRICS!r}.")
-            counts = comm.check_counts(m.content.metric_records[comm.METRICS])
+            counts = check_counts(protocol.reply_metrics(m.content))
             per_node.append({"node_id": node, **counts})
         except ReplyError as exc:
             rejected.append(Rejection(node, "evaluate", str(exc)))
@@ -84,6 +74,6 @@ def evaluate_on_clients(
         raise ReplyError("no client returned valid evaluation statistics; see the log.")
     # Summed in a canonical order (by value), so floating-point sums do not depend on the
     # order in which replies arrived.
-    ordered = sorted(per_node, key=lambda c: tuple(c[k] for k in comm.COUNT_KEYS))
-    report = comm.report_from_counts(comm.pool(ordered))
+    ordered = sorted(per_node, key=lambda c: tuple(c[k] for k in COUNT_KEYS))
+    report = report_from_counts(pool(ordered))
     return report, per_node, rejected

@@ -22,9 +22,9 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import Message, MessageType
 
-from common import comm, mlp
+from common import comm, mlp, protocol
 from common.encoding import Encoder
 from common.global_model import fit_global_model
 from common.run_config import RunConfig
@@ -59,11 +59,10 @@ def run_oneshot(grid: CountingGrid, config: RunConfig) -> FederationResult:
     nodes = wait_for_nodes(grid, config.min_clients, timeout=config.timeout)
     logger.info("one-shot: querying %d node(s)", len(nodes))
     expected = expected_schema(config)
-    ask = {"max-rows": config.max_rows}
-    if expected is not None:  # a client whose schema has this digest need not send it
-        ask[comm.SCHEMA_DIGEST] = expected.digest()
-    query = [Message(RecordDict({comm.CONFIG: ConfigRecord(ask)}),
-                     dst_node_id=node, message_type=MessageType.QUERY) for node in nodes]
+    # A client whose schema has the expected digest need not send it.
+    ask = protocol.query_content(max_rows=config.max_rows,
+                                 schema_digest=expected.digest() if expected else "")
+    query = [Message(ask, dst_node_id=node, message_type=MessageType.QUERY) for node in nodes]
     replies = list(grid.send_and_receive(query, timeout=config.timeout))
     releases, rejected = accept_releases(replies, queried=nodes, max_rows=config.max_rows,
                                          min_clients=config.min_clients, expected=expected)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
-import numpy as np
-
 from common.comm import BYTES_PER_NUMBER, Exchange, totals
+from common.jsonio import write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,18 +93,40 @@ class FederationResult:
         return out
 
     def save(self, path: str | Path) -> Path:
-        """Write :meth:`as_dict` as JSON (atomically: a temp file renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.as_dict(), indent=2, default=_jsonable) + "\n")
-        tmp.replace(path)
-        return path
+        """Write :meth:`as_dict` as JSON (atomically)."""
+        return write_json(path, self.as_dict())
 
+    def summary_lines(self) -> list[str]:
+        """A short human-readable summary: metrics, traffic, each node's release and privacy,
+        and the nodes that failed."""
+        m, t, f = self.metrics, self.traffic, self.formula_check()
+        lines = [
+            f"{self.strategy} ({self.model}, d = {self.params}): accuracy "
+            f"{100 * m['accuracy']:.2f} % (balanced {m['balanced_accuracy']:.3f}, P(ŷ=1) "
+            f"{m['positive_rate']:.3f}), |SPD| {m['spd']:.4f}, |EOD| {m['eod']:.4f} on "
+            f"{int(m['n'])} pooled test rows",
+            f"{self.rounds} round(s) before evaluation; bytes up {t['bytes_up']:,}, down "
+            f"{t['bytes_down']:,}; formula {f['formula_bytes']:,} B vs measured "
+            f"{f['measured_bytes']:,} B (ratio {f['ratio_bytes']:.3f}) in the messages it "
+            f"counts ({', '.join(f'{p} {d}' for p, d in self.covered)})",
+        ]
+        return lines + self.node_lines()
 
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
+    def node_lines(self) -> list[str]:
+        """Each node's release and privacy, then the nodes that failed, one line each."""
+        lines = []
+        for c in self.clients:
+            if "privacy" in c:
+                p = c["privacy"]
+                eps = "-" if p.get("epsilon") is None else f"{p['epsilon']:g}"
+                delta = "-" if p.get("delta") is None else f"{p['delta']:.3g}"
+                lines.append(f"node {c['node_id']}: {c['rows']} rows released, order "
+                             f"{p.get('order')}, ε = {eps}, δ = {delta}; covers "
+                             f"{p.get('covers')}")
+        for r in self.rejected:
+            lines.append(f"node {r['node_id']} skipped ({r['phase']}): {r['reason']}")
+        failed = sorted({r["node_id"] for r in self.rejected})
+        if failed:
+            lines.append(f"{len(failed)} node(s) failed or were rejected: "
+                         f"{', '.join(str(n) for n in failed)}")
+        return lines

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from flwr.app import Message
 
-from common import comm, datasets
+from common import datasets, protocol
 from common.errors import DataError, ReplyError
 from common.run_config import RunConfig
 from common.schema import Schema, TabularData
@@ -91,10 +91,10 @@ def expected_schema(config: RunConfig) -> Schema | None:
 def declared_schema(message: Message, expected: Schema | None = None) -> Schema:
     """The schema a reply declares: its ``schema`` JSON, or ``expected`` named by digest."""
     content = message.content
-    if comm.META not in content.config_records:
-        raise ReplyError(f"the reply has no ConfigRecord {comm.META!r} naming its schema.")
-    meta = content.config_records[comm.META]
-    text, digest = meta.get(comm.SCHEMA), meta.get(comm.SCHEMA_DIGEST)
+    if protocol.META not in content.config_records:
+        raise ReplyError(f"the reply has no ConfigRecord {protocol.META!r} naming its schema.")
+    meta = content.config_records[protocol.META]
+    text, digest = meta.get(protocol.SCHEMA), meta.get(protocol.SCHEMA_DIGEST)
     if isinstance(text, str):
         try:
             schema = Schema.from_json(text)
@@ -149,12 +149,12 @@ def parse_release(message: Message, *, max_rows: int, schema: Schema | None = No
                          f"{schema.difference(declared)}.")
     schema = declared
     records = content.array_records
-    if comm.ROWS not in records or len(records[comm.ROWS]) != 1:
+    if protocol.ROWS not in records or len(records[protocol.ROWS]) != 1:
         raise ReplyError(
-            f"expected one ArrayRecord {comm.ROWS!r} holding one array, got records "
+            f"expected one ArrayRecord {protocol.ROWS!r} holding one array, got records "
             f"{sorted(records)}."
         )
-    array = next(iter(records[comm.ROWS].values()))
+    array = next(iter(records[protocol.ROWS].values()))
     q = len(schema.features) + 2
     if np.dtype(array.dtype) != np.float64:
         raise ReplyError(f"the rows have dtype {array.dtype}; expected float64.")
@@ -179,15 +179,15 @@ def parse_release(message: Message, *, max_rows: int, schema: Schema | None = No
     except DataError as exc:
         raise ReplyError(str(exc)) from exc
     check_public_ranges(data)
-    meta = content.config_records[comm.META]
+    meta = content.config_records[protocol.META]
     try:
-        privacy = json.loads(meta.get(comm.PRIVACY, "{}"))
+        privacy = json.loads(meta.get(protocol.PRIVACY, "{}"))
     except (TypeError, json.JSONDecodeError) as exc:
         raise ReplyError(f"the privacy report is not JSON ({exc}).") from exc
     if not isinstance(privacy, dict):
         raise ReplyError("the privacy report is not a JSON object.")
     metric_records = content.metric_records
-    metrics = dict(metric_records[comm.METRICS]) if comm.METRICS in metric_records else {}
+    metrics = dict(metric_records[protocol.METRICS]) if protocol.METRICS in metric_records else {}
     logger.debug("node %d released %d rows", node, n)
     digest = hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
     return Release(node_id=node, data=data, privacy=privacy, metrics=metrics, digest=digest)

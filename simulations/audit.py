@@ -16,41 +16,53 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from clients.pipeline import PipelineConfig, Stage2Config, run_pipeline
+from clients.pipeline import pipeline_config, run_pipeline
 from common.audit import membership_audit
+from common.errors import ConfigError
+from common.jsonio import write_json
 from simulations import options
-from simulations.results import mean_over_seeds, write_json
+from simulations.results import mean_over_seeds
 
 logger = logging.getLogger(__name__)
+
+#: The audit's grid: its settings and their default values.
+GRID = {"seed": [0, 1, 2], "order": ["fair-then-private", "private-then-fair"],
+        "epsilon": [0.5, 1.0, 4.0]}
 
 
 def register(sub) -> None:
     parser = sub.add_parser("audit", help="membership-inference AUC of released rows")
-    options.add_data_arguments(parser)
-    options.add_stage1_arguments(parser, sweep=False)
-    parser.add_argument("--epsilon", nargs="+", type=float, default=[0.5, 1.0, 4.0])
-    parser.add_argument("--orders", nargs="+", default=["fair-then-private", "private-then-fair"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--queries", type=int, default=1000, help="members (= non-members) attacked")
-    parser.add_argument("--out", type=Path, default=Path("runs/audit"))
+    parser.add_argument("--clients", type=int, default=2,
+                        help="number of clients K (≥ 2: client 0 is audited, client 1 supplies "
+                             "the attacker's reference rows; default: 2)")
+    options.add_settings(parser, ("data", "stage 1", "stage 2"), grid=GRID,
+                         skip=("synthesizer", "stage2_fraction"))
+    parser.add_argument("--queries", type=int, default=1000,
+                        help="members (= non-members) attacked (default: 1000)")
+    options.add_out(parser, Path("runs/audit"))
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     if args.clients < 2:
-        args.clients = 2  # one client is audited, another supplies the attacker's reference
+        raise ConfigError(f"--clients must be ≥ 2 for an audit, got {args.clients}: client 0 "
+                          "is audited and client 1 supplies the attacker's reference rows.")
+    if args.queries < 1:
+        raise ConfigError(f"--queries must be ≥ 1, got {args.queries}.")
+    base, points = options.sweep_points(args, list(GRID))
+    for point in points:
+        pipeline_config(base.replace(**point)).stage2.check_options()
     records = []
-    for seed in args.seeds:
-        data = options.load_data(args, seed=seed)
-        splits = options.split_clients(data, args, seed)
+    for seed in options.grid_values(args, "seed"):
+        config = base.replace(seed=seed)
+        splits = options.client_splits(config, args.clients)
         target, reference = splits[0], splits[1].train
-        stage1 = options.stage1_config(args, measure=args.measure, rho=args.rho, seed=seed)
         sources = [("real", None), ("fair-only", None)]
-        sources += [(order, eps) for order in args.orders for eps in args.epsilon]
+        sources += [(order, eps) for order in options.grid_values(args, "order")
+                    for eps in options.grid_values(args, "epsilon")]
         for order, eps in sources:
-            config = PipelineConfig(order=order, stage1=stage1,
-                                    stage2=Stage2Config(epsilon=eps if eps is not None else 1.0))
-            released = run_pipeline(target.train, config, seed=seed).rows
+            point = config.replace(order=order, epsilon=eps if eps is not None else 1.0)
+            released = run_pipeline(target.train, pipeline_config(point), seed=seed).rows
             result = membership_audit(released, target.train, target.test, reference,
                                       max_queries=args.queries, seed=seed)
             record = {"source": order, "epsilon": eps, "seed": seed, **result.as_dict()}
@@ -58,12 +70,10 @@ def run(args) -> int:
             records.append(record)
     summary = mean_over_seeds(records, ["source", "epsilon"], ["dcr_auc", "density_auc"])
     write_json(args.out / "audit.json", {"records": records, "summary": summary,
-                                         "args": {k: str(v) for k, v in vars(args).items()
-                                                  if k != "func"}})
+                                         "args": options.args_record(args)})
     print(f"{'released rows':20} {'ε':>5} {'DCR AUC':>8} {'density AUC':>11}")
     for r in summary:
         eps = "-" if r["epsilon"] is None else f"{r['epsilon']:g}"
         print(f"{r['source']:20} {eps:>5} {r['dcr_auc']:8.3f} {r['density_auc']:11.3f}")
     print(f"wrote {args.out / 'audit.json'}")
     return 0
-

@@ -27,8 +27,8 @@ import threading
 import time
 from pathlib import Path
 
+from common.jsonio import write_json
 from simulations import processes
-from simulations.results import write_json
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -2,7 +2,8 @@
 
 Run as a script so that the thread settings apply before numpy loads::
 
-    FAIRSYNTH_DATA_DIR=../shared/data python -m simulations.bench_stage1 [--out results/bench_stage1.json]
+    FAIRSYNTH_DATA_DIR=../shared/data python -m simulations.bench_stage1 \
+        [--out results/bench_stage1.json]
 
 Both variants run the same loop (same inner Newton solver, same Adam, T = 300) and differ only
 in how ``∇_r F`` is computed: the closed form of :mod:`clients.stage1`, or torch autograd
@@ -28,7 +29,7 @@ import torch  # noqa: E402
 
 from clients import stage1  # noqa: E402
 from common import datasets, partition  # noqa: E402
-from simulations.results import write_json  # noqa: E402
+from common.jsonio import write_json  # noqa: E402
 
 
 class AutogradHypergradient:

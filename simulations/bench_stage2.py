@@ -42,8 +42,8 @@ from clients.dp_generators import make_generator  # noqa: E402
 from clients.stage1 import FairDistiller, Stage1Config  # noqa: E402
 from common import datasets, partition  # noqa: E402
 from common.global_model import fit_global_model  # noqa: E402
+from common.jsonio import write_json  # noqa: E402
 from common.quality import quality_report  # noqa: E402
-from simulations.results import write_json  # noqa: E402
 
 TARGET_SECONDS = 10.0
 
@@ -94,7 +94,7 @@ def utility(inputs, rows, test) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir")
-    parser.add_argument("--dataset", default="law_school", choices=["law_school", "adult"],
+    parser.add_argument("--dataset", default="law_school", choices=datasets.fetchable(),
                         help="Law School (race), or Adult (sex) for a wider table")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", nargs="+", type=int, default=[1],
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("results/bench_stage2.json"))
     args = parser.parse_args(argv)
 
-    data = datasets.load(args.dataset, root=args.data_dir,
-                         sensitive="sex" if args.dataset == "adult" else None)
+    data = datasets.load(args.dataset, root=args.data_dir)  # its default sensitive column
     client = partition.federated_split(data, clients=2, seed=0)[0]
     real = client.train
     stage1_rows = FairDistiller(Stage1Config(measure="sp", rho=10.0), progress=False).fit(real).data

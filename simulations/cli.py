@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "simulations.compare",
     "simulations.audit",
     "simulations.deploy",
+    "simulations.settings_command",
 ]
 
 

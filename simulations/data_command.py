@@ -9,9 +9,11 @@ def register(sub) -> None:
     parser = sub.add_parser("data", help="manage datasets")
     data_sub = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     fetch = data_sub.add_parser("fetch", help="download a public dataset and check its digest")
-    fetch.add_argument("name", choices=sorted(datasets.SOURCES))
-    fetch.add_argument("--data-dir", help=f"target folder (default: ${datasets.DATA_ENV} or the user cache)")
-    fetch.add_argument("--base-url", help="fetch from this folder URL instead (e.g. a file:// mirror)")
+    fetch.add_argument("name", choices=datasets.fetchable())
+    fetch.add_argument("--data-dir",
+                       help=f"target folder (default: ${datasets.DATA_ENV} or the user cache)")
+    fetch.add_argument("--base-url",
+                       help="fetch from this folder URL instead (e.g. a file:// mirror)")
     fetch.set_defaults(func=_fetch)
 
 

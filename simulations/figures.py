@@ -1,4 +1,5 @@
-"""Figures in the style of the paper's Figures 2 and 3: metrics against ρ on a log axis."""
+"""Figures: metrics against ρ on a log axis (the paper's Figures 2 and 3) and the comparison's
+accuracy, traffic and model-size plots (``fairsynth compare``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from common import comm  # noqa: E402
+
 
 def panels(measure: str) -> list[tuple[str, str]]:
     """(key, title) of each panel; the covariance and correlation are the measure's own."""
@@ -33,7 +38,8 @@ def plot_rho_sweep(summary: Sequence[dict], *, measure: str, path: Path,
     curves: dict[str, list[dict]] = {}
     for r in rows:
         if r["rho"] > 0:
-            curves.setdefault(str(r.get(curve_key, "syn_1")) if curve_key else "syn_1", []).append(r)
+            name = str(r.get(curve_key, "syn_1")) if curve_key else "syn_1"
+            curves.setdefault(name, []).append(r)
     for ax, (key, label) in zip(axes, shown):
         for name, pts in curves.items():
             pts = sorted(pts, key=lambda r: r["rho"])
@@ -50,6 +56,106 @@ def plot_rho_sweep(summary: Sequence[dict], *, measure: str, path: Path,
     fig.suptitle(title or f"{measure.upper()} penalty: metrics against ρ (mean ± sd over seeds)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _style(label: str) -> dict:
+    colours = {"fedavg": "tab:blue", "fairfed": "tab:orange"}
+    if label.startswith("oneshot"):
+        return {"color": "tab:green" if label.endswith("100%") else "tab:olive", "marker": "o"}
+    return {"color": colours.get(label, "tab:gray"), "marker": "s"}
+
+
+def plot_accuracy_vs_spd(summary: list[dict], records: list[dict], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    for s in summary:
+        if s["model"] != "logistic":
+            continue
+        st = _style(s["label"])
+        pts = [r for r in records if r["label"] == s["label"] and r["model"] == "logistic"]
+        ax.scatter([r["spd"] for r in pts], [100 * r["accuracy"] for r in pts], alpha=0.3,
+                   s=14, color=st["color"])
+        ax.errorbar(s["spd"], 100 * s["accuracy"], xerr=s["spd_std"],
+                    yerr=100 * s["accuracy_std"], label=s["label"], capsize=3, **st)
+    ax.set_xlabel("|SPD| (pooled test rows)")
+    ax.set_ylabel("accuracy %")
+    ax.set_title("accuracy against |SPD| (mean ± sd; seeds faint)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_bytes_vs_rounds(records: list[dict], path: Path) -> Path:
+    """Cumulative bytes (both directions) after each exchange, first seed of each run."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    seen = set()
+    for r in records:
+        key = (r["label"], r["model"])
+        if key in seen:
+            continue
+        seen.add(key)
+        total = np.cumsum([e["bytes_up"] + e["bytes_down"] for e in r["exchanges"]])
+        st = _style(r["label"])
+        ax.plot(np.arange(1, len(total) + 1), total,
+                linestyle="-" if r["model"] == "logistic" else "--", color=st["color"],
+                marker=st["marker"], markersize=4,
+                label=f"{r['label']} ({r['model']}, d = {r['params']:,})")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_yscale("log")
+    ax.set_xlabel("exchange (server ↔ all clients), final evaluation included")
+    ax.set_ylabel("cumulative bytes, both directions")
+    ax.set_title("measured traffic against rounds")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_bytes_vs_model_size(records: list[dict], crossovers: list[dict], path: Path, *,
+                             rounds: int) -> Path:
+    """Measured total bytes against ``d``, the formula lines and the crossover ``d*``."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    d_values = np.logspace(0.5, 6.5, 200)
+    fedavg = [r for r in records if r["strategy"] == "fedavg"]
+    if fedavg:
+        k = fedavg[0]["clients"]
+        ax.plot(d_values, comm.BYTES_PER_NUMBER * comm.fedavg_numbers(clients=k, rounds=rounds,
+                                                                      params=1) * d_values,
+                color="tab:blue", linewidth=1, label=f"formula FedAvg: 8·2KRd (R = {rounds})")
+    for c in crossovers:
+        rs = [r for r in records if r["label"] == c["label"]]
+        k = rs[0]["clients"]
+        line = comm.BYTES_PER_NUMBER * k * (c["rows_per_client"] * c["columns"] + d_values)
+        st = _style(c["label"])
+        ax.plot(d_values, line, color=st["color"], linewidth=1,
+                label=f"formula {c['label']}: 8·K(Ñ₂q + d)")
+        ax.axvline(c["d_star"], color=st["color"], linestyle=":", linewidth=1)
+        ax.text(c["d_star"] * 1.1, 0.03, f"d* ≈ {c['d_star']:,.0f} ({c['label']})",
+                transform=ax.get_xaxis_transform(), rotation=90, fontsize=7,
+                color=st["color"], va="bottom")
+    for label in sorted({r["label"] for r in records}):
+        pts = [r for r in records if r["label"] == label]
+        st = _style(label)
+        ax.scatter([r["params"] for r in pts], [r["bytes_total"] for r in pts], zorder=3,
+                   edgecolor="k", linewidth=0.5, label=f"measured {label}", **st)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("model parameters d (logistic: 12, MLP: 107,201 on Law School)")
+    ax.set_ylabel("total bytes, both directions")
+    ax.set_title("bytes against model size: one-shot wins right of d*")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6.5, loc="upper left")
+    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -1,84 +1,232 @@
-"""Command-line options shared by the experiment commands, and their conversion to configs."""
+"""Command-line flags, generated from the one declaration of every setting.
+
+Each command names the settings groups it takes (:data:`common.run_config.GROUPS`); every
+setting of those groups becomes a flag ``--key`` with the declared type, choices, default and
+help, so that a new setting needs no edit here. A sweep command passes ``grid``: those
+settings take several values (``--rho 0 10 100``) and the command's own default grid.
+
+Flags that the user did not give are absent from the parsed namespace
+(``argparse.SUPPRESS``), so :func:`run_config` builds the :class:`RunConfig` from the
+declaration's defaults plus what was given, and :func:`given` tells the two apart.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
-from clients.stage1 import MEASURES, Stage1Config
 from common import datasets, partition
 from common.errors import ConfigError
+from common.partition import ClientSplit
+from common.run_config import GROUPS, RunConfig, expected, key_of, settings
 from common.schema import TabularData
 
-
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("data")
-    g.add_argument("--dataset", default="law_school", choices=datasets.DATASETS,
-                   help="named dataset (default: law_school); ignored with --csv")
-    g.add_argument("--data-dir", help=f"data folder (default: ${datasets.DATA_ENV}, else the user cache)")
-    g.add_argument("--sensitive", help="sensitive column (Adult: sex or race; required with --csv)")
-    g.add_argument("--csv", help="your own CSV file instead of --dataset")
-    g.add_argument("--privileged", help="with --csv: the privileged value of --sensitive")
-    g.add_argument("--label", help="with --csv: the label column")
-    g.add_argument("--favourable", help="with --csv: the favourable label value")
-    g.add_argument("--drop", nargs="*", default=[], help="with --csv: columns to ignore")
-    g.add_argument("--categorical", nargs="*", default=[], help="with --csv: categorical columns")
-    g = parser.add_argument_group("federation")
-    g.add_argument("--clients", type=int, default=2, help="number of clients K (default: 2)")
-    g.add_argument("--partition", default="iid", choices=partition.PARTITIONS,
-                   help="how rows are split among clients (default: iid)")
-    g.add_argument("--alpha", type=float, default=0.5, help="Dirichlet α over the sensitive attribute")
-    g.add_argument("--partition-column", help="with --partition column: the natural column")
+#: Runtime flags that are not run settings: how many clients a simulation has.
+CLIENTS_HELP = "number of clients K (default: 2)"
 
 
-def load_data(args: argparse.Namespace, seed: int = 0) -> TabularData:
-    if args.csv:
-        # --privileged/--favourable may be left out: the loader then names the column's values.
-        needed = {"--sensitive": args.sensitive, "--label": args.label}
-        missing = [k for k, v in needed.items() if v is None]
-        if missing:
-            raise ConfigError(f"--csv needs {' '.join(missing)} as well (the sensitive and the "
-                              "label column).")
-        return datasets.load_csv(args.csv, sensitive=args.sensitive, privileged=args.privileged,
-                                 label=args.label, favourable=args.favourable, drop=args.drop,
-                                 categorical=args.categorical)
-    return datasets.load(args.dataset, root=args.data_dir, sensitive=args.sensitive, seed=seed)
+def add_settings(parser: argparse.ArgumentParser, groups: Iterable[str] = GROUPS, *,
+                 grid: Mapping[str, Sequence[Any]] | None = None,
+                 include: Iterable[str] = (), skip: Iterable[str] = ()) -> None:
+    """Add a flag for every setting of ``groups`` and every setting named in ``include`` or
+    ``grid`` (names in ``skip`` left out).
+
+    ``grid`` maps setting names to a sweep's default values; those flags take one or more
+    values. Settings keep the declaration's default; the flag is absent from the namespace
+    unless given.
+    """
+    grid = dict(grid or {})
+    groups, skip, include = list(groups), set(skip), set(include) | set(grid)
+    unknown = set(grid) - {f.name for f in settings()}
+    if unknown:
+        raise ValueError(f"grid names unknown settings {sorted(unknown)}")
+    arg_groups: dict[str, argparse._ArgumentGroup] = {}
+    for field in settings():
+        meta = field.metadata
+        if (meta["group"] not in groups and field.name not in include) or field.name in skip:
+            continue
+        group = arg_groups.get(meta["group"])
+        if group is None:
+            group = arg_groups[meta["group"]] = parser.add_argument_group(meta["group"])
+        flags = [f"--{key_of(field.name)}"]
+        if field.name in grid:
+            flags += list(meta["aliases"])
+        kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS}
+        kind = type(field.default)
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+            default = field.default
+        else:
+            kwargs["type"] = kind
+            if meta["choices"]:
+                kwargs["choices"] = meta["choices"]
+            default = field.default
+        if field.name in grid:
+            kwargs["nargs"] = "+"
+            kwargs["default"] = list(grid[field.name])
+            default = " ".join(f"{v:g}" if isinstance(v, float) else str(v)
+                               for v in grid[field.name])
+        shown = f"{default!r}" if isinstance(default, str) and field.name not in grid else default
+        kwargs["help"] = f"{meta['help']} (default: {shown})"
+        if kind is not bool and not meta["choices"]:
+            kwargs["metavar"] = {int: "N", float: "X", str: "TEXT"}[kind]
+        group.add_argument(*flags, **kwargs)
 
 
-def split_clients(data: TabularData, args: argparse.Namespace, seed: int
-                  ) -> list[partition.ClientSplit]:
-    return partition.federated_split(data, clients=args.clients, method=args.partition, seed=seed,
-                                     alpha=args.alpha, column=args.partition_column)
+def add_clients(parser: argparse.ArgumentParser) -> None:
+    """``--clients K``: a runtime flag (the number of simulated nodes), not a run setting."""
+    parser.add_argument("--clients", type=int, default=2, help=CLIENTS_HELP)
 
 
-def add_stage1_arguments(parser: argparse.ArgumentParser, *, sweep: bool) -> None:
-    g = parser.add_argument_group("stage 1 (fair distillation)")
-    g.add_argument("--measure", nargs="+" if sweep else None, default=["sp"] if sweep else "sp",
-                   choices=MEASURES, help="fairness measure(s): sp or eo")
-    if sweep:
-        g.add_argument("--rho", nargs="+", type=float, default=[0, 10, 100, 1000, 10000],
-                       help="penalty weights; 0 is the real-data baseline (no stage 1)")
-        g.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+def add_fault(parser: argparse.ArgumentParser) -> None:
+    """``--inject-fault K:KIND[@PHASE]`` (testing the federation's handling of failures)."""
+    parser.add_argument("--inject-fault", action="append", default=[], metavar="K:KIND[@PHASE]",
+                        help="make the client of partition K fail on purpose (testing): KIND "
+                             "raise, hang or die; PHASE query (default), train or evaluate; "
+                             "repeatable")
+
+
+def min_clients_default(args: argparse.Namespace) -> dict[str, int]:
+    """A simulation keeps a run only if every client replies, unless ``--min-clients`` says
+    otherwise."""
+    return {} if "min_clients" in vars(args) else {"min_clients": args.clients}
+
+
+def given(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line (field name → value)."""
+    names = {f.name for f in settings()}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def run_config(args: argparse.Namespace, **overrides: Any) -> RunConfig:
+    """The :class:`RunConfig` of the flags given (grid settings excluded: pass one value of
+    each as ``overrides``); raises ConfigError naming the flag."""
+    values = {k: v for k, v in given(args).items() if not isinstance(v, list)}
+    values.update(overrides)
+    try:
+        return RunConfig.from_mapping(None, **values)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("run config: ", "", 1)) from exc
+
+
+def grid_values(args: argparse.Namespace, name: str) -> list[Any]:
+    """The values of grid setting ``name`` (a list even when one was given)."""
+    value = getattr(args, name)
+    return list(value) if isinstance(value, list) else [value]
+
+
+def sweep_points(args: argparse.Namespace, names: Sequence[str]
+                 ) -> tuple[RunConfig, list[dict[str, Any]]]:
+    """A sweep's base configuration and its grid: every combination of the values of the grid
+    settings ``names`` (in that nesting order), each validated before any work starts."""
+    base = run_config(args)
+    points = [dict(zip(names, values))
+              for values in itertools.product(*(grid_values(args, n) for n in names))]
+    for point in points:
+        try:
+            base.replace(**point)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("run config: ", "", 1)) from exc
+    return base, points
+
+
+def client_splits(config: RunConfig, clients: int) -> list[ClientSplit]:
+    """The federation's train/test splits of the dataset that ``config`` names."""
+    return split_clients(load_data(config), config, clients)
+
+
+def check_measures(base: RunConfig, points: list[dict], clients: int) -> None:
+    """Before a sweep does any work: the first seed's data, split among the clients, checked
+    against every fairness measure of the grid (so nothing is half-written)."""
+    splits = client_splits(base.replace(seed=points[0]["seed"]), clients)
+    for measure in sorted({p["measure"] for p in points}):
+        splits[0].train.check_measure(measure)
+
+
+def add_out(parser: argparse.ArgumentParser, default: Path | None = None) -> None:
+    """``--out DIR``: where a command writes its results."""
+    if default is None:
+        parser.add_argument("--out", type=Path, required=True, help="output folder")
     else:
-        g.add_argument("--rho", type=float, default=10.0, help="penalty weight ρ")
-        g.add_argument("--seed", type=int, default=0)
-    d = Stage1Config()
-    g.add_argument("--tolerance", type=float, default=None, help="τ: penalise only |Cov| > τ")
-    g.add_argument("--lam-in", type=float, default=d.lam_in, help="inner L2 strength")
-    g.add_argument("--lam-out", type=float, default=d.lam_out, help="outer regulariser on z̃")
-    g.add_argument("--lr", type=float, default=d.lr, help="Adam step size")
-    g.add_argument("--iterations", type=int, default=d.iterations, help="outer iterations T")
-    g.add_argument("--stage1-fraction", type=float, default=d.fraction, help="Ñ/N")
-    g.add_argument("--solver", default=d.solver, choices=["newton", "lbfgs"], help="inner solver")
-    g.add_argument("--anchor", default=d.anchor, choices=["init", "zero"],
-                   help="centre of the outer regulariser: the initial rows (default) or 0 "
-                        "(METHOD.md's ‖z̃‖²)")
-    g.add_argument("--no-keep-moments", dest="keep_moments", action="store_false",
-                   help="let stage 1 change each column's mean and spread (METHOD.md's form)")
-    g.add_argument("--lam-server", type=float, default=1.0, help="server model's L2 strength")
+        parser.add_argument("--out", type=Path, default=default,
+                            help=f"output folder (default: {default})")
 
 
-def stage1_config(args: argparse.Namespace, *, measure: str, rho: float, seed: int) -> Stage1Config:
-    return Stage1Config(measure=measure, rho=rho, tolerance=args.tolerance, lam_in=args.lam_in,
-                        lam_out=args.lam_out, lr=args.lr, iterations=args.iterations,
-                        fraction=args.stage1_fraction, solver=args.solver,
-                        anchor=args.anchor, keep_moments=args.keep_moments, seed=seed)
+def args_record(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed command line as JSON-ready values (for results files)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+            if k != "func"}
+
+
+def check_clients(clients: int) -> None:
+    if clients < 1:
+        raise ConfigError(f"--clients must be ≥ 1, got {clients}: a federation needs at "
+                          "least one client.")
+
+
+def load_data(config: RunConfig) -> TabularData:
+    """The whole dataset that ``config`` names (a named dataset or your own CSV)."""
+    if config.csv:
+        missing = [f"--{k}" for k in ("sensitive", "label") if not getattr(config, k)]
+        if missing:
+            raise ConfigError(f"--csv needs {' '.join(missing)} as well (the sensitive and "
+                              "the label column).")
+        names = config.name_list
+        return datasets.load_csv(config.csv, sensitive=config.sensitive,
+                                 privileged=config.privileged or None, label=config.label,
+                                 favourable=config.favourable or None, drop=names["drop"],
+                                 categorical=names["categorical"])
+    return datasets.load(config.dataset, root=config.data_dir or None,
+                         sensitive=config.sensitive or None, seed=config.seed)
+
+
+def split_clients(data: TabularData, config: RunConfig, clients: int) -> list[ClientSplit]:
+    """The federation's split of ``data`` into ``clients`` train/test splits."""
+    return partition.federated_split(data, clients=clients, method=config.partition,
+                                     seed=config.seed, alpha=config.alpha,
+                                     column=config.partition_column or None,
+                                     test_fraction=config.test_fraction)
+
+
+def describe(config: RunConfig) -> dict[str, Any]:
+    """The settings that differ from the declaration's defaults (for results files)."""
+    default = RunConfig()
+    return {key_of(f.name): getattr(config, f.name) for f in dataclasses.fields(config)
+            if getattr(config, f.name) != getattr(default, f.name)}
+
+
+def settings_markdown() -> str:
+    """``docs/configuration.md``: every setting, by group, from the declaration."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Every tunable of a run, generated from its one declaration in "
+        "`common/run_config.py` by `fairsynth settings --markdown` (a test keeps this page "
+        "current). Each key is a run-config key (`flwr run . --run-config \"key=value\"`, "
+        "`[tool.flwr.app.config]` in `pyproject.toml`) and a command-line flag `--key` of "
+        "the commands that take its group.",
+        "",
+    ]
+    for group in GROUPS:
+        lines += [f"## {group[0].upper()}{group[1:]}", "", "| key | default | valid | meaning |",
+                  "|---|---|---|---|"]
+        for field in settings():
+            if field.metadata["group"] != group:
+                continue
+            default = json_value(field.default)
+            lines.append(f"| `{key_of(field.name)}` | `{default}` | {expected(field)} | "
+                         f"{field.metadata['help']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def json_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return f"{value!r}"

@@ -1,29 +1,62 @@
-"""The processes below this one, read from ``/proc`` (Linux).
+"""Processes read from ``/proc`` (Linux): the project's one process-table reader.
 
 The in-process simulation starts Ray, whose raylet starts the ClientApp workers: they are
-descendants of the command's process. :mod:`simulations.simulate` finds the workers still busy
-after the server finished; :mod:`simulations.bench_federation` sums their memory.
+descendants of the command's process. :mod:`simulations.engine` finds the workers still busy
+after the server finished; :mod:`simulations.bench_federation` sums their memory. The
+deployment (:mod:`simulations.deployment.supervisor`) starts each component as the leader of
+its own process group and finds what is left of those groups when it stops them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 PROC = Path("/proc")
 
 
+@dataclasses.dataclass(frozen=True)
+class Stat:
+    """The fields of ``/proc/PID/stat`` that the project reads."""
+
+    pid: int
+    command: str  # the kernel's name of the program (``comm``), at most 15 characters
+    state: str  # R, S, D, Z (zombie), T, …
+    ppid: int
+    pgrp: int
+
+    @property
+    def zombie(self) -> bool:
+        return self.state == "Z"
+
+
+def stat(pid: int) -> Stat | None:
+    """``pid``'s :class:`Stat`; ``None`` if it has ended."""
+    try:
+        text = (PROC / str(pid) / "stat").read_text()
+        # "pid (comm) state ppid pgrp …" — comm may hold spaces: split after the last ")".
+        state, ppid, pgrp = text[text.rindex(")") + 2:].split()[:3]
+        return Stat(pid, text[text.index("(") + 1: text.rindex(")")], state, int(ppid),
+                    int(pgrp))
+    except (OSError, ValueError):
+        return None  # the process ended while we looked
+
+
+def every_process() -> Iterator[Stat]:
+    """The :class:`Stat` of every process (zombies included) at the time each is read."""
+    for entry in PROC.iterdir():
+        if entry.name.isdigit():
+            found = stat(int(entry.name))
+            if found is not None:
+                yield found
+
+
 def children_by_parent() -> dict[int, list[int]]:
     """Every live process's PID, grouped under its parent's PID."""
     tree: dict[int, list[int]] = {}
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            # "pid (comm) state ppid …" — comm may hold spaces: split after the last ")".
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # the process ended while we looked
-        tree.setdefault(ppid, []).append(int(entry.name))
+    for proc in every_process():
+        tree.setdefault(proc.ppid, []).append(proc.pid)
     return tree
 
 
@@ -36,6 +69,19 @@ def descendants(root: int) -> list[int]:
         found.append(pid)
         todo += tree.get(pid, [])
     return sorted(found)
+
+
+def process_group_members(pgids: set[int]) -> dict[int, str]:
+    """Live processes (not zombies) whose process group is in ``pgids``: ``{pid: command}``."""
+    return {proc.pid: proc.command for proc in every_process()
+            if proc.pgrp in pgids and not proc.zombie}
+
+
+def pid_alive(pid: int, *, groups: set[int] | None = None) -> bool:
+    """True if ``pid`` exists, is not a zombie and (if ``groups`` is given) belongs to one of
+    those process groups — PIDs are reused, so a PID seen earlier is checked by its group."""
+    proc = stat(pid)
+    return proc is not None and not proc.zombie and (groups is None or proc.pgrp in groups)
 
 
 def title(pid: int) -> str:

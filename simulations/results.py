@@ -1,31 +1,12 @@
-"""Records of experiment runs: writing ``results.json`` and averaging over seeds."""
+"""Records of experiment runs: averaging over seeds."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
-
-
-def write_json(path: Path, payload) -> Path:
-    """Write ``payload`` atomically (a temp file renamed into place: never half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
 def mean_over_seeds(records: Iterable[dict], keys: Sequence[str],

@@ -9,81 +9,68 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
+from clients.pipeline import pipeline_config
 from clients.stage1 import FairDistiller
 from common.global_model import fit_global_model
+from common.jsonio import write_json
 from common.schema import concat
 from simulations import options
 from simulations.figures import plot_rho_sweep
-from simulations.results import mean_over_seeds, write_json
+from simulations.results import mean_over_seeds
 
 logger = logging.getLogger(__name__)
 
 METRICS = ["accuracy", "spd", "eod", "cov", "corr", "cov_eo", "corr_eo", "dpr", "eor",
-           "balanced_accuracy",
-           "positive_rate", "seconds"]
+           "balanced_accuracy", "positive_rate", "seconds"]
+#: The sweep's grid: its settings (outermost first) and their default values.
+GRID = {"seed": [0, 1, 2], "measure": ["sp"], "rho": [0, 10, 100, 1000, 10000]}
 
 
 def register(sub) -> None:
     parser = sub.add_parser("stage1-sweep", help="stage 1 over a grid of ρ (paper Figs. 2/3)")
-    options.add_data_arguments(parser)
-    options.add_stage1_arguments(parser, sweep=True)
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    options.add_clients(parser)
+    options.add_settings(parser, ("data", "stage 1"), grid=GRID, include=("lam_server",),
+                         skip=("synthesizer", "order"))
+    options.add_out(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    check(args)
-    records = sweep(args)
+    base, points = options.sweep_points(args, list(GRID))
+    options.check_measures(base, points, args.clients)
+    records = sweep(base, points, args.clients)
     summary = mean_over_seeds(records, ["measure", "rho"], METRICS)
     write_json(args.out / "results.json", {"records": records, "summary": summary,
-                                           "args": _args_dict(args)})
-    for measure in args.measure:
+                                           "args": options.args_record(args)})
+    for measure in options.grid_values(args, "measure"):
         plot_rho_sweep(summary, measure=measure, path=args.out / f"stage1_{measure}.png")
     _print_table(summary)
     print(f"wrote {args.out / 'results.json'}")
     return 0
 
 
-def check(args) -> None:
-    """Every setting of the sweep, validated before any work (nothing is half-written)."""
-    for measure in args.measure:
-        for rho in args.rho:
-            options.stage1_config(args, measure=measure, rho=rho, seed=0)
-    data = options.load_data(args, seed=args.seeds[0])
-    for measure in args.measure:
-        data.check_measure(measure)
-    options.split_clients(data, args, args.seeds[0])
-
-
-def sweep(args) -> list[dict]:
-    records = []
-    for seed in args.seeds:
-        data = options.load_data(args, seed=seed)
-        splits = options.split_clients(data, args, seed)
-        test = concat([s.test for s in splits])
-        for measure in args.measure:
-            for rho in args.rho:
-                start = time.perf_counter()
-                if rho == 0:
-                    parts = [s.train for s in splits]
-                else:
-                    parts = [
-                        FairDistiller(options.stage1_config(args, measure=measure, rho=rho,
-                                                            seed=seed + 1000 * k)).fit(s.train).data
-                        for k, s in enumerate(splits)
-                    ]
-                model = fit_global_model(parts, lam=args.lam_server)
-                record = {"measure": measure, "rho": rho, "seed": seed, **model.evaluate(test),
-                          "seconds": time.perf_counter() - start}
-                logger.info("%s", record)
-                records.append(record)
+def sweep(base, points: list[dict], clients: int) -> list[dict]:
+    """One record per grid point: the server's model on the union of the clients' stage-1
+    rows (the real rows at ρ = 0), evaluated on the pooled test rows."""
+    records, splits, seed = [], None, None
+    for point in points:
+        if point["seed"] != seed:
+            seed = point["seed"]
+            splits = options.client_splits(base.replace(seed=seed), clients)
+            test = concat([s.test for s in splits])
+        start = time.perf_counter()
+        if point["rho"] == 0:
+            parts = [s.train for s in splits]
+        else:
+            parts = [FairDistiller(pipeline_config(
+                base.replace(**{**point, "seed": seed + 1000 * k})).stage1).fit(s.train).data
+                for k, s in enumerate(splits)]
+        model = fit_global_model(parts, lam=base.lam_server)
+        record = {**point, **model.evaluate(test), "seconds": time.perf_counter() - start}
+        logger.info("%s", record)
+        records.append(record)
     return records
-
-
-def _args_dict(args) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
 
 
 def _print_table(summary: list[dict]) -> None:

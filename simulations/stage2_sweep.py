@@ -15,75 +15,64 @@ so every order reduces to the DP generator on the real rows: those records have 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
-from clients.dp_generators import GENERATORS
-from clients.pipeline import PipelineConfig, Stage2Config, run_pipeline_fractions
+from clients.pipeline import pipeline_config, run_pipeline_fractions
 from common.errors import ConfigError
 from common.global_model import fit_global_model
+from common.jsonio import write_json
 from common.quality import column_distances, quality_report
 from common.schema import TabularData, concat
-from simulations import options, stage1_sweep
+from simulations import options
 from simulations.figures import plot_rho_sweep
-from simulations.results import mean_over_seeds, write_json
+from simulations.results import mean_over_seeds
 
 logger = logging.getLogger(__name__)
 
 #: Orders a sweep can run (``real`` is its baseline record, always written).
 SWEEP_ORDERS = ("fair-then-private", "private-then-fair", "private-only", "fair-only")
 METRICS = ["accuracy", "spd", "eod", "cov", "corr", "cov_eo", "corr_eo", "dpr", "eor",
-           "balanced_accuracy",
-           "positive_rate", "seconds", "epsilon_spent",
+           "balanced_accuracy", "positive_rate", "seconds", "epsilon_spent",
            "ks_mean", "tvd_mean", "cell_tvd", "tstr_accuracy", "gen_ks_mean", "gen_tvd_mean"]
 KEYS = ["order", "measure", "rho", "epsilon", "fraction", "curve"]
+#: The sweep's grid: its settings (outermost first) and their default values. The release
+#: fractions are not a loop: every fraction is a sample of one fit.
+GRID = {"seed": [0, 1, 2], "epsilon": [1.0], "measure": ["sp"],
+        "rho": [0, 10, 100, 1000, 10000], "order": ["fair-then-private", "private-then-fair"]}
 
 
 def register(sub) -> None:
     parser = sub.add_parser("stage2-sweep",
                             help="stage 1 + DP stage 2 over a grid of ρ (paper Figs. 2/3)")
-    options.add_data_arguments(parser)
-    options.add_stage1_arguments(parser, sweep=True)
-    g = parser.add_argument_group("stage 2 (DP generator)")
-    g.add_argument("--order", nargs="+", default=["fair-then-private", "private-then-fair"],
-                   choices=SWEEP_ORDERS,
-                   help="pipeline order(s); private-only ignores ρ and runs once, at ρ = 0")
-    g.add_argument("--epsilon", nargs="+", type=float, default=[1.0], help="privacy budget(s) ε")
-    g.add_argument("--delta", type=float, default=None, help="δ (default: 1/(N·√N))")
-    g.add_argument("--fraction", nargs="+", type=float, default=[1.0, 0.1],
-                   help="released rows Ñ₂/N (paper: 1.0 and 0.1)")
-    g.add_argument("--generator", default="dp-ctgan", choices=sorted(GENERATORS),
-                   help="DP generator")
-    g.add_argument("--generator-options", default="{}",
-                   help='generator options as JSON, e.g. \'{"epochs": 5}\'')
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    options.add_clients(parser)
+    options.add_settings(parser, ("data", "stage 1", "stage 2"),
+                         grid={**GRID, "stage2_fraction": [1.0, 0.1]}, include=("lam_server",),
+                         skip=("synthesizer",))
+    options.add_out(parser)
     parser.set_defaults(func=run)
 
 
-def _stage2_config(args, epsilon: float) -> Stage2Config:
-    try:
-        opts = json.loads(args.generator_options)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--generator-options is not valid JSON ({exc}).") from exc
-    if not isinstance(opts, dict):
-        raise ConfigError("--generator-options must be a JSON object, e.g. '{\"epochs\": 5}'.")
-    return Stage2Config(epsilon=epsilon, delta=args.delta, generator=args.generator, options=opts)
-
-
 def run(args) -> int:
-    for f in args.fraction:
-        Stage2Config(fraction=f)  # validates before any work
-    for eps in args.epsilon:
-        _stage2_config(args, eps).check_options()
-    stage1_sweep.check(args)
-    records = sweep(args)
+    base, points = options.sweep_points(args, list(GRID))
+    fractions = options.grid_values(args, "stage2_fraction")
+    orders = options.grid_values(args, "order")
+    wrong = sorted(set(orders) - set(SWEEP_ORDERS))
+    if wrong:
+        raise ConfigError(f"--order {' '.join(wrong)}: a sweep runs {list(SWEEP_ORDERS)} (the "
+                          "real-data baseline is always recorded).")
+    for fraction in fractions:
+        base.replace(stage2_fraction=fraction)
+    for point in points:
+        pipeline_config(base.replace(**point)).stage2.check_options()
+    options.check_measures(base, points, args.clients)
+    records = sweep(base, args, fractions)
     summary = mean_over_seeds(records, KEYS, METRICS)
     write_json(args.out / "results.json", {"records": records, "summary": summary,
-                                           "args": _args_dict(args)})
+                                           "args": options.args_record(args)})
     for path in plot(summary, args):
         print(f"wrote {path}")
     print_table(summary)
@@ -122,52 +111,52 @@ def _fidelity(inputs: list[TabularData], outputs: list[TabularData]) -> dict:
     return {"gen_ks_mean": float(np.mean(ks)), "gen_tvd_mean": float(np.mean(tv))}
 
 
-def sweep(args) -> list[dict]:
+def sweep(base, args, fractions: list[float]) -> list[dict]:
     records = []
-    for seed in args.seeds:
-        data = options.load_data(args, seed=seed)
-        splits = options.split_clients(data, args, seed)
+    grid = {name: options.grid_values(args, name) for name in GRID}
+    for seed in grid["seed"]:
+        config = base.replace(seed=seed)
+        splits = options.client_splits(config, args.clients)
         test = concat([s.test for s in splits])
         trains = [s.train for s in splits]
-        base = {"seed": seed, "epsilon": None, "epsilon_spent": None}
-        for measure in args.measure:
-            records.append({**base, "order": "real", "measure": measure, "rho": 0.0,
+        fixed = {"seed": seed, "epsilon": None, "epsilon_spent": None}
+        for measure in grid["measure"]:
+            records.append({**fixed, "order": "real", "measure": measure, "rho": 0.0,
                             "fraction": 1.0, "curve": "real",
-                            **_evaluate(trains, test, args.lam_server), "seconds": 0.0})
-        for eps in args.epsilon:
-            stage2 = _stage2_config(args, eps)
-            for measure in args.measure:
-                for rho in args.rho:
+                            **_evaluate(trains, test, base.lam_server), "seconds": 0.0})
+        for eps in grid["epsilon"]:
+            for measure in grid["measure"]:
+                for rho in grid["rho"]:
                     orders = (["private-only"] if rho == 0 else
-                              [o for o in args.order if o != "private-only"])
+                              [o for o in grid["order"] if o != "private-only"])
                     for order in orders:
-                        records += _one(args, splits, test, seed, measure, rho, order, stage2)
+                        point = config.replace(epsilon=eps, measure=measure, rho=rho,
+                                               order=order)
+                        records += _one(point, splits, test, fractions)
     return records
 
 
-def _one(args, splits, test, seed: int, measure: str, rho: float, order: str,
-         stage2: Stage2Config) -> list[dict]:
+def _one(config, splits, test, fractions: list[float]) -> list[dict]:
     """Records of one (seed, measure, ρ, order, ε): syn_1 (if any) and syn_2 per fraction."""
     start = time.perf_counter()
     per_client = []
     for k, s in enumerate(splits):
-        cfg = PipelineConfig(order=order, stage2=stage2,
-                             stage1=options.stage1_config(args, measure=measure, rho=rho,
-                                                          seed=seed + 1000 * k))
-        per_client.append(run_pipeline_fractions(s.train, cfg, args.fraction,
-                                                 seed=seed + 1000 * k))
+        seed = config.seed + 1000 * k
+        per_client.append(run_pipeline_fractions(
+            s.train, pipeline_config(config.replace(seed=seed)), fractions, seed=seed))
     elapsed = (time.perf_counter() - start) / len(splits)
-    common = {"order": order, "measure": measure, "rho": float(rho), "seed": seed,
-              "epsilon": stage2.epsilon}
+    order, lam = config.order, config.lam_server
+    common = {"order": order, "measure": config.measure, "rho": float(config.rho),
+              "seed": config.seed, "epsilon": config.epsilon}
     out = []
     if order == "fair-then-private":
         stage1 = [results[0].intermediate["stage1"] for results in per_client]
         out.append({**common, "fraction": 1.0, "curve": "syn_1", "epsilon": None,
-                    "epsilon_spent": None, **_evaluate(stage1, test, args.lam_server),
-                    **_quality(splits, stage1, args.lam_server),
+                    "epsilon_spent": None, **_evaluate(stage1, test, lam),
+                    **_quality(splits, stage1, lam),
                     "seconds": float(np.mean([r[0].seconds.get("stage1", 0.0)
                                               for r in per_client]))})
-    for i, fraction in enumerate(args.fraction):
+    for i, fraction in enumerate(fractions):
         released = [results[i].rows for results in per_client]
         if order == "fair-then-private":
             inputs, outputs = [r[i].intermediate["stage1"] for r in per_client], released
@@ -178,8 +167,7 @@ def _one(args, splits, test, seed: int, measure: str, rho: float, order: str,
             inputs, outputs = [s.train for s in splits], released
         record = {**common, "fraction": fraction, "curve": _curve(fraction),
                   "epsilon_spent": _spent([r[i].privacy.epsilon for r in per_client]),
-                  **_evaluate(released, test, args.lam_server),
-                  **_quality(splits, released, args.lam_server),
+                  **_evaluate(released, test, lam), **_quality(splits, released, lam),
                   **_fidelity(inputs, outputs), "seconds": elapsed}
         logger.info("%s", record)
         out.append(record)
@@ -195,9 +183,9 @@ def plot(summary: list[dict], args) -> list[Path]:
     """One figure per (order, ε, measure): syn_1 and the syn_2 curves against ρ."""
     paths = []
     baseline = [r for r in summary if r["curve"] == "real"]
-    for order in args.order:
-        for eps in args.epsilon:
-            for measure in args.measure:
+    for order in options.grid_values(args, "order"):
+        for eps in options.grid_values(args, "epsilon"):
+            for measure in options.grid_values(args, "measure"):
                 rows = [r for r in summary if r["order"] == order and r["epsilon"] in (eps, None)
                         and r["measure"] == measure and r["rho"] > 0]
                 rows += [{**r, "order": order} for r in baseline if r["measure"] == measure]
@@ -236,8 +224,4 @@ def print_table(summary: list[dict]) -> None:
 
 def _curve_order(curve: str) -> tuple:
     return (curve != "real", curve != "syn_1", -len(curve), curve)
-
-
-def _args_dict(args) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
 

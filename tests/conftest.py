@@ -17,7 +17,8 @@ def data_dir() -> Path:
     """The folder with the public datasets; tests that need it skip loudly without it."""
     value = os.environ.get(datasets.DATA_ENV)
     if not value or not (Path(value) / "law_school_clean.csv").is_file():
-        pytest.skip(f"set {datasets.DATA_ENV} to a folder with law_school_clean.csv (../shared/data)")
+        pytest.skip(f"set {datasets.DATA_ENV} to a folder with law_school_clean.csv "
+                    "(../shared/data)")
     return Path(value).resolve()
 
 

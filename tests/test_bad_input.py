@@ -21,11 +21,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 
 from clients.client_app import load_split, read_client_file
 from clients.faults import Fault
-from common import comm, datasets
+from common import datasets, protocol
 from common.errors import FairsynthError
 from common.run_config import RunConfig
 from common.schema import Schema
@@ -120,9 +128,10 @@ def reply(rows: np.ndarray | None = None, *, schema: Schema = TOY.schema, node: 
     """A one-shot reply as the ClientApp lays it out, with ``rows`` in place of the toy's."""
     rows = TOY.to_array() if rows is None else rows
     content = RecordDict({
-        comm.ROWS: ArrayRecord({comm.ROWS: Array(rows)}),
-        comm.META: ConfigRecord(meta or {comm.SCHEMA: schema.to_json(), comm.PRIVACY: "{}"}),
-        comm.METRICS: MetricRecord({comm.NUM_EXAMPLES: len(rows)}),
+        protocol.ROWS: ArrayRecord({protocol.ROWS: Array(rows)}),
+        protocol.META: ConfigRecord(
+            meta or {protocol.SCHEMA: schema.to_json(), protocol.PRIVACY: "{}"}),
+        protocol.METRICS: MetricRecord({protocol.NUM_EXAMPLES: len(rows)}),
     })
     return Message(content, reply_to=request(node))
 
@@ -240,7 +249,7 @@ CASES: dict[str, Callable[[Path], str]] = {
     "reply-schema-mismatch": lambda t: rejected(
         reply(schema=datasets.synthetic_schema(5))),
     "reply-schema-digest-unknown": lambda t: rejected(
-        reply(meta={comm.SCHEMA_DIGEST: "0" * 64, comm.PRIVACY: "{}"})),
+        reply(meta={protocol.SCHEMA_DIGEST: "0" * 64, protocol.PRIVACY: "{}"})),
     "reply-schemas-without-majority": lambda t: raised(_no_majority),
 }
 

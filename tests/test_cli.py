@@ -1,4 +1,4 @@
-"""The ``fairsynth`` command line: sweeps write their files; user errors exit 2 without traceback."""
+"""The ``fairsynth`` command line: sweeps write their files; user errors exit 2, no traceback."""
 
 from __future__ import annotations
 
@@ -31,8 +31,10 @@ def test_stage1_sweep_writes_results_and_figure(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["stage1-sweep", "--dataset", "synthetic", "--rho", "-1", "--seeds", "0"], "rho must be"),
-    (["stage1-sweep", "--dataset", "synthetic", "--clients", "1000", "--seeds", "0"], "cannot give"),
+    (["stage1-sweep", "--dataset", "synthetic", "--rho", "-1", "--seeds", "0"],
+     "rho = -1.0 is invalid"),
+    (["stage1-sweep", "--dataset", "synthetic", "--clients", "1000", "--seeds", "0"],
+     "cannot give"),
     (["stage1-sweep", "--csv", "nowhere.csv", "--sensitive", "a", "--privileged", "1",
       "--label", "b", "--favourable", "1"], "does not exist"),
     (["stage1-sweep", "--csv", "x.csv"], "--csv needs"),

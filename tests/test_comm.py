@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fairlearn.metrics import demographic_parity_difference, equal_opportunity_difference
+from fairlearn.metrics import (
+    demographic_parity_difference,
+    equal_opportunity_difference,
+)
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.serde import message_from_proto, message_to_proto
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common import comm
+from common import comm, protocol
 from common.datasets import make_synthetic
 from common.encoding import Encoder
 from common.errors import ReplyError
-from common.metrics import fairness_report
+from common.metrics import (
+    check_counts,
+    fairness_report,
+    group_counts,
+    pool,
+    report_from_counts,
+)
 from common.schema import concat
 from server.traffic import CountingGrid, message_bytes, payload_bytes
 
@@ -25,9 +34,9 @@ pytestmark = pytest.mark.usefixtures("task_identity")
 
 def rows_message(n: int, q: int = 12, node: int = 7) -> Message:
     rows = np.random.default_rng(n).normal(size=(n, q))
-    content = RecordDict({comm.ROWS: ArrayRecord({comm.ROWS: Array(rows)}),
-                          comm.META: ConfigRecord({"schema": "{}"}),
-                          comm.METRICS: MetricRecord({comm.NUM_EXAMPLES: n})})
+    content = RecordDict({protocol.ROWS: ArrayRecord({protocol.ROWS: Array(rows)}),
+                          protocol.META: ConfigRecord({"schema": "{}"}),
+                          protocol.METRICS: MetricRecord({protocol.NUM_EXAMPLES: n})})
     return Message(content, dst_node_id=node, message_type="query")
 
 
@@ -62,8 +71,8 @@ def test_counted_bytes_equal_the_serialised_messages():
     assert exchange.payload_up == 2 * 8 * 12 * 1000
     # What was counted is what arrives: the serialised message decodes to the same rows.
     back = message_from_proto(message_to_proto(replies[0]))
-    np.testing.assert_array_equal(back.content[comm.ROWS][comm.ROWS].numpy(),
-                                  replies[0].content[comm.ROWS][comm.ROWS].numpy())
+    np.testing.assert_array_equal(back.content[protocol.ROWS][protocol.ROWS].numpy(),
+                                  replies[0].content[protocol.ROWS][protocol.ROWS].numpy())
     # An empty exchange (FedAvg's evaluation when it is off) is not recorded.
     assert grid.send_and_receive([]) == [] and len(grid.exchanges) == 1
 
@@ -87,8 +96,8 @@ def test_pooled_statistics_give_the_metrics_of_the_union(clients, seed):
     parts = [data.subset(idx) for idx in np.split(rng.permutation(300), cuts)]
     w = rng.normal(size=len(data.schema.features) + 2)
     encoder = Encoder.fit(data)
-    stats = [comm.group_counts(p.y, encoder.design(p) @ w, sensitive=p.s) for p in parts]
-    pooled = comm.report_from_counts(comm.pool(stats))
+    stats = [group_counts(p.y, encoder.design(p) @ w, sensitive=p.s) for p in parts]
+    pooled = report_from_counts(pool(stats))
     union = concat(parts)
     d = encoder.design(union) @ w
     truth = fairness_report(union.y, (d > 0).astype(int), sensitive=union.s, decision=d)
@@ -103,16 +112,16 @@ def test_pooled_statistics_give_the_metrics_of_the_union(clients, seed):
 
 
 def test_counts_reject_impossible_statistics():
-    good = comm.group_counts(np.array([1, 0, 1]), np.array([0.5, -1.0, 2.0]),
+    good = group_counts(np.array([1, 0, 1]), np.array([0.5, -1.0, 2.0]),
                              sensitive=np.array([1, 0, 0]))
-    assert comm.check_counts(good) == good
+    assert check_counts(good) == good
     for change, message in [({"n": 4.0}, "inconsistent"), ({"tp-s0": 9.0}, "inconsistent"),
                             ({"correct": -1.0}, "non-negative"),
                             ({"sum-d": float("nan")}, "non-finite")]:
         with pytest.raises(ReplyError, match=message):
-            comm.check_counts({**good, **change})
+            check_counts({**good, **change})
     with pytest.raises(ReplyError, match="lack"):
-        comm.check_counts({"n": 1.0})
+        check_counts({"n": 1.0})
 
 
 def test_pooled_moments_equal_the_scaler_fitted_on_the_union():

@@ -11,7 +11,7 @@ import pytest
 from common import datasets, partition
 from common.encoding import Encoder
 from common.errors import ConfigError, DataError
-from common.schema import Schema, TabularData, from_frame
+from common.schema import Column, Schema, TabularData, from_frame
 
 
 def test_law_school_schema_and_size(law_school):
@@ -104,7 +104,7 @@ def test_non_binary_sensitive_is_binarised_with_privileged_value(tmp_path, caplo
 
 def test_declared_continuous_column_with_text_is_an_error():
     frame = _frame(a=["1.0", "oops"] * 10)
-    schema = Schema("t", (datasets.Column("a"),), sensitive="grp", privileged="x", label="lab",
+    schema = Schema("t", (Column("a"),), sensitive="grp", privileged="x", label="lab",
                     favourable="1")
     with pytest.raises(DataError, match="non-numeric"):
         from_frame(frame, schema)
@@ -134,7 +134,7 @@ def test_fetch_from_file_url_verifies_digest(tmp_path, data_dir, monkeypatch):
     paths = datasets.fetch("law_school", root=target, base_url=data_dir.as_uri())
     assert [p.name for p in paths] == ["law_school_clean.csv"]
     digest = hashlib.sha256(paths[0].read_bytes()).hexdigest()
-    assert digest == datasets.SOURCES["law_school"]["law_school_clean.csv"][1]
+    assert digest == datasets.get("law_school").sources[0].sha256
     # a corrupted mirror is refused and nothing is left behind
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -187,3 +187,96 @@ def test_dirichlet_skews_group_shares(law_school):
 def test_partition_errors(toy, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         partition.partition(toy, **kwargs)
+
+
+# --------------------------------------------------------------------------- the registry
+
+#: Four rows in Adult's own format: no header, ", " separators, "?" for missing, and (as in
+#: adult.test) labels ending in ".". The second row has a "?" and is dropped.
+ADULT_ROWS = [
+    ("39, State-gov, 77516, Bachelors, 13, Never-married, Adm-clerical, Not-in-family, White, "
+     "Male, 2174, 0, 40, United-States, <=50K"),
+    ("50, ?, 83311, Bachelors, 13, Married-civ-spouse, Exec-managerial, Husband, White, Male, "
+     "0, 0, 13, United-States, <=50K"),
+    ("38, Private, 215646, HS-grad, 9, Divorced, Handlers-cleaners, Not-in-family, Black, "
+     "Female, 0, 0, 40, United-States, >50K."),
+    ("28, Private, 338409, Bachelors, 13, Married-civ-spouse, Prof-specialty, Wife, Black, "
+     "Female, 0, 0, 40, Cuba, <=50K."),
+]
+
+
+def test_registry_names_and_unknown_names_list_the_valid_ones():
+    assert set(datasets.names()) == {"law_school", "adult", "synthetic"} == set(datasets.DATASETS)
+    assert set(datasets.fetchable()) == {"law_school", "adult"}
+    for call in (lambda: datasets.get("adults"), lambda: datasets.load("adults"),
+                 lambda: datasets.public_schema("adults")):
+        with pytest.raises(ConfigError, match="unknown dataset 'adults'") as info:
+            call()
+        assert all(repr(name) in str(info.value) for name in ("law_school", "adult", "synthetic"))
+    with pytest.raises(ConfigError, match="nothing to fetch for 'synthetic'"):
+        datasets.fetch("synthetic")
+
+
+def test_registry_sensitive_columns():
+    adult = datasets.get("adult")
+    assert adult.schema().sensitive == "sex" and adult.schema("race").sensitive == "race"
+    assert adult.schema("race").privileged == "White"
+    assert datasets.get("law_school").schema() == datasets.LAW_SCHOOL
+    with pytest.raises(ConfigError, match=r"must be one of \['sex', 'race'\], got 'age'"):
+        adult.schema("age")
+    with pytest.raises(ConfigError, match=r"one of \['race'\]"):
+        datasets.load("law_school", sensitive="sex")
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_adult_client_file_in_its_own_format(tmp_path, header):
+    path = tmp_path / "client.csv"
+    lines = [", ".join(datasets.ADULT_COLUMNS)] if header else []
+    path.write_text("\n".join(lines + ADULT_ROWS) + "\n")
+    data = datasets.get("adult").read_client_file(path)
+    assert len(data) == 3  # the row with "?" is dropped
+    assert data.features["age"].tolist() == [39.0, 38.0, 28.0]
+    assert data.features["workclass"].tolist() == ["State-gov", "Private", "Private"]
+    assert data.features["race"].tolist() == ["White", "Black", "Black"]
+    assert data.s.tolist() == [1, 0, 0]  # sex, Male privileged
+    assert data.y.tolist() == [0, 1, 0]  # ">50K." is >50K, "<=50K." is <=50K
+    by_race = datasets.get("adult").read_client_file(path, sensitive="race")
+    assert by_race.s.tolist() == [1, 0, 0] and by_race.features["sex"].tolist()[1] == "Female"
+
+
+def test_adult_whole_dataset_pools_train_and_test_files(tmp_path):
+    (tmp_path / "adult.data").write_text("\n".join(ADULT_ROWS[:2]) + "\n")
+    (tmp_path / "adult.test").write_text("|1x3 Cross validator\n" + "\n".join(ADULT_ROWS[2:]))
+    adult = datasets.get("adult")
+    frame = adult.read_frame(tmp_path)
+    assert list(frame.columns) == list(datasets.ADULT_COLUMNS)
+    assert frame["age"].tolist() == ["39", "38", "28"]  # the "?" row dropped, data then test
+    assert frame["income"].tolist() == ["<=50K", ">50K", "<=50K"]
+    data = datasets.load("adult", root=tmp_path)
+    assert data.y.tolist() == [0, 1, 0] and data.features["age"].tolist() == [39.0, 38.0, 28.0]
+
+
+def test_a_client_file_that_is_not_csv_is_a_data_error(tmp_path):
+    path = tmp_path / "client.csv"
+    path.write_bytes(b"\xff\xfe\x00\x81 not a table \x00" * 50)
+    with pytest.raises(DataError, match="not a readable CSV file of law_school rows"):
+        datasets.get("law_school").read_client_file(path)
+    path.write_text("")
+    with pytest.raises(DataError, match="no rows"):
+        datasets.get("adult").read_client_file(path)
+    with pytest.raises(DataError, match="does not exist"):
+        datasets.get("law_school").read_client_file(tmp_path / "nowhere.csv")
+
+
+def test_every_dataset_reads_its_frame_and_whole_data_alike(data_dir):
+    for name in ("law_school", "synthetic"):
+        dataset = datasets.get(name)
+        frame = dataset.read_frame(data_dir, seed=2)
+        data = dataset.read_full(data_dir, seed=2)
+        assert len(frame) == len(data) and data.schema == dataset.schema()
+        schema = data.schema
+        np.testing.assert_array_equal(data.features[schema.feature_names[0]].to_numpy(),
+                                      frame[schema.feature_names[0]].to_numpy(dtype=float))
+    synthetic = datasets.load("synthetic", seed=2)
+    np.testing.assert_array_equal(synthetic.to_array(),
+                                  datasets.make_synthetic(seed=2).to_array())

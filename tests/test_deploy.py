@@ -20,15 +20,18 @@ import subprocess
 import sys
 import threading
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import tomllib
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
+from cryptography.hazmat.primitives.serialization import (
+    load_ssh_private_key,
+    load_ssh_public_key,
+)
 
 from clients.client_app import load_split, read_client_file
 from common import datasets, partition
@@ -36,6 +39,11 @@ from common.errors import ConfigError, DataError
 from common.run_config import RunConfig
 from simulations import deploy
 from simulations.cli import main
+from simulations.deployment.client_files import split_to_csv
+from simulations.deployment.credentials import SERVICE_FILES, Credentials, generate_credentials
+from simulations.deployment.federation import LocalFederation
+from simulations.deployment.flower_config import CONNECTION, app_dir, parse_overrides, toml_table
+from simulations.processes import pid_alive, process_group_members
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = 3  # docker-compose.yml's SuperNodes
@@ -150,7 +158,7 @@ def test_secure_compose_file_validates_and_wires_tls_auth_and_data(tmp_path):
 
     # Every credential a command names exists in the folder `deploy-certs` makes for that
     # service, and no service sees another's folder or the CA's key.
-    creds = deploy.generate_credentials(tmp_path / "certs", clients=CLIENTS)
+    creds = generate_credentials(tmp_path / "certs", clients=CLIENTS)
     for name, service in services.items():
         for target, source in mounts(service).items():
             if "/deploy/certs/" not in source:
@@ -186,7 +194,7 @@ def test_insecure_override_turns_off_tls_and_needs_no_credentials():
 # --------------------------------------------------------------------------- credentials
 
 
-def tls_handshake(creds: deploy.Credentials, service: str, server_hostname: str) -> None:
+def tls_handshake(creds: Credentials, service: str, server_hostname: str) -> None:
     """Serve ``service``'s certificate on 127.0.0.1 and connect, trusting only the CA."""
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     folder = creds.folder(service)
@@ -214,8 +222,8 @@ def tls_handshake(creds: deploy.Credentials, service: str, server_hostname: str)
 
 
 def test_credentials_pass_a_tls_handshake_for_their_names_only(tmp_path):
-    creds = deploy.generate_credentials(tmp_path, clients=2, hostnames=["fl.example.org",
-                                                                       "10.1.2.3"])
+    creds = generate_credentials(tmp_path, clients=2, hostnames=["fl.example.org",
+                                                                "10.1.2.3"])
     for name in ("superlink", "localhost", "127.0.0.1", "fl.example.org", "10.1.2.3"):
         tls_handshake(creds, "superlink", name)
     for name in ("supernode-2", "localhost", "127.0.0.1"):
@@ -224,22 +232,22 @@ def test_credentials_pass_a_tls_handshake_for_their_names_only(tmp_path):
         tls_handshake(creds, "supernode-2", "superlink")  # a SuperNode cannot pose as it
     with pytest.raises(ssl.SSLCertVerificationError):
         tls_handshake(creds, "superlink", "evil.example.org")
-    other = deploy.generate_credentials(tmp_path / "other", clients=1)
+    other = generate_credentials(tmp_path / "other", clients=1)
     with pytest.raises(ssl.SSLCertVerificationError):  # another federation's CA: no trust
         tls_handshake(_with_ca(creds, other.ca_cert, tmp_path / "mixed"), "superlink",
                       "superlink")
 
 
-def _with_ca(creds: deploy.Credentials, ca_cert: Path, root: Path) -> deploy.Credentials:
+def _with_ca(creds: Credentials, ca_cert: Path, root: Path) -> Credentials:
     """``creds``' SuperLink certificate with a foreign CA as the trust anchor."""
     shutil.copytree(creds.folder("superlink"), root / "superlink")
     (root / "ca").mkdir(parents=True)
     shutil.copy(ca_cert, root / "ca" / "ca.crt")
-    return deploy.Credentials(root, creds.clients)
+    return Credentials(root, creds.clients)
 
 
 def test_supernode_keys_are_flower_readable_pairs_and_secrets_pair_up(tmp_path):
-    creds = deploy.generate_credentials(tmp_path, clients=3)
+    creds = generate_credentials(tmp_path, clients=3)
     publics = set()
     for k in range(1, 4):
         private = load_ssh_private_key(creds.auth_key(k).read_bytes(), None)
@@ -252,30 +260,30 @@ def test_supernode_keys_are_flower_readable_pairs_and_secrets_pair_up(tmp_path):
     pairs = [("superlink", "serverapp"), *((f"supernode-{k}", f"clientapp-{k}")
                                          for k in range(1, 4))]
     secrets = [(creds.folder(a) / "superexec.secret").read_bytes() for a, _ in pairs]
-    for (a, b), secret in zip(pairs, secrets):
+    for (_, b), secret in zip(pairs, secrets):
         copy = creds.folder(b) / "superexec.secret"
         assert copy.read_bytes() == secret and len(secret) == 64
         assert copy.stat().st_mode & 0o77 == 0
     assert len(set(secrets)) == len(pairs)
     assert not (creds.folder("superlink") / "ca.key").exists()
-    assert deploy.Credentials.load(tmp_path, clients=3) == creds
+    assert Credentials.load(tmp_path, clients=3) == creds
 
 
 def test_credentials_refuse_to_overwrite_and_name_what_is_missing(tmp_path):
-    deploy.generate_credentials(tmp_path, clients=1)
+    generate_credentials(tmp_path, clients=1)
     with pytest.raises(ConfigError, match="--force"):
-        deploy.generate_credentials(tmp_path, clients=1)
-    deploy.generate_credentials(tmp_path, clients=1, force=True)
+        generate_credentials(tmp_path, clients=1)
+    generate_credentials(tmp_path, clients=1, force=True)
     with pytest.raises(DataError, match=r"supernode-2.*deploy-certs --out .* --clients 2"):
-        deploy.Credentials.load(tmp_path, clients=2)
+        Credentials.load(tmp_path, clients=2)
     with pytest.raises(ConfigError, match="≥ 1"):
-        deploy.generate_credentials(tmp_path / "x", clients=0)
+        generate_credentials(tmp_path / "x", clients=0)
 
 
 def test_deploy_certs_command(tmp_path, capsys):
     assert main(["deploy-certs", "--out", str(tmp_path), "--clients", "2"]) == 0
     assert "supernode-*/auth.pub" in capsys.readouterr().out
-    deploy.Credentials.load(tmp_path, clients=2)
+    Credentials.load(tmp_path, clients=2)
     assert main(["deploy-certs", "--out", str(tmp_path), "--clients", "2"]) == 2  # no --force
 
 
@@ -289,9 +297,15 @@ def split_args(**kw) -> argparse.Namespace:
     return argparse.Namespace(**{**defaults, **kw})
 
 
+def split_config(args: argparse.Namespace) -> RunConfig:
+    """The run configuration of ``fairsynth deploy-split``'s flags (``clients`` is not one)."""
+    return RunConfig.from_mapping(None, **{k: "" if v is None else v for k, v in vars(args).items()
+                                           if k not in ("clients", "drop", "categorical")})
+
+
 def check_client_files(args: argparse.Namespace, tmp_path: Path) -> dict[Path, int]:
     """Each file, read by the ClientApp, is exactly its partition; together they are all rows."""
-    written = deploy.split_to_csv(args, tmp_path)
+    written = split_to_csv(deploy.client_data(split_config(args), args.clients), tmp_path)
     data = datasets.load(args.dataset, root=args.data_dir, sensitive=args.sensitive,
                          seed=args.seed) if not args.csv else None
     if args.csv:
@@ -347,7 +361,7 @@ def test_synthetic_and_own_csv_client_files(tmp_path):
 
 def test_a_client_with_its_file_and_index_gets_the_simulation_split(tmp_path):
     args = split_args(partition="dirichlet", seed=2)
-    written = list(deploy.split_to_csv(args, tmp_path))
+    written = list(split_to_csv(deploy.client_data(split_config(args), args.clients), tmp_path))
     config = RunConfig.from_mapping({"dataset": "synthetic", "partition": "dirichlet",
                                      "seed": 2})
     simulated = partition.federated_split(datasets.load("synthetic", seed=2), clients=3,
@@ -379,28 +393,28 @@ def test_run_config_file_is_what_flwr_reads(tmp_path):
               "results-path": str(tmp_path / 'a b "quoted".json'),
               "generator-options": '{"epochs": 2}', "delta": 1e-07, "csv": "naïve.csv"}
     path = tmp_path / "overrides.toml"
-    path.write_text(deploy.toml_table(values))
+    path.write_text(toml_table(values))
     assert parse_config_args([str(path)]) == values  # what `flwr run --run-config FILE` reads
     with pytest.raises(ConfigError, match="not a bool, number or string"):
-        deploy.toml_table({"rounds": [1, 2]})
+        toml_table({"rounds": [1, 2]})
 
 
 def test_parse_overrides_reads_toml_values_and_keeps_bare_words():
-    assert deploy.parse_overrides(["iterations=50", "rho=1e3", "fairfed-reweigh=false",
-                                   "order=fair-only", 'csv="a b.csv"']) == {
+    assert parse_overrides(["iterations=50", "rho=1e3", "fairfed-reweigh=false",
+                            "order=fair-only", 'csv="a b.csv"']) == {
         "iterations": 50, "rho": 1000.0, "fairfed-reweigh": False, "order": "fair-only",
         "csv": "a b.csv"}
     with pytest.raises(ConfigError, match="KEY=VALUE"):
-        deploy.parse_overrides(["iterations"])
+        parse_overrides(["iterations"])
 
 
 def test_app_dir_is_this_tree_and_rejects_folders_without_a_flower_app(tmp_path):
-    assert deploy.app_dir(None) == ROOT
+    assert app_dir(None) == ROOT
     with pytest.raises(ConfigError, match="--app"):
-        deploy.app_dir(tmp_path)
+        app_dir(tmp_path)
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
     with pytest.raises(ConfigError, match=r"\[tool.flwr.app\]"):
-        deploy.app_dir(tmp_path)
+        app_dir(tmp_path)
 
 
 # --------------------------------------------------------------------------- shutdown
@@ -415,8 +429,8 @@ time.sleep(120)
 
 
 def test_stop_kills_process_groups_that_ignore_sigterm(tmp_path):
-    fed = deploy.LocalFederation(workdir=tmp_path, credentials=deploy.Credentials(tmp_path, 1),
-                                 data_files=[tmp_path / "client.csv"], grace=1.0)
+    fed = LocalFederation(workdir=tmp_path, credentials=Credentials(tmp_path, 1),
+                          data_files=[tmp_path / "client.csv"], grace=1.0)
     fed.logs.mkdir(parents=True)
     polite = fed.spawn("polite", [sys.executable, "-c", "import time; time.sleep(120)"])
     stubborn = fed.spawn("stubborn", [sys.executable, "-c", STUBBORN])
@@ -424,21 +438,21 @@ def test_stop_kills_process_groups_that_ignore_sigterm(tmp_path):
     while not stubborn.log.read_text().strip() and time.monotonic() < deadline:
         time.sleep(0.05)
     child = int(stubborn.log.read_text().split()[0])
-    assert deploy.pid_alive(child)
-    assert deploy.process_group_members({stubborn.pid}).keys() == {stubborn.pid, child}
+    assert pid_alive(child)
+    assert process_group_members({stubborn.pid}).keys() == {stubborn.pid, child}
     start = time.monotonic()
     assert fed.stop() == []
     assert time.monotonic() - start < 10
     for pid in (polite.pid, stubborn.pid, child):
-        assert not deploy.pid_alive(pid, groups={polite.pid, stubborn.pid})
+        assert not pid_alive(pid, groups={polite.pid, stubborn.pid})
     assert polite.popen.returncode == -signal.SIGTERM
     assert stubborn.popen.returncode == -signal.SIGKILL
     assert child in fed.seen_pids
 
 
 def test_failure_report_names_each_clients_last_error(tmp_path):
-    fed = deploy.LocalFederation(workdir=tmp_path, credentials=deploy.Credentials(tmp_path, 1),
-                                 data_files=[tmp_path / "client.csv"], grace=1.0)
+    fed = LocalFederation(workdir=tmp_path, credentials=Credentials(tmp_path, 1),
+                          data_files=[tmp_path / "client.csv"], grace=1.0)
     fed.logs.mkdir(parents=True)
     fed.flwr_home.mkdir()
     crash = ("import sys; print('INFO: starting'); "
@@ -453,12 +467,12 @@ def test_failure_report_names_each_clients_last_error(tmp_path):
 
 
 def test_credential_folders_hold_exactly_their_files(tmp_path):
-    creds = deploy.generate_credentials(tmp_path, clients=2)
+    creds = generate_credentials(tmp_path, clients=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ca", *creds.services()])
     assert sorted(p.name for p in (tmp_path / "ca").iterdir()) == ["ca.crt", "ca.key"]
     for service in creds.services():
         files = sorted(p.name for p in creds.folder(service).iterdir())
-        assert files == sorted(deploy.SERVICE_FILES[service.split("-")[0]]), service
+        assert files == sorted(SERVICE_FILES[service.split("-")[0]]), service
         assert (creds.folder(service) / "ca.crt").read_bytes() == creds.ca_cert.read_bytes()
 
 
@@ -469,13 +483,13 @@ def test_compose_register_script_and_healthcheck_against_a_real_superlink(tmp_pa
     authentication: fresh keys are registered, a second start accepts them as registered
     before, a malformed key fails the service."""
     services = compose_config("docker-compose.yml")["services"]
-    creds = deploy.generate_credentials(tmp_path / "certs", clients=CLIENTS)
+    creds = generate_credentials(tmp_path / "certs", clients=CLIENTS)
     keys = tmp_path / "keys"
     keys.mkdir()
     for k in range(1, CLIENTS + 1):
         shutil.copy(creds.auth_pub(k), keys / f"supernode-{k}.pub")
-    fed = deploy.LocalFederation(workdir=tmp_path / "work", credentials=creds,
-                                 data_files=[tmp_path / "client.csv"] * CLIENTS)
+    fed = LocalFederation(workdir=tmp_path / "work", credentials=creds,
+                          data_files=[tmp_path / "client.csv"] * CLIENTS)
     try:
         fed.start_superlink()
         host = {"superlink:9091": fed.address, "localhost:9091": fed.address,
@@ -498,7 +512,7 @@ def test_compose_register_script_and_healthcheck_against_a_real_superlink(tmp_pa
         first, second = register(), register()
         assert first.returncode == 0 and first.stdout.count("registered /") == CLIENTS
         assert second.returncode == 0 and second.stdout.count("registered before") == CLIENTS
-        nodes = fed.flwr("supernode", "list", deploy.CONNECTION)["nodes"]
+        nodes = fed.flwr("supernode", "list", CONNECTION)["nodes"]
         assert [n["status"] for n in nodes] == ["registered"] * CLIENTS
         (keys / "zz-malformed.pub").write_text("not a key\n")
         assert register().returncode != 0
@@ -507,8 +521,8 @@ def test_compose_register_script_and_healthcheck_against_a_real_superlink(tmp_pa
 
 
 def test_signals_raise_but_wait_while_a_process_is_being_recorded(tmp_path):
-    fed = deploy.LocalFederation(workdir=tmp_path, credentials=deploy.Credentials(tmp_path, 1),
-                                 data_files=[tmp_path / "client.csv"], grace=1.0)
+    fed = LocalFederation(workdir=tmp_path, credentials=Credentials(tmp_path, 1),
+                          data_files=[tmp_path / "client.csv"], grace=1.0)
     fed.logs.mkdir(parents=True)
     before = signal.getsignal(signal.SIGTERM)
     reached = []

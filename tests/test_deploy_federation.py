@@ -26,8 +26,9 @@ from common.global_model import fit_global_model
 from common.partition import federated_split
 from common.run_config import RunConfig
 from common.schema import concat
-from simulations import deploy
 from simulations.cli import main
+from simulations.deployment.federation import COMPLETED
+from simulations.processes import pid_alive
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +66,7 @@ def test_deployed_oneshot_job_with_tls_and_supernode_authentication(tmp_path, da
     assert refusal["superlink_log"], "the SuperLink did not log the refusal"
 
     run = summary["runs"]["oneshot"]
-    assert run["status"] == deploy.COMPLETED
+    assert run["status"] == COMPLETED
     result = json.loads(Path(run["result_path"]).read_text())
     assert len(result["clients"]) == CLIENTS and not result["rejected"]
 
@@ -91,7 +92,7 @@ def test_deployed_oneshot_job_with_tls_and_supernode_authentication(tmp_path, da
     groups = set(summary["process_groups"])  # 2 + 2K components and the unregistered node
     assert len(groups) == 2 + 2 * CLIENTS + 1 and groups <= set(summary["pids"])
     assert len(summary["pids"]) >= len(groups) + 1 + CLIENTS  # + the ServerApp and ClientApps
-    assert not [p for p in summary["pids"] if deploy.pid_alive(p, groups=groups)]
+    assert not [p for p in summary["pids"] if pid_alive(p, groups=groups)]
 
 
 def flower_processes_under(path: Path) -> list[int]:
@@ -104,7 +105,7 @@ def flower_processes_under(path: Path) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if str(path) in cmdline and deploy.pid_alive(int(entry.name)):
+            if str(path) in cmdline and pid_alive(int(entry.name)):
                 found.append(int(entry.name))
     return found
 
@@ -152,7 +153,7 @@ def test_deployed_oneshot_survives_clients_that_raise_die_and_hang(tmp_path, dat
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     run = summary["runs"]["oneshot"]
-    assert run["status"] == deploy.COMPLETED
+    assert run["status"] == COMPLETED
     assert len(run["clients"]) == 1
     reasons = sorted(r["reason"] for r in run["rejected"] if r["phase"] == "query")
     assert reasons == ["no reply before the timeout", "no reply before the timeout",
@@ -169,4 +170,4 @@ def test_deployed_oneshot_survives_clients_that_raise_die_and_hang(tmp_path, dat
         assert run["metrics"][key] == pytest.approx(want[key], abs=1e-9), key
     assert summary["pids_left"] == []
     groups = set(summary["process_groups"])
-    assert not [p for p in summary["pids"] if deploy.pid_alive(p, groups=groups)]
+    assert not [p for p in summary["pids"] if pid_alive(p, groups=groups)]

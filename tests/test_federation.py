@@ -13,23 +13,22 @@ import logging
 
 import numpy as np
 import pytest
+from federation_helpers import LocalGrid, ray_test
 from flwr.app import Array, ArrayRecord, Error, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.client_app import make_client_app, train_content
-from common import comm, datasets, mlp
+from common import comm, datasets, mlp, protocol
 from common.errors import ReplyError
 from common.global_model import fit_global_model
 from common.partition import federated_split
+from common.protocol import model_record, scaling_record
 from common.run_config import RunConfig
 from common.schema import concat
 from server.baselines import run_baseline
-from server.evaluation import model_record, scaling_config
 from server.oneshot import run_oneshot
 from server.server_app import make_server_app
 from server.traffic import CountingGrid
-
-from federation_helpers import LocalGrid, ray_test
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -40,7 +39,7 @@ RUN = {"dataset": "synthetic", "order": "real", "seed": 3, "min-clients": 2}
 
 def _with_rows(reply: Message, rows: np.ndarray) -> Message:
     """``reply`` with its rows replaced."""
-    reply.content[comm.ROWS] = ArrayRecord({comm.ROWS: Array(rows)})
+    reply.content[protocol.ROWS] = ArrayRecord({protocol.ROWS: Array(rows)})
     return reply
 
 
@@ -52,7 +51,7 @@ def _splits(config: RunConfig, clients: int):
 
 def test_oneshot_queries_each_client_once_and_broadcasts_once():
     config = RunConfig.from_mapping(RUN)
-    local = LocalGrid(make_client_app(config.to_mapping()), 3)
+    local = LocalGrid(make_client_app(config), 3)
     grid = CountingGrid(local)
     result = run_oneshot(grid, config)
 
@@ -103,9 +102,9 @@ def test_a_bad_reply_is_rejected_with_its_reason_and_the_round_completes(tamper,
     def corrupt_first(partition_id, request, reply):
         if partition_id != 0 or request.metadata.message_type != MessageType.QUERY:
             return reply
-        return tamper(request, reply, reply.content[comm.ROWS][comm.ROWS].numpy())
+        return tamper(request, reply, reply.content[protocol.ROWS][protocol.ROWS].numpy())
 
-    local = LocalGrid(make_client_app(config.to_mapping()), 3, tamper=corrupt_first)
+    local = LocalGrid(make_client_app(config), 3, tamper=corrupt_first)
     with caplog.at_level(logging.WARNING, logger="server.validation"):
         result = run_oneshot(CountingGrid(local), config)
     bad = 1000
@@ -125,7 +124,7 @@ def test_a_bad_reply_is_rejected_with_its_reason_and_the_round_completes(tamper,
 
 def test_too_few_valid_replies_fail_the_round_with_every_reason():
     config = RunConfig.from_mapping({**RUN, "min-clients": 3, "max-rows": 10})
-    local = LocalGrid(make_client_app(config.to_mapping()), 3)
+    local = LocalGrid(make_client_app(config), 3)
     with pytest.raises(ReplyError, match="only 0 of 3 clients.*min-clients = 3.*cap of 10"):
         run_oneshot(CountingGrid(local), config)
 
@@ -133,7 +132,7 @@ def test_too_few_valid_replies_fail_the_round_with_every_reason():
 def test_a_failing_pipeline_is_reported_by_every_client():
     config = RunConfig.from_mapping({**RUN, "order": "fair-only", "rho": 10.0,
                                      "stage1-fraction": 0.0001})
-    local = LocalGrid(make_client_app(config.to_mapping()), 2)
+    local = LocalGrid(make_client_app(config), 2)
     with pytest.raises(ReplyError, match="node 1000: the client failed.*non-empty"):
         run_oneshot(CountingGrid(local), config)
 
@@ -142,7 +141,7 @@ def test_fair_only_pipeline_releases_fairer_rows():
     base = RunConfig.from_mapping(RUN)
     fair = RunConfig.from_mapping({**RUN, "order": "fair-only", "rho": 1000.0,
                                    "iterations": 60})
-    results = [run_oneshot(CountingGrid(LocalGrid(make_client_app(c.to_mapping()), 2)), c)
+    results = [run_oneshot(CountingGrid(LocalGrid(make_client_app(c), 2)), c)
                for c in (base, fair)]
     assert results[1].metrics["spd"] < 0.5 * results[0].metrics["spd"]
     assert [c["privacy"]["order"] for c in results[1].clients] == ["fair-only", "fair-only"]
@@ -151,7 +150,7 @@ def test_fair_only_pipeline_releases_fairer_rows():
 @pytest.mark.parametrize("strategy", ["fedavg", "fairfed"])
 def test_baselines_run_R_rounds_and_move_2KRd_numbers(strategy):
     config = RunConfig.from_mapping({**RUN, "strategy": strategy, "rounds": 3})
-    local = LocalGrid(make_client_app(config.to_mapping()), 2)
+    local = LocalGrid(make_client_app(config), 2)
     result = run_baseline(CountingGrid(local), config)
     phases = [e.phase for e in result.exchanges]
     assert phases == ["query.moments", "train", "train", "train", "evaluate"]
@@ -171,7 +170,7 @@ def test_baselines_run_R_rounds_and_move_2KRd_numbers(strategy):
 def test_fedavg_with_an_mlp_trains_the_configured_network():
     config = RunConfig.from_mapping({**RUN, "strategy": "fedavg", "rounds": 2, "model": "mlp",
                                      "mlp-hidden": "8,4"})
-    result = run_baseline(CountingGrid(LocalGrid(make_client_app(config.to_mapping()), 2)),
+    result = run_baseline(CountingGrid(LocalGrid(make_client_app(config), 2)),
                           config)
     assert result.params == mlp.count_params(6, (8, 4)) == 6 * 8 + 8 + 8 * 4 + 4 + 4 + 1
     assert result.formula_check()["ratio_payload"] == 1.0
@@ -180,7 +179,7 @@ def test_fedavg_with_an_mlp_trains_the_configured_network():
 def test_oneshot_with_an_mlp_trains_it_on_the_union_of_the_replies():
     config = RunConfig.from_mapping({**RUN, "model": "mlp", "mlp-hidden": "8,4",
                                      "mlp-epochs": 3})
-    local = LocalGrid(make_client_app(config.to_mapping()), 2)
+    local = LocalGrid(make_client_app(config), 2)
     result = run_oneshot(CountingGrid(local), config)
     assert result.params == mlp.count_params(6, (8, 4))
     # The same network trained here on the union of the two clients' rows, in the server's
@@ -204,7 +203,7 @@ def test_oneshot_with_an_mlp_trains_it_on_the_union_of_the_replies():
 def test_fairfed_with_an_mlp_runs_and_moves_2KRd_numbers():
     config = RunConfig.from_mapping({**RUN, "strategy": "fairfed", "rounds": 2, "model": "mlp",
                                      "mlp-hidden": "8,4"})
-    result = run_baseline(CountingGrid(LocalGrid(make_client_app(config.to_mapping()), 2)),
+    result = run_baseline(CountingGrid(LocalGrid(make_client_app(config), 2)),
                           config)
     d = mlp.count_params(6, (8, 4))
     assert result.params == d
@@ -224,7 +223,7 @@ def test_simulation_engine_oneshot_with_a_corrupt_client():
     from flwr.simulation import run_simulation
 
     mapping = RunConfig.from_mapping(RUN).to_mapping()
-    inner = make_client_app(mapping)
+    inner = make_client_app(RunConfig.from_mapping(mapping))
     app = ClientApp()
 
     @app.query()
@@ -241,7 +240,8 @@ def test_simulation_engine_oneshot_with_a_corrupt_client():
         return inner(msg, context)
 
     results = []
-    run_simulation(server_app=make_server_app(mapping, on_result=results.append),
+    run_simulation(server_app=make_server_app(RunConfig.from_mapping(mapping),
+                                              on_result=results.append),
                    client_app=app, num_supernodes=3, backend_config=BACKEND)
     (result,) = results
     assert [(e.phase, e.messages_down, e.messages_up) for e in result.exchanges] == [
@@ -268,8 +268,9 @@ def test_simulation_engine_fedavg_aggregate_is_the_weighted_average():
                                      "partition": "dirichlet", "alpha": 0.5})
     mapping = config.to_mapping()
     results = []
-    run_simulation(server_app=make_server_app(mapping, on_result=results.append),
-                   client_app=make_client_app(mapping), num_supernodes=2,
+    run_simulation(server_app=make_server_app(RunConfig.from_mapping(mapping),
+                                              on_result=results.append),
+                   client_app=make_client_app(RunConfig.from_mapping(mapping)), num_supernodes=2,
                    backend_config=BACKEND)
     (result,) = results
     # Each client's local step recomputed here, then averaged by hand: Σ n_k w_k / Σ n_k.
@@ -279,11 +280,11 @@ def test_simulation_engine_fedavg_aggregate_is_the_weighted_average():
     start = mlp.init_params(encoder.n_z + 2, (), seed=config.seed)
     local, sizes = [], []
     for k, s in enumerate(splits):
-        content = RecordDict({comm.MODEL: model_record(start),
-                              comm.CONFIG: scaling_config(encoder)})
-        content[comm.CONFIG]["server-round"] = 1
+        content = RecordDict({protocol.MODEL: model_record(start),
+                              protocol.CONFIG: scaling_record(encoder)})
+        content[protocol.CONFIG]["server-round"] = 1
         reply = train_content(s.train, content, config, seed=config.seed + 1000 * k)
-        local.append(reply[comm.MODEL]["layer0.weight"].numpy())
+        local.append(reply[protocol.MODEL]["layer0.weight"].numpy())
         sizes.append(len(s.train))
     average = (sizes[0] * local[0] + sizes[1] * local[1]) / (sizes[0] + sizes[1])
     np.testing.assert_allclose(result.model_params["layer0.weight"], average, rtol=1e-10,

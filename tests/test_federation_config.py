@@ -10,11 +10,15 @@ import pytest
 import tomllib
 
 from clients.client_app import load_split
+from clients.pipeline import ORDERS as PIPELINE_ORDERS
 from clients.pipeline import Stage2Config, pipeline_config
 from clients.stage1 import Stage1Config
 from common import datasets
 from common.errors import ConfigError, DataError
-from common.run_config import RunConfig
+from common.run_config import GROUPS, ORDERS, RunConfig, key_of, settings
+from server.server_app import check_run
+from simulations.options import settings_markdown
+from simulations.settings_command import toml_table
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
@@ -23,6 +27,33 @@ def test_pyproject_table_lists_every_key_with_the_code_defaults():
     table = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
     assert table == RunConfig().to_mapping()
     assert RunConfig.from_mapping(table) == RunConfig()
+
+
+def test_pyproject_table_is_the_generated_one_in_its_order():
+    text = PYPROJECT.read_text()
+    lines = text[text.index("[tool.flwr.app.config]"):].splitlines()[1:]
+    lines = lines[:next((i for i, line in enumerate(lines) if line.startswith("[")), len(lines))]
+    table = [line for line in lines if line and (not line.startswith("#") or line[2:] in GROUPS)]
+    assert table == toml_table().splitlines()[1:], "run `fairsynth settings --toml`"
+
+
+def test_configuration_page_is_generated_from_the_declaration():
+    page = (PYPROJECT.parent / "docs" / "configuration.md").read_text()
+    assert page == settings_markdown(), \
+        "run `fairsynth settings --markdown > docs/configuration.md`"
+    for field in settings():
+        assert f"| `{key_of(field.name)}` |" in page
+
+
+def test_every_order_the_config_names_is_a_pipeline_order_and_back():
+    assert set(ORDERS) == set(PIPELINE_ORDERS)
+
+
+def test_the_server_checks_the_strategy_against_its_flows():
+    check_run(RunConfig(strategy="fairfed"))
+    with pytest.raises(ConfigError, match=r"strategy = 'fedprox' is invalid; use one of "
+                                          r"\['fairfed', 'fedavg', 'oneshot'\]"):
+        check_run(RunConfig(strategy="fedprox"))
 
 
 def test_pipeline_defaults_are_the_stage_defaults():
@@ -39,7 +70,6 @@ def test_pipeline_defaults_are_the_stage_defaults():
     ({"rho": "ten"}, "rho must be a number"),
     ({"rounds": 2.5}, "rounds must be an integer"),
     ({"fairfed-reweigh": 1}, "fairfed-reweigh must be true or false"),
-    ({"strategy": "fedprox"}, "strategy = 'fedprox' is invalid"),
     ({"epsilon": 0}, "epsilon = 0.0 is invalid"),
     ({"stage2-fraction": 1.5}, r"stage2-fraction = 1.5 is invalid; use a number in \(0, 1\]"),
     ({"mlp-hidden": "320,,-1"}, "mlp-hidden"),

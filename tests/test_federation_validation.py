@@ -6,9 +6,17 @@ import logging
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 
-from common import comm
+from common import protocol
 from common.datasets import make_synthetic
 from common.errors import ReplyError
 from common.schema import Column, Schema
@@ -31,9 +39,9 @@ def release(node: int, rows: np.ndarray | None = None, *, schema: Schema = DATA.
         return Message(Error(code=3, reason=error), reply_to=request)
     rows = DATA.to_array() if rows is None else rows
     content = RecordDict({
-        comm.ROWS: ArrayRecord({comm.ROWS: Array(rows)}),
-        comm.META: ConfigRecord({"schema": schema.to_json(), "privacy": '{"order": "real"}'}),
-        comm.METRICS: MetricRecord({comm.NUM_EXAMPLES: len(rows)}),
+        protocol.ROWS: ArrayRecord({protocol.ROWS: Array(rows)}),
+        protocol.META: ConfigRecord({"schema": schema.to_json(), "privacy": '{"order": "real"}'}),
+        protocol.METRICS: MetricRecord({protocol.NUM_EXAMPLES: len(rows)}),
     })
     return Message(content, reply_to=request)
 

@@ -10,7 +10,6 @@ from fairlearn.metrics import (
     demographic_parity_ratio,
     true_positive_rate,
 )
-
 from sklearn.metrics import balanced_accuracy_score
 
 from common.metrics import fairness_report
@@ -29,7 +28,8 @@ def test_metrics_equal_fairlearn(seed):
     assert report["accuracy"] == pytest.approx(np.mean(y == y_hat))
     assert report["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, y_hat))
     assert report["positive_rate"] == pytest.approx(y_hat.mean())
-    assert report["spd"] == pytest.approx(demographic_parity_difference(y, y_hat, sensitive_features=s))
+    assert report["spd"] == pytest.approx(
+        demographic_parity_difference(y, y_hat, sensitive_features=s))
     assert report["dpr"] == pytest.approx(demographic_parity_ratio(y, y_hat, sensitive_features=s))
     tpr = MetricFrame(metrics=true_positive_rate, y_true=y, y_pred=y_hat, sensitive_features=s)
     assert report["eod"] == pytest.approx(tpr.difference())

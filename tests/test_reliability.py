@@ -19,21 +19,21 @@ import os
 
 import numpy as np
 import pytest
+from federation_helpers import LocalGrid, ray_test
 from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType
 from flwr.clientapp import ClientApp
 
 from clients.client_app import make_client_app
 from clients.faults import Fault, InjectedFault, parse_assignments
 from clients.pipeline import pipeline_config, run_pipeline
-from common import comm, datasets
+from common import datasets, protocol
 from common.errors import ConfigError, ReplyError
 from common.global_model import fit_global_model
 from common.partition import federated_split
 from common.run_config import RunConfig
-from federation_helpers import LocalGrid, ray_test
 from server.oneshot import run_oneshot
 from server.traffic import CountingGrid
-from simulations.simulate import simulate
+from simulations.engine import simulate
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -78,7 +78,7 @@ def test_a_raising_and_a_silent_client_are_skipped_and_named():
     def silent(partition_id, request, reply):  # partition 2 never answers (hung or dead)
         return None if partition_id == 2 else reply
 
-    local = LocalGrid(make_client_app(config.to_mapping(), faults={1: Fault("raise")}), 4,
+    local = LocalGrid(make_client_app(config, faults={1: Fault("raise")}), 4,
                       tamper=silent)
     result = run_oneshot(CountingGrid(local), config)
     reasons = {r["node_id"]: r["reason"] for r in result.rejected if r["phase"] == "query"}
@@ -97,7 +97,7 @@ def test_a_raising_and_a_silent_client_are_skipped_and_named():
 
 def test_too_few_replies_fail_with_each_failed_node_and_its_reason():
     config = RunConfig.from_mapping({**RUN, "min-clients": 3})
-    local = LocalGrid(make_client_app(config.to_mapping(), faults={0: Fault("raise")}), 3,
+    local = LocalGrid(make_client_app(config, faults={0: Fault("raise")}), 3,
                       tamper=lambda k, req, rep: None if k == 2 else rep)
     with pytest.raises(ReplyError) as info:
         run_oneshot(CountingGrid(local), config)
@@ -115,7 +115,7 @@ def test_a_users_error_on_a_node_is_an_error_reply_without_traceback(tmp_path):
     def node_config(k):
         return {"data-path": str(missing)} if k == 1 else {}
 
-    local = LocalGrid(make_client_app(config.to_mapping()), 2, node_config=node_config)
+    local = LocalGrid(make_client_app(config), 2, node_config=node_config)
     result = run_oneshot(CountingGrid(local), config)
     (rejected,) = [r for r in result.rejected if r["phase"] == "query"]
     assert rejected["reason"] == (
@@ -126,7 +126,7 @@ def test_a_users_error_on_a_node_is_an_error_reply_without_traceback(tmp_path):
 def test_a_fault_in_the_node_config_strikes_like_the_mapping():
     """``fault`` in the node config (how a deployment injects it) strikes like ``faults``."""
     config = RunConfig.from_mapping(RUN)
-    local = LocalGrid(make_client_app(config.to_mapping()), 2,
+    local = LocalGrid(make_client_app(config), 2,
                       node_config=lambda k: {"fault": "raise"} if k == 0 else {})
     result = run_oneshot(CountingGrid(local), config)
     assert [r["node_id"] for r in result.rejected] == [1000]
@@ -159,7 +159,7 @@ def test_simulation_survives_clients_that_raise_die_and_hang(caplog):
     faults = {1: Fault("raise"), 2: Fault("die"), 3: Fault("hang")}
     flower_level = logging.getLogger("flwr").level
     with caplog.at_level(logging.WARNING, logger="server.validation"):
-        result = simulate(config.to_mapping(), clients=4, faults=faults)
+        result = simulate(config, clients=4, faults=faults)
     # The hung call was stopped (else simulate would not return) and Flower's logger, quietened
     # while it was, has its level back.
     assert logging.getLogger("flwr").level == flower_level
@@ -184,12 +184,12 @@ def test_simulation_survives_clients_that_raise_die_and_hang(caplog):
 def test_simulation_fails_clearly_when_too_few_clients_remain():
     config = RunConfig.from_mapping({**RUN, "min-clients": 2})
     with pytest.raises(ReplyError, match="only 1 of 2 clients.*injected fault"):
-        simulate(config.to_mapping(), clients=2, faults={0: Fault("raise")})
+        simulate(config, clients=2, faults={0: Fault("raise")})
 
 
 def _attack(kind: str, reply):
     """Replace the rows (or the schema) of ``reply`` as a malicious client would."""
-    rows = reply.content[comm.ROWS][comm.ROWS].numpy().copy()
+    rows = reply.content[protocol.ROWS][protocol.ROWS].numpy().copy()
     if kind == "nan":
         rows[3, 1] = np.nan
     elif kind == "inf":
@@ -208,10 +208,10 @@ def _attack(kind: str, reply):
         rows = rows.astype(np.float32)
     elif kind == "schema":
         other = datasets.synthetic_schema(5)
-        reply.content[comm.META] = ConfigRecord({comm.SCHEMA: other.to_json(),
-                                                 comm.PRIVACY: "{}"})
+        reply.content[protocol.META] = ConfigRecord({protocol.SCHEMA: other.to_json(),
+                                                 protocol.PRIVACY: "{}"})
         return reply
-    reply.content[comm.ROWS] = ArrayRecord({comm.ROWS: Array(rows)})
+    reply.content[protocol.ROWS] = ArrayRecord({protocol.ROWS: Array(rows)})
     return reply
 
 
@@ -232,7 +232,7 @@ def test_malicious_replies_never_reach_the_union(caplog):
 
     clients = 11
     mapping = RunConfig.from_mapping({**RUN, "max-rows": 1000}).to_mapping()
-    inner = make_client_app(mapping)
+    inner = make_client_app(RunConfig.from_mapping(mapping))
     app = ClientApp()
 
     @app.query()
@@ -249,7 +249,8 @@ def test_malicious_replies_never_reach_the_union(caplog):
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"num_cpus": 2, "log_to_driver": False}}
     with caplog.at_level(logging.WARNING, logger="server.validation"):
-        run_simulation(server_app=make_server_app(mapping, on_result=results.append),
+        run_simulation(server_app=make_server_app(RunConfig.from_mapping(mapping),
+                                                  on_result=results.append),
                        client_app=app, num_supernodes=clients, backend_config=backend)
     (result,) = results
     assert len(result.rejected) == len(ATTACKS) and len(result.clients) == len(HONEST)
@@ -288,7 +289,7 @@ def test_the_same_seed_gives_bit_identical_rows_from_the_pipeline(toy):
 @ray_test
 def test_the_same_seed_gives_bit_identical_simulations():
     mapping = {**RUN, **QUICK_DP, "min-clients": 3}
-    runs = [simulate(mapping, clients=3) for _ in range(2)]
+    runs = [simulate(RunConfig.from_mapping(mapping), clients=3) for _ in range(2)]
     rows = [sorted(c["rows_sha256"] for c in r.clients) for r in runs]
     assert rows[0] == rows[1] and len(set(rows[0])) == 3
     np.testing.assert_array_equal(runs[0].model_params["layer0.weight"],

@@ -171,7 +171,8 @@ def test_covariance_falls_as_rho_grows():
 
 def test_fewer_synthetic_rows_keep_cells_and_original_units():
     data = make_synthetic(500, seed=2)
-    result = FairDistiller(Stage1Config(rho=50.0, fraction=0.2, iterations=50), progress=False).fit(data)
+    config = Stage1Config(rho=50.0, fraction=0.2, iterations=50)
+    result = FairDistiller(config, progress=False).fit(data)
     syn = result.data
     assert len(syn) == 100
     alloc = allocate_cells(data.s, data.y, 100)
@@ -225,7 +226,8 @@ def test_client_without_a_group_proceeds_with_warning(caplog):
     data = make_synthetic(400, seed=5)
     only_privileged = data.subset(np.flatnonzero(data.s == 1))
     with caplog.at_level(logging.WARNING):
-        result = FairDistiller(Stage1Config(rho=100.0, iterations=20), progress=False).fit(only_privileged)
+        result = FairDistiller(Stage1Config(rho=100.0, iterations=20),
+                               progress=False).fit(only_privileged)
     assert "only group" in caplog.text
     assert len(result.data) == len(only_privileged)
     assert np.all(np.isfinite(result.data.features.to_numpy(dtype=float)))

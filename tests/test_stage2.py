@@ -1,4 +1,4 @@
-"""Stage 2: the DP-CTGAN generator (clients/dp_ctgan.py) and its registry.
+"""Stage 2: the DP-CTGAN generator (clients/dp_ctgan/) and its registry.
 
 Independent truth: per-sample gradients computed one sample at a time with plain autograd
 (clipping), the noise's sample standard deviation on a batch with zero gradients, Opacus'
@@ -21,9 +21,17 @@ from hypothesis import strategies as st
 from opacus.accountants import RDPAccountant
 
 from clients import dp_ctgan
-from clients.dp_ctgan import (DPCTGAN, DPCTGANConfig, Discriminator, PrivateCritic,
-                              TableTransformer, allocate, histogram_edges, systematic_sample,
-                              tilt)
+from clients.dp_ctgan import (
+    DPCTGAN,
+    Discriminator,
+    DPCTGANConfig,
+    PrivateCritic,
+    TableTransformer,
+    allocate,
+    histogram_edges,
+    systematic_sample,
+    tilt,
+)
 from clients.dp_generators import make_generator
 from common import datasets, privacy
 from common.errors import ConfigError, DataError

@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from clients import pipeline
-from clients.pipeline import (ORDERS, PipelineConfig, Stage2Config, run_pipeline,
-                              run_pipeline_fractions)
+from clients.pipeline import (
+    ORDERS,
+    PipelineConfig,
+    Stage2Config,
+    run_pipeline,
+    run_pipeline_fractions,
+)
 from clients.stage1 import FairDistiller, Stage1Config
 from common import datasets
 from common.errors import ConfigError

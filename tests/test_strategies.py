@@ -10,11 +10,12 @@ import pytest
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from common import comm
+from common import protocol
 from common.errors import ConfigError
+from common.metrics import gap, pool
+from common.protocol import model_record
 from common.run_config import RunConfig
 from server.baselines import make_strategy
-from server.evaluation import model_record
 from server.strategy.fairfed import FairFed, fairfed_weights
 
 pytestmark = pytest.mark.usefixtures("task_identity")
@@ -26,8 +27,8 @@ def reply(node: int, weights: np.ndarray, metrics: dict) -> Message:
     """A train reply from ``node`` laid out as the ClientApp lays it out."""
     request = Message(RecordDict(), dst_node_id=node, message_type="train")
     request.metadata.__dict__["_message_id"] = f"request-{node}"
-    content = RecordDict({comm.MODEL: model_record({"layer0.weight": weights}),
-                          comm.METRICS: MetricRecord(metrics)})
+    content = RecordDict({protocol.MODEL: model_record({"layer0.weight": weights}),
+                          protocol.METRICS: MetricRecord(metrics)})
     return Message(content, reply_to=request)
 
 
@@ -41,8 +42,8 @@ def counts(n_s0, pos_s0, n_s1, pos_s1) -> dict:
 
 def test_fedavg_aggregate_is_the_example_weighted_average():
     # n = (10, 30): (10·[1, 2, 3] + 30·[5, 6, 7]) / 40 = [4, 5, 6].
-    replies = [reply(1, np.array([[1.0, 2.0, 3.0]]), {comm.NUM_EXAMPLES: 10}),
-               reply(2, np.array([[5.0, 6.0, 7.0]]), {comm.NUM_EXAMPLES: 30})]
+    replies = [reply(1, np.array([[1.0, 2.0, 3.0]]), {protocol.NUM_EXAMPLES: 10}),
+               reply(2, np.array([[5.0, 6.0, 7.0]]), {protocol.NUM_EXAMPLES: 30})]
     strategy = make_strategy(RunConfig(strategy="fedavg"))
     assert type(strategy) is FedAvg
     arrays, _ = strategy.aggregate_train(1, replies)
@@ -63,9 +64,9 @@ EXPECTED = {1.0: [Fraction(11, 546), Fraction(437, 1365), Fraction(1801, 2730)],
 
 @pytest.mark.parametrize("beta", [1.0, 2.0])
 def test_fairfed_weights_match_the_hand_computed_example(beta):
-    local = [comm.gap(c, "sp") for c in STATS]
+    local = [gap(c, "sp") for c in STATS]
     assert local == pytest.approx([-0.3, -0.2, 0.0])
-    global_gap = comm.gap(comm.pool(STATS), "sp")
+    global_gap = gap(pool(STATS), "sp")
     assert global_gap == pytest.approx(-73 / 910)
     omega = fairfed_weights(previous=[None] * 3, sizes=SIZES, local_gaps=local,
                             global_gap=global_gap, beta=beta)
@@ -86,9 +87,9 @@ def test_fairfed_beta_zero_is_fedavg_and_undefined_gaps_keep_their_weight():
 
 
 def test_fairfed_aggregate_uses_its_weights_and_keeps_them_across_rounds(caplog):
-    strategy = FairFed(beta=1.0, measure="sp", weighted_by_key=comm.NUM_EXAMPLES)
+    strategy = FairFed(beta=1.0, measure="sp", weighted_by_key=protocol.NUM_EXAMPLES)
     w = [np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]), np.array([[2.0, 2.0]])]
-    replies = [reply(n, wk, {comm.NUM_EXAMPLES: nk, **ck})
+    replies = [reply(n, wk, {protocol.NUM_EXAMPLES: nk, **ck})
                for n, wk, nk, ck in zip((11, 12, 13), w, SIZES, STATS)]
     arrays, metrics = strategy.aggregate_train(1, replies)
     omega = np.array([float(f) for f in EXPECTED[1.0]])
@@ -104,7 +105,7 @@ def test_fairfed_aggregate_uses_its_weights_and_keeps_them_across_rounds(caplog)
                                rtol=1e-12)
     assert [h["round"] for h in strategy.history] == [1, 2]
     # A reply with inconsistent statistics is skipped with a warning.
-    bad = reply(14, w[0], {comm.NUM_EXAMPLES: 5, **{**STATS[0], "pos-s0": 60.0}})
+    bad = reply(14, w[0], {protocol.NUM_EXAMPLES: 5, **{**STATS[0], "pos-s0": 60.0}})
     with caplog.at_level(logging.WARNING, logger="server.strategy.fairfed"):
         strategy.aggregate_train(3, [*replies, bad])
     assert any("node 14" in m and "pos-s0 > n-s0" in m for m in caplog.messages)
@@ -121,7 +122,7 @@ def test_fairfed_asks_the_clients_for_statistics_and_reweighing():
                                              ConfigRecord(), TwoNodes()))
     assert sorted(m.metadata.dst_node_id for m in messages) == [5, 6]
     for m in messages:
-        cfg = m.content[comm.CONFIG]
+        cfg = m.content[protocol.CONFIG]
         assert cfg["fairness-stats"] is True and cfg["reweigh"] is True
         assert cfg["server-round"] == 1
     with pytest.raises(ConfigError, match="measure"):

@@ -4,14 +4,15 @@ Ezzeldin, He, Wang, Zhang, Avestimehr. *FairFed: Enabling Group Fairness in Fede
 Learning*, AAAI 2023, https://arxiv.org/abs/2110.00857.
 
 Each round every client receives the global model ``w_t``, computes its group statistics on
-its training rows (:func:`common.comm.group_counts`) and trains locally (optionally on
+its training rows (:func:`common.metrics.group_counts`) and trains locally (optionally on
 reweighed rows). The server pools the statistics into the global gap ``F`` (signed SPD or EOD
 of ``w_t`` on all clients' data), takes each client's local gap ``F_k`` and updates
 
 .. math::
 
     \Delta_k = |F - F_k|, \qquad
-    \omega_k \leftarrow \omega_k - \beta\,\bigl(\Delta_k - \tfrac{1}{K}\textstyle\sum_j \Delta_j\bigr),
+    \omega_k \leftarrow \omega_k
+        - \beta\,\bigl(\Delta_k - \tfrac{1}{K}\textstyle\sum_j \Delta_j\bigr),
 
 clipped at 0 and renormalised, starting from ``ω_k = n_k / n``; the new global model is
 ``Σ_k ω_k w_k``. A client whose local gap is undefined (a group absent from its rows) gets
@@ -34,8 +35,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from common import comm
 from common.errors import ConfigError, ReplyError
+from common.metrics import check_counts, gap, pool
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class FairFed(FedAvg):
         for msg in valid:
             metrics = next(iter(msg.content.metric_records.values()))
             try:
-                counts = comm.check_counts(metrics)
+                counts = check_counts(metrics)
             except ReplyError as exc:
                 logger.warning("FairFed: skipped node %d: %s", msg.metadata.src_node_id, exc)
                 continue
@@ -138,8 +139,8 @@ class FairFed(FedAvg):
             stats.append((float(metrics[self.weighted_by_key]), counts))
         if not nodes:
             return None, None
-        global_gap = comm.gap(comm.pool(c for _, c in stats), self.measure)
-        local_gaps = [comm.gap(c, self.measure) for _, c in stats]
+        global_gap = gap(pool(c for _, c in stats), self.measure)
+        local_gaps = [gap(c, self.measure) for _, c in stats]
         omega = fairfed_weights(previous=[self.weights.get(n) for n in nodes],
                                 sizes=[n for n, _ in stats], local_gaps=local_gaps,
                                 global_gap=global_gap, beta=self.beta)
