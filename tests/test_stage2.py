@@ -19,6 +19,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opacus.accountants import RDPAccountant
+from small_generator import FAST
 
 from clients import dp_ctgan
 from clients.dp_ctgan import (
@@ -36,9 +37,6 @@ from clients.dp_generators import make_generator
 from common import datasets, privacy
 from common.errors import ConfigError, DataError
 from common.schema import Column, Schema, TabularData, from_frame
-
-FAST = {"epochs": 1.0, "sample_rate": 0.25, "generator_dims": (16,), "discriminator_dims": (16,),
-        "noise_dim": 8, "progress": False}
 
 
 def mixed_data(n: int = 400, seed: int = 0) -> TabularData:

@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from small_generator import FAST
 
 from clients import pipeline
 from clients.pipeline import (
@@ -19,9 +20,6 @@ from clients.pipeline import (
 from clients.stage1 import FairDistiller, Stage1Config
 from common import datasets
 from common.errors import ConfigError
-
-FAST = {"epochs": 1.0, "sample_rate": 0.25, "generator_dims": (16,), "discriminator_dims": (16,),
-        "noise_dim": 8, "progress": False}
 
 
 def config(order: str, **stage2) -> PipelineConfig:
