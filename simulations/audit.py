@@ -8,7 +8,8 @@ rows by each source and attack them (``common.audit``):
 * ``fair-only`` — the stage-1 rows;
 * ``fair-then-private`` and ``private-then-fair`` at each ε of ``--epsilon``.
 
-Writes ``DIR/audit.json`` and prints a table of attack AUCs (mean over seeds).
+Writes ``DIR/audit.json`` and ``DIR/tables.md`` (attack AUCs, mean over seeds) and prints the
+table.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from common.audit import membership_audit
 from common.errors import ConfigError
 from common.jsonio import write_json
 from simulations import options
-from simulations.results import mean_over_seeds
+from simulations.results import Table, mean_over_seeds, write_tables
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +72,11 @@ def run(args) -> int:
     summary = mean_over_seeds(records, ["source", "epsilon"], ["dcr_auc", "density_auc"])
     write_json(args.out / "audit.json", {"records": records, "summary": summary,
                                          "args": options.args_record(args)})
-    print(f"{'released rows':20} {'ε':>5} {'DCR AUC':>8} {'density AUC':>11}")
-    for r in summary:
-        eps = "-" if r["epsilon"] is None else f"{r['epsilon']:g}"
-        print(f"{r['source']:20} {eps:>5} {r['dcr_auc']:8.3f} {r['density_auc']:11.3f}")
-    print(f"wrote {args.out / 'audit.json'}")
+    rows = [[r["source"], "-" if r["epsilon"] is None else f"{r['epsilon']:g}",
+             f"{r['dcr_auc']:.3f}", f"{r['density_auc']:.3f}"] for r in summary]
+    seeds = summary[0]["n_seeds"]
+    table = Table(f"membership-inference AUC (0.5: no signal), mean over {seeds} seed(s)",
+                  ["released rows", "ε", "DCR AUC", "density AUC"], rows)
+    write_tables(args.out / "tables.md", [table], argv=args.argv)
+    print(f"wrote {args.out / 'audit.json'} and {args.out / 'tables.md'}")
     return 0

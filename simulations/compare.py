@@ -24,6 +24,7 @@ from pathlib import Path
 from common.jsonio import write_json
 from simulations import comparison, figures, options
 from simulations.engine import quiet_flower, simulate
+from simulations.results import write_tables
 
 #: The comparison's grid (seeds and one-shot release sizes) and their default values.
 GRID = {"seed": [0, 1, 2], "stage2_fraction": [1.0, 0.1]}
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     figures.plot_bytes_vs_rounds(records, args.out / "bytes_vs_rounds.png")
     figures.plot_bytes_vs_model_size(records, out["crossover"],
                                      args.out / "bytes_vs_model_size.png", rounds=base.rounds)
-    comparison.print_summary(out)
-    print(f"wrote {path} and 3 figures")
+    comparison.warn_missing_formula(out)
+    tables = write_tables(args.out / "tables.md", comparison.tables(out), argv=args.argv)
+    print(f"wrote {path}, {tables} and 3 figures")
     return 0

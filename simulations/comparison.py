@@ -12,7 +12,7 @@ import numpy as np
 
 from common import comm
 from common.errors import ConfigError
-from simulations.results import mean_over_seeds
+from simulations.results import Table, mean_over_seeds
 
 logger = logging.getLogger(__name__)
 
@@ -113,22 +113,35 @@ def crossover(records: list[dict], *, rounds: int) -> list[dict]:
     return out
 
 
-def print_summary(out: dict) -> None:
-    print(f"{'run':14} {'model':8} {'acc %':>13} {'|SPD|':>15} {'|EOD|':>15} {'rounds':>6} "
-          f"{'bytes up':>12} {'bytes down':>12} {'meas/formula':>12} {'s':>6}")
-    for s in sorted(out["summary"], key=lambda s: (s["model"], s["label"])):
-        print(f"{s['label']:14} {s['model']:8} {100 * s['accuracy']:6.2f}±"
-              f"{100 * s['accuracy_std']:5.2f} {s['spd']:7.4f}±{s['spd_std']:6.4f}"
-              f" {s['eod']:7.4f}±{s['eod_std']:6.4f}"
-              f" {s['rounds']:6.0f} {s['bytes_up']:12,.0f} {s['bytes_down']:12,.0f}"
-              f" {s['ratio_bytes']:12.3f} {s['seconds']:6.1f}")
-    for v in out["verdicts"]:
-        fairfed = "" if v["fairfed_spd"] is None else f" and FairFed {v['fairfed_spd']:.4f}"
-        print(f"{v['label']}: |SPD| {v['spd']:.4f} vs FedAvg {v['fedavg_spd']:.4f}{fairfed};"
-              f" accuracy {v['accuracy_points_vs_fedavg']:+.2f} points vs FedAvg ->"
-              f" {'holds' if v['holds'] else 'does not hold'}")
-    for c in out["crossover"]:
-        print(f"crossover {c['label']}: d* = Ñ₂·q/(2R−1) = {c['rows_per_client']:.0f}·"
-              f"{c['columns']}/{2 * c['rounds'] - 1} ≈ {c['d_star']:,.0f} parameters")
+def tables(out: dict) -> list[Table]:
+    """The comparison as tables: every run (mean ± sd over seeds), the one-shot verdicts
+    against FedAvg and FairFed, and the crossover model size d*."""
+    runs = [[s["label"], s["model"], f"{100 * s['accuracy']:.2f} ± {100 * s['accuracy_std']:.2f}",
+             f"{s['spd']:.4f} ± {s['spd_std']:.4f}", f"{s['eod']:.4f} ± {s['eod_std']:.4f}",
+             f"{s['rounds']:.0f}", f"{s['bytes_up']:,.0f}", f"{s['bytes_down']:,.0f}",
+             f"{s['ratio_bytes']:.3f}", f"{s['seconds']:.1f}"]
+            for s in sorted(out["summary"], key=lambda s: (s["model"], s["label"]))]
+    tables = [Table("runs (mean ± sd over seeds)",
+                    ["run", "model", "acc %", "|SPD|", "|EOD|", "rounds", "bytes up",
+                     "bytes down", "measured / formula", "s"], runs)]
+    if out["verdicts"]:
+        tables.append(Table(
+            f"one-shot against the baselines (holds: |SPD| below FedAvg's and FairFed's, and "
+            f"accuracy at most {ACCURACY_MARGIN} points below FedAvg's)",
+            ["run", "|SPD|", "FedAvg |SPD|", "FairFed |SPD|", "acc points vs FedAvg", "verdict"],
+            [[v["label"], f"{v['spd']:.4f}", f"{v['fedavg_spd']:.4f}",
+              "-" if v["fairfed_spd"] is None else f"{v['fairfed_spd']:.4f}",
+              f"{v['accuracy_points_vs_fedavg']:+.2f}",
+              "holds" if v["holds"] else "does not hold"] for v in out["verdicts"]]))
+    if out["crossover"]:
+        tables.append(Table(
+            "crossover: one-shot moves fewer bytes than FedAvg above d* = Ñ₂·q/(2R−1) weights",
+            ["run", "Ñ₂ per client", "q", "R", "d*"],
+            [[c["label"], f"{c['rows_per_client']:.0f}", str(c["columns"]), str(c["rounds"]),
+              f"{c['d_star']:,.0f}"] for c in out["crossover"]]))
+    return tables
+
+
+def warn_missing_formula(out: dict) -> None:
     if any(math.isnan(s["ratio_bytes"]) for s in out["summary"]):
         logger.warning("a run had no formula bytes to compare")

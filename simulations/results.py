@@ -1,10 +1,15 @@
-"""Records of experiment runs: averaging over seeds."""
+"""Records of experiment runs: averaging over seeds, and the Markdown tables every command
+prints and writes (``tables.md``), headed by the command line and commit that produced them."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import shlex
+import subprocess
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -25,3 +30,48 @@ def mean_over_seeds(records: Iterable[dict], keys: Sequence[str],
             row[m + "_std"] = float(np.std(values)) if values else float("nan")
         out.append(row)
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """One results table: a title, column names, and rows of already formatted cells."""
+
+    title: str
+    header: Sequence[str]
+    rows: Sequence[Sequence[str]]
+
+    def markdown(self) -> str:
+        escape = lambda cell: str(cell).replace("|", r"\|")  # noqa: E731
+        lines = [f"**{self.title}**", "",
+                 "| " + " | ".join(escape(h) for h in self.header) + " |",
+                 "|" + "---|" * len(self.header)]
+        lines += ["| " + " | ".join(escape(c) for c in row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+
+def provenance(argv: Sequence[str]) -> str:
+    """Which command and which commit produced a results file: ``fairsynth ARGS`` and the
+    short hash of the checkout (``+ uncommitted changes`` when the tree differs from it), or
+    ``unknown commit`` outside a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        commit = f"commit `{head}`" + (" + uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown commit"
+    command = "fairsynth " + " ".join(shlex.quote(a) for a in argv)
+    return f"`{command}` on {commit}"
+
+
+def write_tables(path: Path, tables: Sequence[Table], *, argv: Sequence[str]) -> Path:
+    """Write ``tables`` as a Markdown page headed by their provenance, print them, and return
+    ``path``: the tables of docs/results.md are pasted from such pages, never typed."""
+    page = "\n\n".join([f"Produced by {provenance(argv)}.", *(t.markdown() for t in tables)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page + "\n")
+    print(page)
+    return path

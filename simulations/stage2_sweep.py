@@ -29,7 +29,7 @@ from common.quality import column_distances, quality_report
 from common.schema import TabularData, concat
 from simulations import options
 from simulations.figures import plot_rho_sweep
-from simulations.results import mean_over_seeds
+from simulations.results import Table, mean_over_seeds, write_tables
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +75,8 @@ def run(args) -> int:
                                            "args": options.args_record(args)})
     for path in plot(summary, args):
         print(f"wrote {path}")
-    print_table(summary)
-    print(f"wrote {args.out / 'results.json'}")
+    write_tables(args.out / "tables.md", tables(summary), argv=args.argv)
+    print(f"wrote {args.out / 'results.json'} and {args.out / 'tables.md'}")
     return 0
 
 
@@ -199,27 +199,30 @@ def plot(summary: list[dict], args) -> list[Path]:
     return paths
 
 
-def print_table(summary: list[dict]) -> None:
-    """Paper-style table: per ρ, accuracy / |gap| of syn_1, syn_2(100%), syn_2(10%)."""
-    orders = sorted({r["order"] for r in summary if r["order"] not in ("real",)})
-    for order in orders:
+def tables(summary: list[dict]) -> list[Table]:
+    """Paper-style tables: per order and measure, for each ρ and ε, accuracy % / |gap| /
+    balanced accuracy of every curve (syn_1, syn_2 at each release fraction; mean over seeds)."""
+    out = []
+    for order in sorted({r["order"] for r in summary if r["order"] != "real"}):
         for measure in sorted({r["measure"] for r in summary}):
             gap = "spd" if measure == "sp" else "eod"
             rows = [r for r in summary if r["measure"] == measure
                     and r["order"] in (order, "private-only", "real")]
             curves = sorted({r["curve"] for r in rows}, key=_curve_order)
-            print(f"\n{order}, measure {measure}: accuracy % / |{gap.upper()}| / balanced "
-                  "accuracy (mean over seeds)")
-            print(f"{'ρ':>8} {'ε':>5} " + " ".join(f"{c:>24}" for c in curves))
+            cells = []
             for eps in sorted({r["epsilon"] for r in rows if r["epsilon"] is not None}):
                 for rho in sorted({r["rho"] for r in rows}):
-                    cells = []
+                    line = [f"{rho:g}", f"{eps:g}"]
                     for c in curves:
                         hit = [r for r in rows if r["rho"] == rho and r["curve"] == c
                                and r["epsilon"] in (eps, None)]
-                        cells.append(f"{100 * hit[0]['accuracy']:.2f} / {hit[0][gap]:.4f} / "
-                                 f"{hit[0]['balanced_accuracy']:.3f}" if hit else "")
-                    print(f"{rho:8g} {eps:5g} " + " ".join(f"{c:>24}" for c in cells))
+                        line.append(f"{100 * hit[0]['accuracy']:.2f} / {hit[0][gap]:.4f} / "
+                                    f"{hit[0]['balanced_accuracy']:.3f}" if hit else "")
+                    cells.append(line)
+            out.append(Table(f"{order}, measure {measure}: accuracy % / |{gap.upper()}| / "
+                             "balanced accuracy (mean over seeds)",
+                             ["ρ", "ε", *curves], cells))
+    return out
 
 
 def _curve_order(curve: str) -> tuple:

@@ -62,3 +62,55 @@ def test_data_fetch_command_verifies_and_reports(tmp_path, data_dir, capsys):
     assert "law_school_clean.csv  ok" in capsys.readouterr().out
     assert (tmp_path / "law_school_clean.csv").stat().st_size == \
         (data_dir / "law_school_clean.csv").stat().st_size
+
+
+GENERATOR = json.dumps({"epochs": 1.0, "sample_rate": 0.25, "generator_dims": [16],
+                        "discriminator_dims": [16], "noise_dim": 8, "progress": False})
+
+
+def tables_page(out) -> str:
+    page = (out / "tables.md").read_text()
+    assert page.startswith("Produced by `fairsynth ")
+    return page
+
+
+def test_stage1_sweep_tables_are_the_summary(tmp_path):
+    """tables.md names its command and commit, and its cells are results.json's summary."""
+    out = tmp_path / "sweep"
+    argv = ["stage1-sweep", "--dataset", "synthetic", "--clients", "2", "--rho", "0", "50",
+            "--seeds", "0", "--iterations", "20", "--out", str(out)]
+    assert main(argv) == 0
+    page = tables_page(out)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    assert page.startswith(f"Produced by `fairsynth {' '.join(argv)}` on commit `{head}`")
+    for r in json.loads((out / "results.json").read_text())["summary"]:
+        assert (f"| {r['rho']:g}{' (real)' if r['rho'] == 0 else ''} | "
+                f"{100 * r['accuracy']:.2f} | {r['spd']:.4f} | {r['eod']:.4f} |") in page
+
+
+def test_stage2_sweep_writes_results_tables_and_figures(tmp_path):
+    out = tmp_path / "s2"
+    assert main(["stage2-sweep", "--dataset", "synthetic", "--clients", "2", "--rho", "0", "50",
+                 "--seeds", "0", "--iterations", "10", "--order", "fair-then-private",
+                 "--fraction", "1.0", "0.1", "--generator-options", GENERATOR,
+                 "--out", str(out)]) == 0
+    payload = json.loads((out / "results.json").read_text())
+    curves = {r["curve"] for r in payload["summary"]}
+    assert {"real", "syn_1"} <= curves and len(curves) >= 4  # + one syn_2 per fraction
+    assert all(r["epsilon_spent"] <= 1.0 + 1e-9 for r in payload["records"]
+               if r.get("epsilon_spent") is not None)
+    page = tables_page(out)
+    assert "fair-then-private, measure sp" in page and "| 50 | 1 |" in page
+
+
+def test_audit_writes_aucs_and_tables(tmp_path):
+    out = tmp_path / "audit"
+    assert main(["audit", "--dataset", "synthetic", "--clients", "2", "--seeds", "0",
+                 "--order", "private-then-fair", "--iterations", "10", "--queries", "50",
+                 "--generator-options", GENERATOR, "--out", str(out)]) == 0
+    summary = json.loads((out / "audit.json").read_text())["summary"]
+    assert {r["source"] for r in summary} == {"real", "fair-only", "private-then-fair"}
+    assert all(0.0 <= r["dcr_auc"] <= 1.0 for r in summary)
+    page = tables_page(out)
+    assert all(f"| {r['source']} |" in page for r in summary)

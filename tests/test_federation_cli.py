@@ -12,6 +12,7 @@ from common.comm import Exchange
 from common.errors import ConfigError
 from simulations import comparison, figures
 from simulations.cli import main
+from simulations.results import write_tables
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -85,10 +86,13 @@ def test_compare_verdicts_crossover_and_figures(tmp_path, capsys):
              figures.plot_bytes_vs_model_size(records, out["crossover"], tmp_path / "c.png",
                                               rounds=20)]
     assert all(p.stat().st_size > 10_000 for p in paths)
-    comparison.print_summary(out)
-    text = capsys.readouterr().out
-    assert "oneshot-100%: |SPD| 0.1000 vs FedAvg 0.4000 and FairFed 0.3000" in text
-    assert "does not hold" in text and "d* = Ñ₂·q/(2R−1) = 8000·12/39" in text
+    page = write_tables(tmp_path / "tables.md", comparison.tables(out),
+                        argv=["compare", "--seeds", "0", "1"]).read_text()
+    assert page == capsys.readouterr().out
+    assert page.startswith("Produced by `fairsynth compare --seeds 0 1` on ")
+    assert "| oneshot-100% | 0.1000 | 0.4000 | 0.3000 | -0.50 | holds |" in page
+    assert "| oneshot-10% | 0.1200 | 0.4000 | 0.3000 | -2.50 | does not hold |" in page
+    assert "| oneshot-100% | 8000 | 12 | 20 | 2,462 |" in page
 
 
 @ray_test
