@@ -18,7 +18,6 @@ Sub-commands:
 from __future__ import annotations
 
 import argparse
-import math
 import signal
 import sys
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 from clients.faults import parse_assignments
 from common.jsonio import write_json
 from common.run_config import RunConfig
-from simulations import options
+from simulations import options, report
 from simulations.deployment.client_files import ClientData, split_to_csv
 from simulations.deployment.credentials import CERT_DAYS, generate_credentials
 from simulations.deployment.flower_config import app_dir, parse_overrides
@@ -143,19 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(summary: Mapping) -> None:
-    s = summary["seconds"]
-    print(f"{summary['clients']} SuperNodes on {summary['superlink']} (TLS, SuperNode "
-          f"authentication): end to end {s['end_to_end']:.1f} s (prepare {s['prepare']:.1f}, "
-          f"startup {s['startup']:.1f}, runs {s['runs']:.1f}, shutdown {s['shutdown']:.1f})")
-    print(f"{'strategy':9} {'run s':>7} {'Flower in B':>12} {'Flower out B':>12} "
-          f"{'Flower total B':>14} {'app-counted B':>13} {'acc %':>6} {'|SPD|':>7} {'|EOD|':>7}")
-    for name, r in summary["runs"].items():
-        t, a, m = r["network_traffic"], r["app_traffic"], r["metrics"]
-        counted = a.get("bytes_up", 0) + a.get("bytes_down", 0)
-        print(f"{name:9} {r['wall_seconds']:7.1f} {t.get('inbound-bytes', 0):12,} "
-              f"{t.get('outbound-bytes', 0):12,} {t.get('total-bytes', 0):14,} {counted:13,} "
-              f"{100 * m.get('accuracy', math.nan):6.2f} {m.get('spd', math.nan):7.4f} "
-              f"{m.get('eod', math.nan):7.4f}")
+    print(report.deployment_table(summary).markdown())
     for name, r in summary["runs"].items():
         for rej in r.get("rejected", []):
             print(f"  {name}: node {rej['node_id']} skipped ({rej['phase']}): {rej['reason']}")

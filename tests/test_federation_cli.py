@@ -106,4 +106,5 @@ def test_simulate_end_to_end_writes_results(tmp_path, capsys):
         ("query", 3), ("evaluate", 3)]
     assert 0.6 < result["metrics"]["accuracy"] < 0.9
     assert 1.0 < result["formula_check"]["ratio_bytes"] < 1.1
-    assert "oneshot   logistic" in capsys.readouterr().out
+    row = f"| oneshot | logistic | {result['params']} | {100 * result['metrics']['accuracy']:.2f} |"
+    assert row in capsys.readouterr().out
