@@ -21,11 +21,12 @@ memos per process:
   settings that read it, its partition id, the seed and the test fraction: at most
   :data:`CLIENT_FILES_KEPT`.
 
-A key holds every setting that determines the value, and a file's modification time and size,
-so a changed setting or a rewritten file is read anew. The values are shared between messages
-and nodes: **read-only**. :class:`~common.schema.TabularData` is frozen, but its frame and
-arrays are not; the client's handlers and synthesizers only read them (they copy before they
-change anything), and so must any new caller. :func:`clear_cache` empties the memos.
+A key holds every setting that determines the value, and a file's modification time and size
+(the data file's, and a declared schema file's), so a changed setting or a rewritten file is
+read anew. The values are shared between messages and nodes: **read-only**.
+:class:`~common.schema.TabularData` is frozen, but its frame and arrays are not; the client's
+handlers and synthesizers only read them (they copy before they change anything), and so must
+any new caller. :func:`clear_cache` empties the memos.
 """
 
 from __future__ import annotations
@@ -105,14 +106,18 @@ def read_dataset(config: RunConfig) -> TabularData:
 
 
 def _load_csv(path: str | Path, config: RunConfig) -> TabularData:
+    """The CSV at ``path`` read as ``config`` says: held to the declared schema file
+    (``schema``) when one is set, else with its schema read from the rows."""
     missing = [k for k in ("sensitive", "label") if not getattr(config, k)]
-    if missing:
-        raise ConfigError(f"run config: csv needs {', '.join(missing)} as well.")
+    if missing and not config.schema:
+        raise ConfigError(f"run config: csv needs {', '.join(missing)} as well (or a declared "
+                          "schema, schema, that names them).")
     names = config.name_list
-    return datasets.load_csv(path, sensitive=config.sensitive,
-                             privileged=config.privileged or None, label=config.label,
+    return datasets.load_csv(path, sensitive=config.sensitive or None,
+                             privileged=config.privileged or None, label=config.label or None,
                              favourable=config.favourable or None,
-                             drop=names["drop"], categorical=names["categorical"])
+                             drop=names["drop"], categorical=names["categorical"],
+                             schema=config.schema or None)
 
 
 def read_client_file(path: str | Path, config: RunConfig) -> TabularData:
@@ -141,10 +146,11 @@ def _stamp(path: str | Path) -> tuple:
 
 
 def _format_key(config: RunConfig) -> tuple:
-    """The settings that turn a file into rows."""
+    """The settings that turn a file into rows (with the declared schema file's identity)."""
     if config.csv:
+        declared = _stamp(config.schema) if config.schema else None
         return ("csv", config.sensitive, config.privileged, config.label, config.favourable,
-                config.drop, config.categorical)
+                config.drop, config.categorical, declared)
     return ("dataset", config.dataset, config.sensitive)
 
 

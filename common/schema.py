@@ -58,6 +58,8 @@ NON_BINARY = (
     "the {role} column {column!r} has {count} distinct values {values}; name the {which} value "
     "with --{flag} VALUE so that it is binarised as {which} vs the rest."
 )
+#: Cells of a text column that are missing values, not values (Adult writes ``?``).
+MISSING_TEXT = ("", "?", "nan", "NaN")
 VALUE_ABSENT = (
     "the {which} value {value!r} does not occur in the {role} column {column!r} (values: "
     "{values}). Pass one of those values with --{flag}."
@@ -397,7 +399,7 @@ def _check_no_missing(values: pd.Series, column: str) -> None:
     if values.dtype.kind == "f":
         bad = bad | ~np.isfinite(values.to_numpy())
     if values.dtype == object or values.dtype.kind in "OUT":
-        bad = bad | values.astype(str).str.strip().isin(["", "?", "nan", "NaN"]).to_numpy()
+        bad = bad | values.astype(str).str.strip().isin(MISSING_TEXT).to_numpy()
     if bad.any():
         raise DataError(
             NAN_VALUES.format(column=column, count=int(bad.sum()), row=int(np.argmax(bad)))

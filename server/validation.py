@@ -7,11 +7,11 @@ continuous values within reach of the schema's public ranges; and a ``ConfigReco
 naming its schema (the digest of the federation's schema, or the schema itself).
 
 The federation's schema is the dataset's declared public schema when the server knows it
-(named datasets: :func:`common.datasets.public_schema`); for a bring-your-own CSV it is the
-schema that a strict majority of the replies declare. A reply that fails any check, an error
-reply and a missing reply are each rejected with the reason, logged, and skipped; the round
-fails only when fewer than ``min-clients`` replies remain. A rejected reply contributes
-nothing to the union.
+(named datasets: :func:`common.datasets.public_schema`; for a bring-your-own CSV, its declared
+schema file when the server can read it); else it is the schema that a strict majority of the
+replies declare. A reply that fails any check, an error reply and a missing reply are each
+rejected with the reason, logged, and skipped; the round fails only when fewer than
+``min-clients`` replies remain. A rejected reply contributes nothing to the union.
 """
 
 from __future__ import annotations
@@ -82,10 +82,18 @@ def client_failure(message: Message) -> str:
 
 
 def expected_schema(config: RunConfig) -> Schema | None:
-    """The federation's schema when the configuration names it (a named dataset), else None."""
-    if config.csv:
-        return None
-    return datasets.public_schema(config.dataset, sensitive=config.sensitive or None)
+    """The federation's schema when the configuration names it: a named dataset's, or your own
+    CSV's declared schema file (``schema``) when it can be read here; else None (the replies'
+    majority schema is the federation's)."""
+    if not config.csv:
+        return datasets.public_schema(config.dataset, sensitive=config.sensitive or None)
+    if config.schema:
+        try:
+            return datasets.read_schema(config.schema)
+        except DataError as exc:
+            logger.warning("the declared schema cannot be read on the server (%s); the "
+                           "replies' majority schema is the federation's", exc)
+    return None
 
 
 def declared_schema(message: Message, expected: Schema | None = None) -> Schema:

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "simulations.audit",
     "simulations.deploy",
     "simulations.settings_command",
+    "simulations.schema_command",
 ]
 
 

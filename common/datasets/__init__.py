@@ -8,7 +8,9 @@ with their SHA-256. :data:`DATASETS` maps names to them; :func:`get` looks one u
 Data directory, in order: an explicit ``data_dir`` (``--data-dir``), the environment variable
 ``FAIRSYNTH_DATA_DIR``, else ``$XDG_CACHE_HOME/fairsynth`` (``~/.cache/fairsynth``).
 ``fairsynth data fetch law_school|adult`` downloads the public files and checks their SHA-256.
-A CSV file of your own (:func:`load_csv`) is a separate source, not a named dataset.
+A CSV file of your own (:func:`load_csv`) is a separate source, not a named dataset; its
+public schema is the one its owner declares in a JSON file (:func:`read_schema`), drafted from
+the rows by :func:`draft_schema` and :func:`draft_text` for the owner to review.
 """
 
 from __future__ import annotations
@@ -19,15 +21,16 @@ from common.datasets.adult import ADULT_COLUMNS, adult_schema
 from common.datasets.base import DATA_ENV, Dataset, Source, data_dir
 from common.datasets.fetching import fetch, sha256
 from common.datasets.law_school import LAW_SCHOOL
-from common.datasets.own_csv import load_csv
+from common.datasets.own_csv import draft_schema, draft_text, load_csv, read_schema
 from common.datasets.registry import DATASETS, fetchable, get, names
 from common.datasets.synthetic import make_synthetic, synthetic_frame, synthetic_schema
 from common.schema import Schema, TabularData
 
 __all__ = [
     "ADULT_COLUMNS", "DATASETS", "DATA_ENV", "LAW_SCHOOL", "Dataset", "Source", "adult_schema",
-    "data_dir", "fetch", "fetchable", "get", "load", "load_csv", "make_synthetic", "names",
-    "public_schema", "sha256", "synthetic_frame", "synthetic_schema",
+    "data_dir", "draft_schema", "draft_text", "fetch", "fetchable", "get", "load", "load_csv",
+    "make_synthetic", "names", "public_schema", "read_schema", "sha256", "synthetic_frame",
+    "synthetic_schema",
 ]
 
 
