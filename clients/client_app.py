@@ -43,8 +43,9 @@ from flwr.common.constant import ErrorCode
 from clients.faults import FAULT_KEY, Fault
 from clients.handlers import evaluate_content, moments_content, release_content, train_content
 from clients.node_data import PARTITION_ID, load_split, read_client_file  # noqa: F401 (re-export)
+from clients.policy import PrivacyPolicy
 from common import protocol
-from common.errors import FairsynthError
+from common.errors import FairsynthError, public_reason
 from common.partition import ClientSplit
 from common.run_config import RunConfig
 
@@ -80,18 +81,19 @@ Handler = Callable[[Message, Context], Message]
 
 def replying_user_errors(handler: Handler) -> Handler:
     """Turn an error the user can fix (:class:`FairsynthError`: a bad data file, node config or
-    run config) into an error reply whose reason is the message alone, without a traceback;
-    any other exception is left to the runtime, which replies with its own error."""
+    run config, a request outside the privacy policy) into an error reply without a traceback.
+    The reply carries a code and a generic sentence (:func:`common.errors.public_reason`: a
+    message can quote a cell, a row number or a count); the full message goes to this client's
+    log. Any other exception is left to the runtime, which replies with its own error."""
     @functools.wraps(handler)
     def wrapped(msg: Message, context: Context) -> Message:
         try:
             return handler(msg, context)
         except FairsynthError as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            logger.error("node %s cannot answer %s: %s", context.node_id,
-                         msg.metadata.message_type, reason)
-            return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason),
-                           reply_to=msg)
+            logger.error("node %s cannot answer %s: %s: %s", context.node_id,
+                         msg.metadata.message_type, type(exc).__name__, exc)
+            return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                                 reason=public_reason(exc)), reply_to=msg)
     return wrapped
 
 
@@ -105,8 +107,13 @@ def node_fault(context: Context, faults: Mapping[int, Fault]) -> Fault | None:
 
 
 def make_client_app(config: RunConfig | None = None, *,
-                    faults: Mapping[int, Fault] | None = None) -> ClientApp:
+                    faults: Mapping[int, Fault] | None = None,
+                    policy: PrivacyPolicy | None = None) -> ClientApp:
     """A ClientApp that runs with ``config``, or reads ``context.run_config`` when it is None.
+
+    Each node answers within its privacy policy (:mod:`clients.policy`): ``policy`` when given
+    (an in-process simulation, where one user holds every client, states it for all of them),
+    else the one its node config states (defaults where it is silent).
 
     ``flwr run`` uses :data:`app` (no config: the run config comes from pyproject.toml and
     ``--run-config``); the in-process simulation passes its :class:`RunConfig` here, because
@@ -116,40 +123,47 @@ def make_client_app(config: RunConfig | None = None, *,
     app = ClientApp()
     faults = dict(faults or {})
 
-    def prepare(context: Context, phase: str) -> tuple[RunConfig, ClientSplit]:
+    def prepare(context: Context, phase: str
+                ) -> tuple[RunConfig, ClientSplit, PrivacyPolicy]:
         run = config if config is not None else read_config(context)
+        rules = policy if policy is not None else PrivacyPolicy.from_node_config(
+            context.node_config)
         split = load_split(context.node_config, run)
         fault = node_fault(context, faults)
         if fault is not None:
             fault.strike(phase)
-        return run, split
+        return run, split, rules
 
     @app.query()
     @replying_user_errors
     def query(msg: Message, context: Context) -> Message:
-        config, split = prepare(context, "query")
+        config, split, rules = prepare(context, "query")
         content = release_content(split.train, config, client_seed(config, context),
+                                  policy=rules,
                                   expected_digest=protocol.expected_digest(msg.content))
         return Message(content, reply_to=msg)
 
     @app.query(protocol.MOMENTS_ACTION)
     @replying_user_errors
     def moments(msg: Message, context: Context) -> Message:
-        config, split = prepare(context, "moments")
-        return Message(moments_content(split.train), reply_to=msg)
+        _, split, rules = prepare(context, "moments")
+        return Message(moments_content(split.train, rules), reply_to=msg)
 
     @app.train()
     @replying_user_errors
     def train(msg: Message, context: Context) -> Message:
-        config, split = prepare(context, "train")
-        content = train_content(split.train, msg.content, config, client_seed(config, context))
+        config, split, rules = prepare(context, "train")
+        content = train_content(split.train, msg.content, config, client_seed(config, context),
+                                policy=rules)
         return Message(content, reply_to=msg)
 
     @app.evaluate()
     @replying_user_errors
     def evaluate(msg: Message, context: Context) -> Message:
-        config, split = prepare(context, "evaluate")
-        return Message(evaluate_content(split.test, msg.content), reply_to=msg)
+        config, split, rules = prepare(context, "evaluate")
+        content = evaluate_content(split.test, msg.content, config, policy=rules,
+                                   run=(int(context.run_id), int(context.node_id)))
+        return Message(content, reply_to=msg)
 
     return app
 

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from typing import Any
 
 import numpy as np
 from flwr.app import RecordDict
 
+from clients.policy import PrivacyPolicy
 from clients.synthesizers import make_synthesizer
 from common import comm, mlp, protocol
-from common.metrics import group_counts
+from common.errors import ConfigError, PolicyError
+from common.metrics import counts_from_cells, group_counts
+from common.privacy import NoiseSource, noisy_evaluation_cells
 from common.run_config import RunConfig
 from common.schema import TabularData
 
@@ -30,37 +34,48 @@ def _json(value: Any) -> str:
 
 
 def release_content(train: TabularData, config: RunConfig, seed: int, *,
-                    expected_digest: str = "") -> RecordDict:
-    """Run the client synthesizer on ``train``; the reply content of a one-shot query.
+                    policy: PrivacyPolicy, expected_digest: str = "") -> RecordDict:
+    """Run the client synthesizer on ``train``, within this client's privacy ``policy``; the
+    reply content of a one-shot query.
 
     ``meta`` carries the schema's digest, and the schema itself only when it differs from
     ``expected_digest`` (the server's, sent with the query) or the server sent none; and the
-    privacy report's summary (the whole report goes to this client's log).
+    privacy report's summary (the whole report goes to this client's log). A private order's
+    reply holds nothing that is a function of the true row count: the number of rows released
+    follows the generator's noisy count, δ is the run's, and the timings (which grow with N)
+    stay in the client's log.
     """
+    policy.check_release(config)
     start = time.perf_counter()
-    [result] = make_synthesizer(config).release(train, seed=seed,
-                                                fractions=[config.stage2_fraction])
+    synthesizer = make_synthesizer(config, noise_seed=policy.noise_seed,
+                                   secure_mode=policy.secure_mode)
+    [result] = synthesizer.release(train, seed=seed, fractions=[config.stage2_fraction])
     rows = result.rows.to_array()
     seconds = time.perf_counter() - start
-    metrics = {protocol.NUM_EXAMPLES: len(rows), "seconds": seconds}
-    if result.privacy.epsilon is None:  # a private order would disclose N with it
+    metrics = {protocol.NUM_EXAMPLES: len(rows)}
+    if result.privacy.epsilon is None:  # no guarantee to keep: timings and N may go
         metrics["train-rows"] = len(train)
-    metrics.update({f"seconds-{k}": float(v) for k, v in result.seconds.items()})
-    logger.info("released %d rows (%s) in %.2fs; privacy: %s", len(rows), config.order, seconds,
-                _json(result.privacy.as_dict()))
+        metrics["seconds"] = seconds
+        metrics.update({f"seconds-{k}": float(v) for k, v in result.seconds.items()})
+    logger.info("released %d rows (%s) in %.2fs (%s); privacy: %s", len(rows), config.order,
+                seconds, _json(result.seconds), _json(result.privacy.as_dict()))
     return protocol.release_content(rows, schema=result.rows.schema,
                                     privacy_json=_json(result.privacy.summary()),
                                     expected=expected_digest, metrics=metrics)
 
 
-def moments_content(train: TabularData) -> RecordDict:
-    """Row count and per-column sums and sums of squares (the baselines' pooled scaling)."""
+def moments_content(train: TabularData, policy: PrivacyPolicy) -> RecordDict:
+    """Row count and per-column sums and sums of squares (the baselines' pooled scaling);
+    exact, so only under a policy that allows the non-private handlers."""
+    policy.check_nonprivate("query.moments (exact row count and column sums)")
     return protocol.moments_content(comm.moments(train), train.schema)
 
 
-def train_content(train: TabularData, content: RecordDict, config: RunConfig, seed: int
-                  ) -> RecordDict:
-    """FedAvg/FairFed local step: SGD from the received model on the training rows."""
+def train_content(train: TabularData, content: RecordDict, config: RunConfig, seed: int, *,
+                  policy: PrivacyPolicy) -> RecordDict:
+    """FedAvg/FairFed local step: SGD from the received model on the training rows (only
+    under a policy that allows the non-private handlers)."""
+    policy.check_nonprivate("train (a model fitted to the real rows)")
     cfg = content[protocol.CONFIG]
     encoder = protocol.read_scaling(cfg, train.schema)
     X = encoder.design(train)
@@ -81,9 +96,42 @@ def train_content(train: TabularData, content: RecordDict, config: RunConfig, se
                        **protocol.metrics_content(metrics)})
 
 
-def evaluate_content(test: TabularData, content: RecordDict) -> RecordDict:
-    """Group statistics of the received model on the test rows."""
+#: Private evaluations answered, by (run, node): at most one per run (module docstring of
+#: :mod:`clients.policy`). Per process; see docs/privacy.md for what this does not cover.
+_EVALUATED: set[tuple[int, int]] = set()
+_EVALUATED_LOCK = threading.Lock()
+
+
+def evaluate_content(test: TabularData, content: RecordDict, config: RunConfig, *,
+                     policy: PrivacyPolicy, run: tuple[int, int] = (0, 0)) -> RecordDict:
+    """Group statistics of the received model on the test rows.
+
+    Exact (:func:`common.metrics.group_counts`) under a policy that allows the non-private
+    handlers; otherwise the ``(s, y, ŷ)`` cells under the Gaussian mechanism at the policy's
+    evaluation ε and the run's δ (:func:`common.privacy.noisy_evaluation_cells`), once per
+    ``run`` (run id, node id), without the sums of ``d(x)`` and with the noisy row count.
+    """
     encoder = protocol.read_scaling(content[protocol.CONFIG], test.schema)
     d = mlp.decision(protocol.model_params(content[protocol.MODEL]), encoder.design(test))
-    counts = group_counts(test.y, d, sensitive=test.s)
-    return protocol.metrics_content({protocol.NUM_EXAMPLES: len(test), **counts})
+    if policy.nonprivate:
+        counts = group_counts(test.y, d, sensitive=test.s)
+        return protocol.metrics_content({protocol.NUM_EXAMPLES: len(test), **counts})
+    if config.delta > policy.max_delta:
+        raise PolicyError(f"delta = {config.delta:g} exceeds this client's limit "
+                          f"{policy.max_delta:g}.")
+    if config.delta >= 1.0 / max(len(test), 1):
+        raise ConfigError(f"delta = {config.delta:g} is not below 1/N = {1 / len(test):g} of "
+                          f"the {len(test)} test rows; use a smaller --delta.")
+    with _EVALUATED_LOCK:
+        if run in _EVALUATED:
+            raise PolicyError("this run already had its private evaluation; a second one would "
+                              "spend the evaluation budget again.")
+        _EVALUATED.add(run)
+    noise = NoiseSource(policy.noise_seed, secure=policy.secure_mode)
+    cells, report = noisy_evaluation_cells(test.s, test.y, (d > 0).astype(np.int64),
+                                           epsilon=policy.evaluation_epsilon,
+                                           delta=config.delta, noise=noise)
+    logger.info("private evaluation: %s", _json(report))
+    counts = counts_from_cells(cells)
+    return protocol.metrics_content({protocol.NUM_EXAMPLES: counts["n"], **counts,
+                                     protocol.EVALUATION_EPSILON: report["epsilon"]})

@@ -66,21 +66,26 @@ class PrivacyReport:
 class Stage2Config:
     """Stage-2 settings shared by every DP generator.
 
-    ``delta=None`` means ``1 / (N·√N)`` for the generator's input size ``N``. ``fraction`` is
-    ``Ñ₂ / N`` (paper: 1.0 and 0.1). ``generator`` names a registered DP generator;
-    ``options`` holds that generator's own hyperparameters.
+    ``delta`` must lie below ``1/N`` for the generator's input size ``N`` on every client; it
+    is never derived from ``N`` (a δ of ``1/(N√N)`` sent with a release gives ``N`` back).
+    ``fraction`` is ``Ñ₂ / N`` (paper: 1.0 and 0.1). ``generator`` names a registered DP
+    generator; ``options`` holds that generator's own hyperparameters. ``noise_seed`` and
+    ``secure_mode`` come from the client's privacy policy (:mod:`clients.policy`), never from
+    the run config: the DP noise is fresh OS entropy unless the client seeds it.
     """
 
     epsilon: float = 1.0
-    delta: float | None = None
+    delta: float = 1e-6
     fraction: float = 1.0
     generator: str = "dp-ctgan"
     options: dict = dataclasses.field(default_factory=dict)
+    noise_seed: int | None = None
+    secure_mode: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.epsilon) and self.epsilon > 0):
             raise ConfigError(f"stage 2: epsilon must be a finite number > 0, got {self.epsilon}.")
-        if self.delta is not None and not 0 < self.delta < 1:
+        if not 0 < self.delta < 1:
             raise ConfigError(f"stage 2: delta must lie in (0, 1), got {self.delta}.")
         if not 0 < self.fraction <= 1:
             raise ConfigError(
@@ -89,27 +94,26 @@ class Stage2Config:
         if self.generator not in GENERATORS:
             raise ConfigError(f"stage 2: unknown DP generator {self.generator!r}; valid names are "
                               f"{sorted(GENERATORS)}.")
-        reserved = sorted(set(self.options) & {"epsilon", "delta", "seed"})
+        reserved = sorted(set(self.options) & {"epsilon", "delta", "seed", "noise_seed"})
         if reserved:
             raise ConfigError(
                 f"stage 2: the generator options may not set {reserved}: the budget and the seed "
-                "are set by --epsilon/--delta/--seed (run config: epsilon, delta, seed)."
+                "are set by --epsilon/--delta/--seed (run config: epsilon, delta, seed), and the "
+                "DP noise's seed only by the client (node config dp-noise-seed)."
             )
 
     def check_options(self) -> None:
         """Build (not fit) the configured generator, so a bad option fails before any work."""
-        make_generator(self.generator, epsilon=self.epsilon, delta=self.delta or 1e-6,
-                       **self.options)
+        make_generator(self.generator, epsilon=self.epsilon, delta=self.delta, **self.options)
 
-    def resolve_delta(self, n: int) -> float:
+    def check_delta_for(self, n: int) -> float:
         """δ for an input of ``n`` rows; raises if it is not below ``1/n``."""
-        delta = 1.0 / (n * math.sqrt(n)) if self.delta is None else self.delta
-        if delta >= 1.0 / n:
+        if self.delta >= 1.0 / n:
             raise ConfigError(
-                f"stage 2: delta = {delta:g} is not below 1/N = {1.0 / n:g} for N = {n} rows: such "
-                "a δ allows releasing a real row outright. Use δ ≤ 1/(N·√N) (the default)."
+                f"stage 2: delta = {self.delta:g} is not below 1/N = {1.0 / n:g} for N = {n} rows: "
+                "such a δ allows releasing a real row outright. Use a smaller --delta."
             )
-        return delta
+        return self.delta
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +134,7 @@ class PipelineConfig:
         n = n_train
         if self.order == "fair-then-private":
             n = self.stage1.synthetic_rows(n_train)
-        self.stage2.resolve_delta(n)
+        self.stage2.check_delta_for(n)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +159,7 @@ def pipeline_config(config: RunConfig) -> PipelineConfig:
         anchor=config.anchor, keep_moments=config.keep_moments, seed=config.seed,
     )
     stage2 = Stage2Config(
-        epsilon=config.epsilon, delta=config.delta or None, fraction=config.stage2_fraction,
+        epsilon=config.epsilon, delta=config.delta, fraction=config.stage2_fraction,
         generator=config.generator, options=config.generator_kwargs,
     )
     return PipelineConfig(order=config.order, stage1=stage1, stage2=stage2)
@@ -213,8 +217,13 @@ def _fit_generator(data: TabularData, config: PipelineConfig, seed: int):
     """Fit the configured DP generator on ``data``; returns it and the fit's seconds."""
     start = time.perf_counter()
     cfg = config.stage2
+    options = dict(cfg.options)
+    if cfg.noise_seed is not None:
+        options["noise_seed"] = cfg.noise_seed
+    if cfg.secure_mode:
+        options["secure_mode"] = True
     generator = make_generator(cfg.generator, epsilon=cfg.epsilon,
-                               delta=cfg.resolve_delta(len(data)), seed=seed, **cfg.options)
+                               delta=cfg.check_delta_for(len(data)), seed=seed, **options)
     generator.fit(data)
     return generator, time.perf_counter() - start
 

@@ -32,7 +32,7 @@ values are kept as ``spd_signed`` and ``eod_signed``. A quantity whose group is 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -84,13 +84,38 @@ def group_counts(y_true: np.ndarray, decision: np.ndarray, *, sensitive: np.ndar
     }
 
 
+#: The sums of ``d(x)`` behind Cov and Corr; a private evaluation (:func:`counts_from_cells`)
+#: does not send them.
+SUM_KEYS = tuple(k for k in COUNT_KEYS if k.startswith("sum-"))
+
+
+def counts_from_cells(cells: Sequence[float]) -> dict[str, float]:
+    """The counts of :func:`group_counts` from the eight ``(s, y, ŷ)`` cells, in the order of
+    :data:`common.privacy.EVALUATION_CELLS` (``4s + 2y + ŷ``); without the sums of ``d(x)``,
+    so Cov and Corr are NaN."""
+    c = np.asarray(cells, dtype=np.float64).reshape(2, 2, 2)  # [s, y, ŷ]
+    out = {"n": c.sum(), "correct": c[:, 0, 0].sum() + c[:, 1, 1].sum()}
+    for g in (0, 1):
+        out |= {f"n-s{g}": c[g].sum(), f"pos-s{g}": c[g, :, 1].sum(),
+                f"n-y1-s{g}": c[g, 1].sum(), f"tp-s{g}": c[g, 1, 1]}
+    return {k: float(v) for k, v in out.items()}
+
+
 def check_counts(counts: Mapping[str, float]) -> dict[str, float]:
-    """Validate one client's statistics; raises :class:`ReplyError` naming the problem."""
-    missing = [k for k in COUNT_KEYS if k not in counts]
+    """Validate one client's statistics; raises :class:`ReplyError` naming the problem.
+
+    The sums of ``d(x)`` (:data:`SUM_KEYS`) come all or none (a private evaluation sends none);
+    without them they are NaN, and so are Cov and Corr."""
+    required = [k for k in COUNT_KEYS if k not in SUM_KEYS]
+    missing = [k for k in required if k not in counts]
+    sums = [k for k in SUM_KEYS if k in counts]
+    if sums and len(sums) < len(SUM_KEYS):
+        missing += [k for k in SUM_KEYS if k not in counts]
     if missing:
         raise ReplyError(f"the statistics lack the key(s) {missing}.")
-    out = {k: float(counts[k]) for k in COUNT_KEYS}
-    bad = [k for k, v in out.items() if not math.isfinite(v)]
+    out = {k: float(counts[k]) for k in required}
+    out |= {k: float(counts[k]) if sums else math.nan for k in SUM_KEYS}
+    bad = [k for k, v in out.items() if not math.isfinite(v) and (sums or k not in SUM_KEYS)]
     if bad:
         raise ReplyError(f"the statistics hold non-finite value(s) for {bad}.")
     integral = [k for k in COUNT_KEYS if not k.startswith("sum-")]

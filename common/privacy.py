@@ -33,6 +33,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import secrets
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -384,3 +386,94 @@ def dp_bounds(values: np.ndarray, *, noise_multiplier: float, rng: np.random.Gen
         )
     lo, hi = float(grid[hot[0]]), float(grid[hot[-1] + 1])
     return lo, hi
+
+
+# --------------------------------------------------------------------------- the noise
+
+
+class NoiseSource:
+    r"""Where every random draw of the DP mechanisms comes from.
+
+    A DP guarantee holds only against a party that cannot recompute the noise. By default
+    (``seed=None``) each source is seeded with 128 fresh bits from the operating system's
+    cryptographically secure generator (:mod:`secrets`), so two identical runs add different
+    noise and nobody — the server included — can predict it. A fixed ``seed`` makes a private
+    run reproducible, and voids its guarantee against anyone who learns the seed: it belongs
+    in the client's own node config, never in the run config that the server submits.
+
+    ``secure=True`` is the hardened path against floating-point attacks on the Gaussian
+    (Mironov 2012 for the Laplace; Jin et al. 2022 for DP-SGD): every uniform bit comes from
+    ``os.urandom`` (a CSPRNG) instead of PCG64, and every Gaussian draw is the sum of four
+    independent draws halved, as in Holohan & Braghin (2021, § 5.1) and Opacus' ``secure_mode``
+    (same distribution: four N(0, σ²) halved is N(0, σ²)). It needs no seed and refuses one.
+
+    Attributes
+    ----------
+    reproducible : bool
+        True when a seed was given.
+    secure : bool
+    """
+
+    def __init__(self, seed: int | None = None, *, secure: bool = False) -> None:
+        if secure and seed is not None:
+            raise ConfigError("the hardened noise (secure mode) draws from the operating "
+                              "system and cannot be seeded; drop the noise seed or secure mode.")
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ConfigError(f"a noise seed must be an integer ≥ 0, got {seed!r}.")
+        self.secure = bool(secure)
+        self.reproducible = seed is not None
+        self._rng = np.random.default_rng(secrets.randbits(128) if seed is None else int(seed))
+
+    def normal(self, loc: float = 0.0, scale: float = 1.0, size=None) -> np.ndarray:
+        """Gaussian noise, as :meth:`numpy.random.Generator.normal`."""
+        if not self.secure:
+            return self._rng.normal(loc, scale, size=size)
+        shape = () if size is None else size
+        count = int(np.prod(shape, dtype=np.int64))
+        total = sum(self._urandom_normal(count) for _ in range(4)) / 2.0
+        return loc + scale * total.reshape(shape)
+
+    @staticmethod
+    def _urandom_normal(count: int) -> np.ndarray:
+        """``count`` standard normal draws by Box–Muller from 53-bit uniforms of os.urandom."""
+        if count == 0:
+            return np.zeros(0)
+        bits = np.frombuffer(os.urandom(16 * count), dtype=np.uint64).reshape(2, count)
+        u1 = ((bits[0] >> np.uint64(11)).astype(np.float64) + 1.0) / 2.0**53  # (0, 1]
+        u2 = (bits[1] >> np.uint64(11)).astype(np.float64) / 2.0**53          # [0, 1)
+        return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)
+
+    def torch_seed(self) -> int:
+        """A 63-bit seed for the ``torch.Generator`` of DP-SGD (its Poisson batches and
+        Opacus' noise), drawn from this source: fresh OS entropy unless the source is seeded."""
+        if self.secure or not self.reproducible:
+            return secrets.randbits(63)
+        return int(self._rng.integers(0, 2**63 - 1))
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+#: The eight disjoint cells ``(s, y, ŷ)`` of a model's test predictions: one row is in one cell.
+EVALUATION_CELLS = tuple((s, y, yhat) for s in (0, 1) for y in (0, 1) for yhat in (0, 1))
+
+
+def noisy_evaluation_cells(s: np.ndarray, y: np.ndarray, yhat: np.ndarray, *, epsilon: float,
+                           delta: float, noise: NoiseSource) -> tuple[np.ndarray, dict]:
+    r"""The ``(s, y, ŷ)`` histogram of a model's test predictions under the Gaussian mechanism.
+
+    One row is in one of the eight cells: L2 sensitivity 1, so ``N(0, σ²)`` per cell with
+    ``σ = 1/\sqrt{2ρ}`` and ``ρ`` the zCDP budget of ``(ε, δ)``; the counts are then rounded and
+    clipped at 0 (post-processing). Every count of
+    :func:`common.metrics.group_counts` is a sum of these cells. Returns the cells (in the order
+    of :data:`EVALUATION_CELLS`) and the mechanism's report (ε composed with Opacus' RDP
+    accountant, which is at most ``epsilon``).
+    """
+    ledger = PrivacyLedger(epsilon=epsilon, delta=delta)
+    sigma = gaussian_noise_multiplier(1.0, ledger.rho)
+    ledger.record(Mechanism("evaluation cells", sigma))
+    s, y, yhat = (np.asarray(a).astype(np.int64) for a in (s, y, yhat))
+    exact = np.bincount(4 * s + 2 * y + yhat, minlength=8).astype(np.float64)
+    cells = np.maximum(np.rint(exact + noise.normal(0.0, sigma, size=8)), 0.0)
+    return cells, {"epsilon": ledger.epsilon(), "delta": delta, "noise_multiplier": sigma,
+                   "mechanism": "Gaussian on the 8 (s, y, ŷ) cells, sensitivity 1"}

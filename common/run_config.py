@@ -15,8 +15,8 @@ declaration:
 Flower hands each app ``context.run_config`` (kebab-case keys, from pyproject's table and
 ``flwr run --run-config``); :meth:`RunConfig.from_mapping` reads it once into this frozen
 object, which then travels through the code. A key is the field name with ``-`` for ``_``.
-Optional values that TOML cannot spell as "none" use a neutral value (``delta = 0``,
-``tolerance = 0``, ``""``); their help says what it means.
+Optional values that TOML cannot spell as "none" use a neutral value (``tolerance = 0``,
+``""``); their help says what it means.
 
 Choices that a registry of an upper layer owns (``strategy``: the server's flows;
 ``synthesizer`` and ``generator``: the client's registries) are checked by that registry,
@@ -42,6 +42,8 @@ MEASURES = ("sp", "eo")
 #: What a client may release (the privacy reports speak of these; clients/pipeline.py
 #: implements each one, and a test keeps the two lists equal).
 ORDERS = ("fair-then-private", "private-then-fair", "private-only", "fair-only", "real")
+#: The orders whose release carries an (ε, δ) guarantee.
+PRIVATE_ORDERS = ORDERS[:3]
 
 #: Settings groups, in the order the documentation and ``--help`` show them.
 GROUPS = ("federation", "data", "stage 1", "stage 2", "server model", "baselines", "output")
@@ -103,6 +105,8 @@ class RunConfig:
     drop: str = setting("", "with csv: columns to ignore, comma-separated", group="data")
     categorical: str = setting("", "with csv: categorical columns, comma-separated",
                                group="data")
+    schema: str = setting("", "with csv: the declared schema, a JSON file (`fairsynth schema "
+                              "draft` drafts it); the private orders need it", group="data")
     partition: str = setting("iid", "how a simulation splits the rows among the clients",
                              group="data", choices=PARTITIONS)
     alpha: float = setting(0.5, "Dirichlet α over the sensitive attribute (partition dirichlet)",
@@ -140,7 +144,9 @@ class RunConfig:
     # stage 2
     epsilon: float = setting(1.0, "privacy budget ε of the DP generator", group="stage 2",
                              low=0, low_open=True)
-    delta: float = setting(0.0, "δ of the DP generator (0: 1/(N·√N))", group="stage 2", low=0,
+    delta: float = setting(1e-6, "δ of the DP generator; must be below 1/N on every client, and "
+                                 "is never derived from N (that would disclose N)",
+                           group="stage 2", low=0, low_open=True,
                            high=1, high_open=True)
     stage2_fraction: float = setting(1.0, "released rows Ñ₂/N (paper: 1.0 and 0.1)",
                                      group="stage 2", low=0, high=1, low_open=True,
@@ -182,6 +188,15 @@ class RunConfig:
         if self.partition == "column" and not self.partition_column:
             raise ConfigError("run config: partition = 'column' needs partition-column, the "
                               "name of the column to split by.")
+        if self.csv and not self.schema and self.order in PRIVATE_ORDERS:
+            raise ConfigError(
+                f"run config: order = {self.order!r} releases differentially private rows, but "
+                f"csv = {self.csv!r} has no declared schema: a schema read from the rows (their "
+                "categories, which columns hold numbers, their ranges) goes to the server and "
+                "discloses them. Draft one with `fairsynth schema draft --csv FILE ... --out "
+                "schema.json`, review it and delete its draft key, then pass `--schema "
+                "schema.json` (run config: schema = \"schema.json\"); or use order fair-only or "
+                "real.")
         self.hidden_sizes  # noqa: B018 (validates mlp-hidden)
         self.generator_kwargs  # noqa: B018 (validates generator-options)
 

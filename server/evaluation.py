@@ -2,7 +2,9 @@
 
 Every client evaluates the model on its own test split and replies with group statistics
 (:func:`common.metrics.group_counts`); the server adds them up, so the metrics are those of the
-model on the union of all clients' test rows (:func:`common.metrics.report_from_counts`).
+model on the union of all clients' test rows (:func:`common.metrics.report_from_counts`). A
+client whose privacy policy does not allow exact statistics replies with noisy counts and the ε
+they spent, and without the sums behind Cov and Corr (which are then NaN).
 """
 
 from __future__ import annotations
@@ -64,8 +66,11 @@ def evaluate_on_clients(
         try:
             if m.has_error():
                 raise ReplyError(client_failure(m))
-            counts = check_counts(protocol.reply_metrics(m.content))
-            per_node.append({"node_id": node, **counts})
+            reply = protocol.reply_metrics(m.content)
+            counts = check_counts(reply)
+            # A private evaluation's noisy counts, and its ε (None: an exact evaluation).
+            per_node.append({"node_id": node, **counts,
+                             "evaluation_epsilon": reply.get(protocol.EVALUATION_EPSILON)})
         except ReplyError as exc:
             rejected.append(Rejection(node, "evaluate", str(exc)))
     for r in rejected:

@@ -75,6 +75,7 @@ def run_oneshot(grid: CountingGrid, config: RunConfig) -> FederationResult:
     responsive = sorted({m.metadata.src_node_id for m in replies})
     metrics, per_node, eval_rejected = evaluate_on_clients(
         grid, node_ids=responsive, params=params, encoder=encoder, timeout=config.timeout)
+    evaluated = {c["node_id"]: c["evaluation_epsilon"] for c in per_node}
     q = len(encoder.schema.features) + 2
     d = mlp.n_params(params)
     rows = [len(r.data) for r in releases]
@@ -91,7 +92,8 @@ def run_oneshot(grid: CountingGrid, config: RunConfig) -> FederationResult:
                          "down": len(responsive) * d},
         covered=((MessageType.QUERY, "up"), (MessageType.EVALUATE, "down")),
         clients=tuple({"node_id": r.node_id, "rows": len(r.data), "privacy": r.privacy,
-                       "metrics": r.metrics, "rows_sha256": r.digest} for r in releases),
+                       "metrics": r.metrics, "rows_sha256": r.digest,
+                       "evaluation_epsilon": evaluated.get(r.node_id)} for r in releases),
         rejected=tuple(r.as_dict() for r in [*rejected, *eval_rejected]),
         seconds=time.perf_counter() - start,
         config=config.to_mapping(),

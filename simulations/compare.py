@@ -23,7 +23,7 @@ from pathlib import Path
 
 from common.jsonio import write_json
 from simulations import comparison, figures, options
-from simulations.engine import quiet_flower, simulate
+from simulations.engine import preflight, quiet_flower, simulate
 from simulations.results import write_tables
 
 #: The comparison's grid (seeds and one-shot release sizes) and their default values.
@@ -38,6 +38,7 @@ def register(sub) -> None:
     parser.add_argument("--mlp-seeds", nargs="*", type=int, default=None,
                         help="seeds that also run FedAvg and one-shot with the MLP (default: "
                              "the first seed; none to skip)")
+    options.add_policy(parser, nonprivate=True)
     options.add_out(parser)
     parser.set_defaults(func=run)
 
@@ -52,13 +53,17 @@ def run(args: argparse.Namespace) -> int:
     configs = [base.replace(seed=r["seed"], strategy=r["strategy"], model=r["model"],
                             **({} if r["fraction"] is None else
                                {"stage2_fraction": r["fraction"]})) for r in runs]
+    rules = options.policy(args)
+    for config in configs:  # every run within the clients' policy, before any starts
+        preflight(config, args.clients, rules)
+    print(f"the clients' privacy policy: {rules.describe()}")
     records: list[dict] = []
     record_of_args = options.args_record(args)
     path = Path(args.out) / "compare.json"
     for i, (r, config) in enumerate(zip(runs, configs), 1):
         print(f"[{i}/{len(runs)}] {r['label']} ({r['model']}), seed {r['seed']} ...", flush=True)
         start = time.perf_counter()
-        result = simulate(config, clients=args.clients, verbose=args.verbose > 0)
+        result = simulate(config, clients=args.clients, verbose=args.verbose > 0, policy=rules)
         records.append(comparison.record(r, result, time.perf_counter() - start))
         write_json(path, comparison.payload(records, rounds=base.rounds, args=record_of_args))
     out = comparison.payload(records, rounds=base.rounds, args=record_of_args)

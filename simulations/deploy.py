@@ -42,6 +42,7 @@ def register(sub) -> None:
         "node authentication); runs the one-shot job and FedAvg with `flwr run`")
     options.add_clients(parser)
     options.add_settings(parser, skip=("strategy", "results_path"))
+    options.add_policy(parser, nonprivate=True)
     options.add_fault(parser)
     g = parser.add_argument_group("deployment")
     g.add_argument("--strategies", nargs="+", default=list(STRATEGIES_DEFAULT),
@@ -118,12 +119,15 @@ def _deploy(args: argparse.Namespace) -> dict:
     config = options.run_config(args, **options.min_clients_default(args))
     base = {**config.to_mapping(), **parse_overrides(args.run_config)}
     configs = run_configs(base, args.strategies, results=out / "results")
-    preflight(RunConfig.from_mapping(configs[args.strategies[0]]), args.clients)
+    rules = options.policy(args)
+    for strategy in args.strategies:
+        preflight(RunConfig.from_mapping(configs[strategy]), args.clients, rules)
     faults = parse_assignments(args.inject_fault)
     check_faults(faults, args.clients)
     return deploy_federation(out=out, app=app, run_config=base, strategies=args.strategies,
                              client_data=client_data(RunConfig.from_mapping(base), args.clients),
-                             faults=faults, certs=args.certs, port=args.port,
+                             faults=faults, policy=rules.to_node_config(), certs=args.certs,
+                             port=args.port,
                              run_timeout=args.run_timeout, started=start)
 
 

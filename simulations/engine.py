@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from clients.client_app import make_client_app
 from clients.faults import Fault
 from clients.node_data import NUM_PARTITIONS, PARTITION_ID, load_split
+from clients.policy import PrivacyPolicy
 from clients.synthesizers import make_synthesizer
-from common.errors import ConfigError, FairsynthError
+from common.errors import ConfigError, FairsynthError, PolicyError
 from common.run_config import RunConfig
 from server.result import FederationResult
 from server.server_app import check_run, make_server_app
@@ -38,17 +39,24 @@ RUNTIME_ENV = {
 }
 
 
-def preflight(config: RunConfig, clients: int) -> None:
+def preflight(config: RunConfig, clients: int, policy: PrivacyPolicy | None = None) -> None:
     """Fail fast, before the runtime starts, on what every client would fail on: the server's
-    flow, the client synthesizer and its options, and each client's data (the split is read
-    through the clients' own loader, :func:`clients.node_data.load_split`)."""
+    flow, the clients' privacy policy, the client synthesizer and its options, and each
+    client's data (the split is read through the clients' own loader,
+    :func:`clients.node_data.load_split`)."""
+    check_run(config)
+    try:
+        (policy or PrivacyPolicy()).check_run(config)
+    except PolicyError as exc:
+        raise ConfigError(f"the clients would refuse this run: {exc} Change the clients' "
+                          "policy (--allow-orders, --allow-epsilon, --allow-delta, "
+                          "--allow-nonprivate) or the run.") from None
     if clients < 1:
         raise ConfigError(f"--clients must be ≥ 1, got {clients}.")
     if config.min_clients > clients:
         raise ConfigError(
             f"min-clients = {config.min_clients} exceeds the {clients} clients; lower it."
         )
-    check_run(config)
     synthesizer = make_synthesizer(config) if config.strategy == "oneshot" else None
     measure = config.measure if config.strategy != "fedavg" else "sp"
     for k in range(clients):
@@ -105,7 +113,8 @@ class StuckClientStopper:
 
 
 def simulate(config: RunConfig, *, clients: int, verbose: bool = False,
-             faults: Mapping[int, Fault] | None = None) -> FederationResult:
+             faults: Mapping[int, Fault] | None = None,
+             policy: PrivacyPolicy | None = None) -> FederationResult:
     """Run one federation in-process; returns the server's result.
 
     Parameters
@@ -114,6 +123,8 @@ def simulate(config: RunConfig, *, clients: int, verbose: bool = False,
     clients : number of SuperNodes ``K`` (node ``k`` holds partition ``k``).
     verbose : let Ray forward the clients' logs.
     faults : partition id → a failure that node injects on purpose (:mod:`clients.faults`).
+    policy : the privacy policy every client applies (:mod:`clients.policy`); None: the
+        clients' default (private orders, ε ≤ 1, no non-private handlers).
 
     Raises
     ------
@@ -123,7 +134,8 @@ def simulate(config: RunConfig, *, clients: int, verbose: bool = False,
     """
     from flwr.simulation import run_simulation
 
-    preflight(config, clients)
+    policy = policy or PrivacyPolicy()
+    preflight(config, clients, policy)
     for k in faults or {}:
         if not 0 <= k < clients:
             raise ConfigError(f"--inject-fault names partition {k}; the partitions are "
@@ -153,7 +165,7 @@ def simulate(config: RunConfig, *, clients: int, verbose: bool = False,
 
         try:
             run_simulation(server_app=make_server_app(config, on_result=done, on_error=failed),
-                           client_app=make_client_app(config, faults=faults),
+                           client_app=make_client_app(config, faults=faults, policy=policy),
                            num_supernodes=clients, backend_config=backend)
         finally:
             stopper.cancel()

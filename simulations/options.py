@@ -19,14 +19,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from clients.policy import PrivacyPolicy
 from common import datasets, partition
 from common.errors import ConfigError
 from common.partition import ClientSplit
-from common.run_config import GROUPS, RunConfig, expected, key_of, settings
+from common.run_config import GROUPS, ORDERS, RunConfig, expected, key_of, settings
 from common.schema import TabularData
 
 #: Runtime flags that are not run settings: how many clients a simulation has.
 CLIENTS_HELP = "number of clients K (default: 2)"
+#: The order of a command that offers no ``--order`` (``stage1-sweep``, ``deploy-split``,
+#: ``schema draft``): it runs no DP generator, and its configuration says so, so that the rule
+#: that a private order on your own CSV needs a declared schema (:class:`RunConfig`) does not
+#: stop it.
+ORDER_WITHOUT_FLAG = "fair-only"
 
 
 def add_settings(parser: argparse.ArgumentParser, groups: Iterable[str] = GROUPS, *,
@@ -37,7 +43,7 @@ def add_settings(parser: argparse.ArgumentParser, groups: Iterable[str] = GROUPS
 
     ``grid`` maps setting names to a sweep's default values; those flags take one or more
     values. Settings keep the declaration's default; the flag is absent from the namespace
-    unless given.
+    unless given. A parser without ``--order`` gets :data:`ORDER_WITHOUT_FLAG`.
     """
     grid = dict(grid or {})
     groups, skip, include = list(groups), set(skip), set(include) | set(grid)
@@ -45,6 +51,7 @@ def add_settings(parser: argparse.ArgumentParser, groups: Iterable[str] = GROUPS
     if unknown:
         raise ValueError(f"grid names unknown settings {sorted(unknown)}")
     arg_groups: dict[str, argparse._ArgumentGroup] = {}
+    offered: set[str] = set()
     for field in settings():
         meta = field.metadata
         if (meta["group"] not in groups and field.name not in include) or field.name in skip:
@@ -75,6 +82,9 @@ def add_settings(parser: argparse.ArgumentParser, groups: Iterable[str] = GROUPS
         if kind is not bool and not meta["choices"]:
             kwargs["metavar"] = {int: "N", float: "X", str: "TEXT"}[kind]
         group.add_argument(*flags, **kwargs)
+        offered.add(field.name)
+    if "order" not in offered:
+        parser.set_defaults(order=ORDER_WITHOUT_FLAG)
 
 
 def add_clients(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +98,42 @@ def add_fault(parser: argparse.ArgumentParser) -> None:
                         help="make the client of partition K fail on purpose (testing): KIND "
                              "raise, hang or die; PHASE query (default), train or evaluate; "
                              "repeatable")
+
+
+def add_policy(parser: argparse.ArgumentParser, *, nonprivate: bool = False) -> None:
+    """The clients' privacy policy (:mod:`clients.policy`). In a simulation or a local
+    deployment one user holds every client, so the command line states the policy that every
+    node applies; ``nonprivate`` is the default of ``--allow-nonprivate`` (true for the commands
+    that run the FedAvg and FairFed baselines)."""
+    default = PrivacyPolicy()
+    group = parser.add_argument_group("the clients' privacy policy (what every node agrees to)")
+    group.add_argument("--allow-orders", nargs="+", choices=ORDERS, default=list(default.orders),
+                       metavar="ORDER", help="orders the clients run (default: the private "
+                       f"ones, {' '.join(default.orders)})")
+    group.add_argument("--allow-epsilon", type=float, default=default.max_epsilon, metavar="X",
+                       help=f"largest ε a release may spend (default: {default.max_epsilon:g})")
+    group.add_argument("--allow-delta", type=float, default=default.max_delta, metavar="X",
+                       help=f"largest δ a release may use (default: {default.max_delta:g})")
+    group.add_argument("--allow-nonprivate", action=argparse.BooleanOptionalAction,
+                       default=nonprivate, help="answer the handlers without a guarantee: exact "
+                       "column sums and local training (FedAvg, FairFed) and an exact evaluation "
+                       f"(default: {str(nonprivate).lower()})")
+    group.add_argument("--evaluation-epsilon", type=float, default=default.evaluation_epsilon,
+                       metavar="X", help="ε of the private evaluation of the final model "
+                       f"(default: {default.evaluation_epsilon:g})")
+    group.add_argument("--noise-seed", type=int, default=None, metavar="N",
+                       help="seed the DP noise, to reproduce a private run (voids the guarantee "
+                       "against anyone who knows it; default: fresh OS entropy)")
+    group.add_argument("--secure-mode", action="store_true",
+                       help="hardened DP noise against floating-point attacks")
+
+
+def policy(args: argparse.Namespace) -> PrivacyPolicy:
+    """The policy :func:`add_policy`'s flags state."""
+    return PrivacyPolicy(orders=tuple(args.allow_orders), max_epsilon=args.allow_epsilon,
+                         max_delta=args.allow_delta, nonprivate=args.allow_nonprivate,
+                         evaluation_epsilon=args.evaluation_epsilon, noise_seed=args.noise_seed,
+                         secure_mode=args.secure_mode)
 
 
 def min_clients_default(args: argparse.Namespace) -> dict[str, int]:
@@ -172,14 +218,16 @@ def load_data(config: RunConfig) -> TabularData:
     """The whole dataset that ``config`` names (a named dataset or your own CSV)."""
     if config.csv:
         missing = [f"--{k}" for k in ("sensitive", "label") if not getattr(config, k)]
-        if missing:
+        if missing and not config.schema:
             raise ConfigError(f"--csv needs {' '.join(missing)} as well (the sensitive and "
-                              "the label column).")
+                              "the label column), or --schema with a schema that names them.")
         names = config.name_list
-        return datasets.load_csv(config.csv, sensitive=config.sensitive,
-                                 privileged=config.privileged or None, label=config.label,
+        return datasets.load_csv(config.csv, sensitive=config.sensitive or None,
+                                 privileged=config.privileged or None,
+                                 label=config.label or None,
                                  favourable=config.favourable or None, drop=names["drop"],
-                                 categorical=names["categorical"])
+                                 categorical=names["categorical"],
+                                 schema=config.schema or None)
     return datasets.load(config.dataset, root=config.data_dir or None,
                          sensitive=config.sensitive or None, seed=config.seed)
 

@@ -1,8 +1,10 @@
 """``fairsynth simulate``: one federation run on Flower's in-process simulation engine.
 
 Default: the paper's setup — Law School, 2 clients, race, SP, ρ = 10, fair-then-private,
-ε = 1, one shot. Prints a results table and writes ``DIR/results.json`` (``--out``, default
-``runs/simulate``). The runtime is :mod:`simulations.engine`.
+ε = 1, one shot — under the clients' default privacy policy (private orders, ε ≤ 1, a private
+evaluation; ``--allow-*`` flags change it). Prints a results table and the policy, and writes
+``DIR/results.json`` (``--out``, default ``runs/simulate``). The runtime is
+:mod:`simulations.engine`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def register(sub) -> None:
     parser = sub.add_parser("simulate", help="one federation run on Flower's simulation engine")
     options.add_clients(parser)
     options.add_settings(parser)
+    options.add_policy(parser)
     options.add_fault(parser)
     options.add_out(parser, Path("runs/simulate"))
     parser.set_defaults(func=run)
@@ -31,11 +34,15 @@ def run(args: argparse.Namespace) -> int:
     options.check_clients(args.clients)
     config = options.run_config(args, **options.min_clients_default(args))
     faults = parse_assignments(args.inject_fault)
+    rules = options.policy(args)
     start = time.perf_counter()
-    result = simulate(config, clients=args.clients, verbose=args.verbose > 0, faults=faults)
+    result = simulate(config, clients=args.clients, verbose=args.verbose > 0, faults=faults,
+                      policy=rules)
     wall = time.perf_counter() - start
-    payload = {**result.as_dict(), "clients_requested": args.clients, "wall_seconds": wall}
+    payload = {**result.as_dict(), "clients_requested": args.clients, "wall_seconds": wall,
+               "client_policy": rules.describe()}
     path = write_json(args.out / "results.json", payload)
     report.print_result(result, wall=wall)
+    print(f"the clients' privacy policy: {rules.describe()}")
     print(f"wrote {path}")
     return 0

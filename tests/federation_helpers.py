@@ -20,13 +20,15 @@ class LocalGrid(Grid):
 
     ``tamper(partition_id, request, reply)`` may replace a reply (a misbehaving client) or
     return None (no reply: a client that hung or died). ``node_config`` adds keys to every
-    node's config (a function of the partition id).
+    node's config (a function of the partition id). Each grid is a run of its own (a fresh run
+    id), as each ``flwr run`` is.
     """
 
     def __init__(self, app: ClientApp, clients: int, *, tamper=None, node_config=None):
         self.app, self.tamper = app, tamper
+        self.run_id = uuid.uuid4().int >> 65
         self.contexts = {
-            1000 + k: Context(run_id=1, node_id=1000 + k,
+            1000 + k: Context(run_id=self.run_id, node_id=1000 + k,
                               node_config={"partition-id": k, "num-partitions": clients,
                                            **(node_config(k) if node_config else {})},
                               state=RecordDict(), run_config={})
@@ -82,3 +84,12 @@ def ray_test(test):
                  pytest.mark.usefixtures("flower_env")):
         test = mark(test)
     return test
+
+
+def open_app(config=None, **kwargs):
+    """The ClientApp under a policy that allows everything (every order, exact statistics):
+    for the tests of the federation's mechanics rather than of the privacy policy."""
+    from clients.client_app import make_client_app
+    from clients.policy import PrivacyPolicy
+
+    return make_client_app(config, policy=PrivacyPolicy.open(), **kwargs)

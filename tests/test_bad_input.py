@@ -36,7 +36,7 @@ from clients.faults import Fault
 from common import datasets, protocol
 from common.errors import FairsynthError
 from common.run_config import RunConfig
-from common.schema import Schema
+from common.schema import Column, Schema
 from server.validation import accept_releases, parse_release
 from simulations.cli import main
 
@@ -193,6 +193,17 @@ CASES: dict[str, Callable[[Path], str]] = {
         t, ["stage1-sweep", *csv_args(csv(t, good_frame()), privileged="Martian")]),
     "eo-undefined": lambda t: run_cli(t, ["stage1-sweep", "--measure", "eo", *csv_args(
         csv(t, good_frame().assign(outcome=lambda f: np.where(f.gender == "M", 0, f.outcome))))]),
+    # command line: your own CSV under a private order, and its declared schema
+    "csv-private-without-schema": lambda t: run_cli(
+        t, ["simulate", *csv_args(csv(t, good_frame()))]),
+    "schema-still-draft": lambda t: run_cli(t, ["simulate", *csv_args(
+        csv(t, good_frame()), "--schema", str(_schema_file(t, draft=True)))]),
+    "schema-category-undeclared": lambda t: run_cli(t, ["simulate", *csv_args(
+        csv(t, good_frame().assign(region=lambda f: f.region.mask(f.index == 5, "west"))),
+        "--schema", str(_schema_file(t)))]),
+    "schema-value-out-of-bounds": lambda t: run_cli(t, ["simulate", *csv_args(
+        csv(t, good_frame().assign(age=lambda f: f.age.mask(f.index == 7, 150))),
+        "--schema", str(_schema_file(t)))]),
     "fewer-rows-than-clients": simulate_with("--clients", "500"),
     "clients-zero": simulate_with("--clients", "0"),
     "partition-column-unknown": simulate_with("--partition", "column", "--partition-column", "x9"),
@@ -203,7 +214,11 @@ CASES: dict[str, Callable[[Path], str]] = {
     "iterations-negative": simulate_with("--iterations", "-5"),
     "stage1-fraction-zero": simulate_with("--stage1-fraction", "0"),
     "epsilon-not-positive": simulate_with("--epsilon", "0"),
-    "delta-too-large": simulate_with("--delta", "0.01"),
+    "delta-too-large": simulate_with("--delta", "0.01", "--allow-delta", "0.5"),
+    "order-outside-policy": simulate_with("--order", "real"),
+    "epsilon-above-policy": simulate_with("--epsilon", "4"),
+    "baseline-without-nonprivate": simulate_with("--strategy", "fedavg"),
+    "noise-seed-from-the-server": simulate_with("--generator-options", '{"noise_seed": 1}'),
     "fraction-out-of-range": simulate_with("--stage2-fraction", "1.5"),
     "sweep-fraction-zero": lambda t: run_cli(
         t, ["stage2-sweep", "--dataset", "synthetic", "--fraction", "1.0", "0"]),
@@ -257,6 +272,22 @@ CASES: dict[str, Callable[[Path], str]] = {
 def _binary_file(tmp: Path) -> Path:
     path = tmp / "data.csv"
     path.write_bytes(b"\xff\xfe\x00\x81 not a table \x00" * 50)
+    return path
+
+
+#: The schema of :func:`good_frame`, declared from domain knowledge (not read from its rows).
+GOOD_SCHEMA = Schema(
+    name="data", sensitive="gender", privileged="F", label="outcome", favourable="1",
+    features=(Column("age", bounds=(0.0, 120.0), integer=True),
+              Column("score", bounds=(0.0, 100.0)),
+              Column("region", kind="categorical", categories=("east", "north", "south"))))
+
+
+def _schema_file(tmp: Path, *, draft: bool = False) -> Path:
+    """``GOOD_SCHEMA`` as a reviewed schema file, or (``draft``) as ``schema draft`` marks it."""
+    path = tmp / "schema.json"
+    path.write_text(datasets.draft_text(GOOD_SCHEMA, "data.csv") if draft
+                    else GOOD_SCHEMA.to_json())
     return path
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from clients.client_app import release_content
+from clients.policy import PrivacyPolicy
 from common.datasets import make_synthetic
 from common.run_config import RunConfig
 from common.schema import TabularData
@@ -55,7 +56,7 @@ def _numbers_in_metadata(content) -> np.ndarray:
 def _release(order: str):
     config = RunConfig.from_mapping({"dataset": "synthetic", "order": order, "iterations": 40,
                                      "rho": 10.0, "epsilon": 1.0})
-    return release_content(_client_with_canary(), config, seed=0)
+    return release_content(_client_with_canary(), config, seed=0, policy=PrivacyPolicy.open())
 
 
 @pytest.mark.parametrize("order", ["private-only", "fair-then-private", "private-then-fair"])

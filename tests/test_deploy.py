@@ -298,9 +298,11 @@ def split_args(**kw) -> argparse.Namespace:
 
 
 def split_config(args: argparse.Namespace) -> RunConfig:
-    """The run configuration of ``fairsynth deploy-split``'s flags (``clients`` is not one)."""
-    return RunConfig.from_mapping(None, **{k: "" if v is None else v for k, v in vars(args).items()
-                                           if k not in ("clients", "drop", "categorical")})
+    """The run configuration of ``fairsynth deploy-split``'s flags (``clients`` is not one; a
+    command without ``--order`` runs no DP generator: ``options.ORDER_WITHOUT_FLAG``)."""
+    return RunConfig.from_mapping(None, order="fair-only",
+                                  **{k: "" if v is None else v for k, v in vars(args).items()
+                                     if k not in ("clients", "drop", "categorical")})
 
 
 def check_client_files(args: argparse.Namespace, tmp_path: Path) -> dict[Path, int]:
@@ -316,7 +318,8 @@ def check_client_files(args: argparse.Namespace, tmp_path: Path) -> dict[Path, i
     config = RunConfig.from_mapping({"dataset": args.dataset, "sensitive": args.sensitive or "",
                                      "csv": args.csv or "", "privileged": args.privileged or "",
                                      "label": args.label or "",
-                                     "favourable": args.favourable or ""})
+                                     "favourable": args.favourable or "",
+                                     "order": "fair-only"})  # no declared schema: not private
     assert [p.name for p in written] == ["client.csv"] * args.clients
     for k, (path, part) in enumerate(zip(written, parts), start=1):
         assert path.parent.name == f"client-{k}"

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 CLIENTS = 3
 #: A cheap one-shot job: fair-only stage 1 with few iterations (no DP generator to train).
-JOB = ["--order", "fair-only", "--iterations", "20", "--rho", "10"]
+JOB = ["--order", "fair-only", "--iterations", "20", "--rho", "10", "--allow-orders", "fair-only"]
 
 
 def expected_metrics(data_dir: Path) -> tuple[dict, list[int]]:
@@ -145,7 +145,8 @@ def test_deployed_oneshot_survives_clients_that_raise_die_and_hang(tmp_path, dat
     the honest rows, names the three others with their reasons, and nothing is left running
     (the hung ClientApp process included)."""
     out = tmp_path / "deploy"
-    job = ["--dataset", "synthetic", "--order", "fair-only", "--iterations", "20"]
+    job = ["--dataset", "synthetic", "--order", "fair-only", "--iterations", "20",
+           "--allow-orders", "fair-only"]
     code = main(["deploy", *job, "--clients", "4", "--strategies", "oneshot",
                  "--min-clients", "1", "--timeout", "45", "--inject-fault", "1:raise",
                  "--inject-fault", "2:die", "--inject-fault", "3:hang",
@@ -171,3 +172,22 @@ def test_deployed_oneshot_survives_clients_that_raise_die_and_hang(tmp_path, dat
     assert summary["pids_left"] == []
     groups = set(summary["process_groups"])
     assert not [p for p in summary["pids"] if pid_alive(p, groups=groups)]
+
+
+def test_deployed_clients_refuse_what_their_policy_does_not_allow(tmp_path):
+    """The refusal happens on the SuperNodes, from their node config: the run config is the
+    server's (here it asks for the real rows, past the command's own check, as a server
+    operator could), and every client answers with its policy's rule instead of rows."""
+    from clients.policy import PrivacyPolicy
+    from simulations.deploy import client_data
+    from simulations.deployment import DeploymentError
+    from simulations.deployment.flower_config import app_dir
+    from simulations.deployment.run import deploy_federation
+
+    config = RunConfig(dataset="synthetic", order="real", min_clients=2, timeout=60.0)
+    with pytest.raises(DeploymentError) as info:
+        deploy_federation(out=tmp_path / "deploy", app=app_dir(None),
+                          run_config=config.to_mapping(), strategies=["oneshot"],
+                          client_data=client_data(config, 2),
+                          policy=PrivacyPolicy().to_node_config(), run_timeout=150.0)
+    assert "policy: order 'real' is outside this client's privacy policy" in str(info.value)

@@ -13,11 +13,12 @@ import logging
 
 import numpy as np
 import pytest
-from federation_helpers import LocalGrid, ray_test
+from federation_helpers import LocalGrid, open_app, ray_test
 from flwr.app import Array, ArrayRecord, Error, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.client_app import make_client_app, train_content
+from clients.client_app import train_content
+from clients.policy import PrivacyPolicy
 from common import comm, datasets, mlp, protocol
 from common.errors import ReplyError
 from common.global_model import fit_global_model
@@ -51,7 +52,7 @@ def _splits(config: RunConfig, clients: int):
 
 def test_oneshot_queries_each_client_once_and_broadcasts_once():
     config = RunConfig.from_mapping(RUN)
-    local = LocalGrid(make_client_app(config), 3)
+    local = LocalGrid(open_app(config), 3)
     grid = CountingGrid(local)
     result = run_oneshot(grid, config)
 
@@ -104,7 +105,7 @@ def test_a_bad_reply_is_rejected_with_its_reason_and_the_round_completes(tamper,
             return reply
         return tamper(request, reply, reply.content[protocol.ROWS][protocol.ROWS].numpy())
 
-    local = LocalGrid(make_client_app(config), 3, tamper=corrupt_first)
+    local = LocalGrid(open_app(config), 3, tamper=corrupt_first)
     with caplog.at_level(logging.WARNING, logger="server.validation"):
         result = run_oneshot(CountingGrid(local), config)
     bad = 1000
@@ -124,24 +125,26 @@ def test_a_bad_reply_is_rejected_with_its_reason_and_the_round_completes(tamper,
 
 def test_too_few_valid_replies_fail_the_round_with_every_reason():
     config = RunConfig.from_mapping({**RUN, "min-clients": 3, "max-rows": 10})
-    local = LocalGrid(make_client_app(config), 3)
+    local = LocalGrid(open_app(config), 3)
     with pytest.raises(ReplyError, match="only 0 of 3 clients.*min-clients = 3.*cap of 10"):
         run_oneshot(CountingGrid(local), config)
 
 
-def test_a_failing_pipeline_is_reported_by_every_client():
+def test_a_failing_pipeline_is_reported_by_every_client(caplog):
     config = RunConfig.from_mapping({**RUN, "order": "fair-only", "rho": 10.0,
                                      "stage1-fraction": 0.0001})
-    local = LocalGrid(make_client_app(config), 2)
-    with pytest.raises(ReplyError, match="node 1000: the client failed.*non-empty"):
-        run_oneshot(CountingGrid(local), config)
+    local = LocalGrid(open_app(config), 2)
+    with caplog.at_level(logging.ERROR, logger="clients.client_app"):
+        with pytest.raises(ReplyError, match="node 1000: the client failed: config-error"):
+            run_oneshot(CountingGrid(local), config)
+    assert sum("non-empty" in m for m in caplog.messages) == 2  # the reason, in each log
 
 
 def test_fair_only_pipeline_releases_fairer_rows():
     base = RunConfig.from_mapping(RUN)
     fair = RunConfig.from_mapping({**RUN, "order": "fair-only", "rho": 1000.0,
                                    "iterations": 60})
-    results = [run_oneshot(CountingGrid(LocalGrid(make_client_app(c), 2)), c)
+    results = [run_oneshot(CountingGrid(LocalGrid(open_app(c), 2)), c)
                for c in (base, fair)]
     assert results[1].metrics["spd"] < 0.5 * results[0].metrics["spd"]
     assert [c["privacy"]["order"] for c in results[1].clients] == ["fair-only", "fair-only"]
@@ -150,7 +153,7 @@ def test_fair_only_pipeline_releases_fairer_rows():
 @pytest.mark.parametrize("strategy", ["fedavg", "fairfed"])
 def test_baselines_run_R_rounds_and_move_2KRd_numbers(strategy):
     config = RunConfig.from_mapping({**RUN, "strategy": strategy, "rounds": 3})
-    local = LocalGrid(make_client_app(config), 2)
+    local = LocalGrid(open_app(config), 2)
     result = run_baseline(CountingGrid(local), config)
     phases = [e.phase for e in result.exchanges]
     assert phases == ["query.moments", "train", "train", "train", "evaluate"]
@@ -170,7 +173,7 @@ def test_baselines_run_R_rounds_and_move_2KRd_numbers(strategy):
 def test_fedavg_with_an_mlp_trains_the_configured_network():
     config = RunConfig.from_mapping({**RUN, "strategy": "fedavg", "rounds": 2, "model": "mlp",
                                      "mlp-hidden": "8,4"})
-    result = run_baseline(CountingGrid(LocalGrid(make_client_app(config), 2)),
+    result = run_baseline(CountingGrid(LocalGrid(open_app(config), 2)),
                           config)
     assert result.params == mlp.count_params(6, (8, 4)) == 6 * 8 + 8 + 8 * 4 + 4 + 4 + 1
     assert result.formula_check()["ratio_payload"] == 1.0
@@ -179,7 +182,7 @@ def test_fedavg_with_an_mlp_trains_the_configured_network():
 def test_oneshot_with_an_mlp_trains_it_on_the_union_of_the_replies():
     config = RunConfig.from_mapping({**RUN, "model": "mlp", "mlp-hidden": "8,4",
                                      "mlp-epochs": 3})
-    local = LocalGrid(make_client_app(config), 2)
+    local = LocalGrid(open_app(config), 2)
     result = run_oneshot(CountingGrid(local), config)
     assert result.params == mlp.count_params(6, (8, 4))
     # The same network trained here on the union of the two clients' rows, in the server's
@@ -203,7 +206,7 @@ def test_oneshot_with_an_mlp_trains_it_on_the_union_of_the_replies():
 def test_fairfed_with_an_mlp_runs_and_moves_2KRd_numbers():
     config = RunConfig.from_mapping({**RUN, "strategy": "fairfed", "rounds": 2, "model": "mlp",
                                      "mlp-hidden": "8,4"})
-    result = run_baseline(CountingGrid(LocalGrid(make_client_app(config), 2)),
+    result = run_baseline(CountingGrid(LocalGrid(open_app(config), 2)),
                           config)
     d = mlp.count_params(6, (8, 4))
     assert result.params == d
@@ -223,7 +226,7 @@ def test_simulation_engine_oneshot_with_a_corrupt_client():
     from flwr.simulation import run_simulation
 
     mapping = RunConfig.from_mapping(RUN).to_mapping()
-    inner = make_client_app(RunConfig.from_mapping(mapping))
+    inner = open_app(RunConfig.from_mapping(mapping))
     app = ClientApp()
 
     @app.query()
@@ -270,7 +273,7 @@ def test_simulation_engine_fedavg_aggregate_is_the_weighted_average():
     results = []
     run_simulation(server_app=make_server_app(RunConfig.from_mapping(mapping),
                                               on_result=results.append),
-                   client_app=make_client_app(RunConfig.from_mapping(mapping)), num_supernodes=2,
+                   client_app=open_app(RunConfig.from_mapping(mapping)), num_supernodes=2,
                    backend_config=BACKEND)
     (result,) = results
     # Each client's local step recomputed here, then averaged by hand: Σ n_k w_k / Σ n_k.
@@ -283,7 +286,8 @@ def test_simulation_engine_fedavg_aggregate_is_the_weighted_average():
         content = RecordDict({protocol.MODEL: model_record(start),
                               protocol.CONFIG: scaling_record(encoder)})
         content[protocol.CONFIG]["server-round"] = 1
-        reply = train_content(s.train, content, config, seed=config.seed + 1000 * k)
+        reply = train_content(s.train, content, config, seed=config.seed + 1000 * k,
+                              policy=PrivacyPolicy.open())
         local.append(reply[protocol.MODEL]["layer0.weight"].numpy())
         sizes.append(len(s.train))
     average = (sizes[0] * local[0] + sizes[1] * local[1]) / (sizes[0] + sizes[1])

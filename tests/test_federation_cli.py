@@ -99,12 +99,17 @@ def test_compare_verdicts_crossover_and_figures(tmp_path, capsys):
 def test_simulate_end_to_end_writes_results(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["simulate", "--dataset", "synthetic", "--order", "real", "--clients", "3",
-                 "--out", str(out)]) == 0
+                 "--allow-orders", "real", "--out", str(out)]) == 0
     result = json.loads((out / "results.json").read_text())
     assert result["strategy"] == "oneshot" and result["rounds"] == 1
     assert [(e["phase"], e["messages_down"]) for e in result["exchanges"]] == [
         ("query", 3), ("evaluate", 3)]
     assert 0.6 < result["metrics"]["accuracy"] < 0.9
     assert 1.0 < result["formula_check"]["ratio_bytes"] < 1.1
+    # The policy the nodes applied is written and printed: real rows allowed, exact statistics
+    # not, so the evaluation was private.
+    assert result["client_policy"]["orders"] == ["real"]
+    assert not result["client_policy"]["nonprivate"]
+    assert all(0 < c["evaluation_epsilon"] <= 0.5 for c in result["clients"])
     row = f"| oneshot | logistic | {result['params']} | {100 * result['metrics']['accuracy']:.2f} |"
     assert row in capsys.readouterr().out

@@ -6,10 +6,9 @@ import copy
 
 import numpy as np
 import pytest
-from federation_helpers import LocalGrid
+from federation_helpers import LocalGrid, open_app
 
 from clients import node_data
-from clients.client_app import make_client_app
 from common import datasets, partition
 from common.datasets.base import Dataset
 from common.run_config import RunConfig
@@ -90,7 +89,7 @@ def test_the_cache_key_holds_every_data_setting_and_nothing_else(reads):
 
 def test_a_federation_run_reads_each_nodes_data_once(reads, task_identity):
     config = RunConfig.from_mapping({**RUN, "strategy": "fedavg", "rounds": 2})
-    local = LocalGrid(make_client_app(config), 3)
+    local = LocalGrid(open_app(config), 3)
     run_baseline(CountingGrid(local), config)
     # every node answers the moments query, a train message per round and the evaluation
     per_node = [sum(node == n for node, _ in local.delivered) for n in local.contexts]
@@ -107,8 +106,8 @@ def test_the_handlers_leave_the_shared_split_unchanged(task_identity, order):
                                      "strategy": "fairfed", "rounds": 2})
     splits = node_data.federation(config, 2)
     before = copy.deepcopy(splits)
-    run_baseline(CountingGrid(LocalGrid(make_client_app(config), 2)), config)
-    run_oneshot(CountingGrid(LocalGrid(make_client_app(config), 2)), config)
+    run_baseline(CountingGrid(LocalGrid(open_app(config), 2)), config)
+    run_oneshot(CountingGrid(LocalGrid(open_app(config), 2)), config)
     assert node_data.federation(config, 2) is splits
     for got, want in zip(splits, before):
         for a, b in zip(_arrays(got), _arrays(want)):

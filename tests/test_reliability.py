@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,15 +20,15 @@ import os
 
 import numpy as np
 import pytest
-from federation_helpers import LocalGrid, ray_test
+from federation_helpers import LocalGrid, open_app, ray_test
 from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType
 from flwr.clientapp import ClientApp
 
-from clients.client_app import make_client_app
 from clients.faults import Fault, InjectedFault, parse_assignments
 from clients.pipeline import pipeline_config, run_pipeline
+from clients.policy import PrivacyPolicy
 from common import datasets, protocol
-from common.errors import ConfigError, ReplyError
+from common.errors import PUBLIC_REASONS, ConfigError, ReplyError
 from common.global_model import fit_global_model
 from common.partition import federated_split
 from common.run_config import RunConfig
@@ -38,8 +39,6 @@ from simulations.engine import simulate
 pytestmark = pytest.mark.usefixtures("task_identity")
 
 RUN = {"dataset": "synthetic", "order": "real", "seed": 3, "min-clients": 1}
-
-
 
 
 def _splits(config: RunConfig, clients: int):
@@ -78,7 +77,7 @@ def test_a_raising_and_a_silent_client_are_skipped_and_named():
     def silent(partition_id, request, reply):  # partition 2 never answers (hung or dead)
         return None if partition_id == 2 else reply
 
-    local = LocalGrid(make_client_app(config, faults={1: Fault("raise")}), 4,
+    local = LocalGrid(open_app(config, faults={1: Fault("raise")}), 4,
                       tamper=silent)
     result = run_oneshot(CountingGrid(local), config)
     reasons = {r["node_id"]: r["reason"] for r in result.rejected if r["phase"] == "query"}
@@ -97,7 +96,7 @@ def test_a_raising_and_a_silent_client_are_skipped_and_named():
 
 def test_too_few_replies_fail_with_each_failed_node_and_its_reason():
     config = RunConfig.from_mapping({**RUN, "min-clients": 3})
-    local = LocalGrid(make_client_app(config, faults={0: Fault("raise")}), 3,
+    local = LocalGrid(open_app(config, faults={0: Fault("raise")}), 3,
                       tamper=lambda k, req, rep: None if k == 2 else rep)
     with pytest.raises(ReplyError) as info:
         run_oneshot(CountingGrid(local), config)
@@ -107,26 +106,30 @@ def test_too_few_replies_fail_with_each_failed_node_and_its_reason():
     assert "node 1002: no reply before the timeout" in message
 
 
-def test_a_users_error_on_a_node_is_an_error_reply_without_traceback(tmp_path):
-    """A node whose data file is missing answers with the error's message alone."""
+def test_a_users_error_on_a_node_is_a_generic_error_reply_and_a_full_log_line(tmp_path, caplog):
+    """A node whose data file is missing answers with a code and a generic sentence (an error
+    message can quote a path, a cell or a count: none of it reaches the server); the message
+    itself goes to the client's log."""
     config = RunConfig.from_mapping(RUN)
     missing = tmp_path / "nowhere.csv"
 
     def node_config(k):
         return {"data-path": str(missing)} if k == 1 else {}
 
-    local = LocalGrid(make_client_app(config), 2, node_config=node_config)
-    result = run_oneshot(CountingGrid(local), config)
+    local = LocalGrid(open_app(config), 2, node_config=node_config)
+    with caplog.at_level(logging.ERROR, logger="clients.client_app"):
+        result = run_oneshot(CountingGrid(local), config)
     (rejected,) = [r for r in result.rejected if r["phase"] == "query"]
-    assert rejected["reason"] == (
-        f"the client failed: DataError: the node's data-path {missing} does not exist; point "
-        "data-path at the CSV with this client's rows.")
+    assert rejected["reason"] == f"the client failed: {PUBLIC_REASONS['DataError']}"
+    assert str(missing) not in rejected["reason"]
+    assert any(f"DataError: the node's data-path {missing} does not exist" in m
+               for m in caplog.messages)
 
 
 def test_a_fault_in_the_node_config_strikes_like_the_mapping():
     """``fault`` in the node config (how a deployment injects it) strikes like ``faults``."""
     config = RunConfig.from_mapping(RUN)
-    local = LocalGrid(make_client_app(config), 2,
+    local = LocalGrid(open_app(config), 2,
                       node_config=lambda k: {"fault": "raise"} if k == 0 else {})
     result = run_oneshot(CountingGrid(local), config)
     assert [r["node_id"] for r in result.rejected] == [1000]
@@ -159,7 +162,7 @@ def test_simulation_survives_clients_that_raise_die_and_hang(caplog):
     faults = {1: Fault("raise"), 2: Fault("die"), 3: Fault("hang")}
     flower_level = logging.getLogger("flwr").level
     with caplog.at_level(logging.WARNING, logger="server.validation"):
-        result = simulate(config, clients=4, faults=faults)
+        result = simulate(config, clients=4, faults=faults, policy=PrivacyPolicy.open())
     # The hung call was stopped (else simulate would not return) and Flower's logger, quietened
     # while it was, has its level back.
     assert logging.getLogger("flwr").level == flower_level
@@ -184,7 +187,7 @@ def test_simulation_survives_clients_that_raise_die_and_hang(caplog):
 def test_simulation_fails_clearly_when_too_few_clients_remain():
     config = RunConfig.from_mapping({**RUN, "min-clients": 2})
     with pytest.raises(ReplyError, match="only 1 of 2 clients.*injected fault"):
-        simulate(config, clients=2, faults={0: Fault("raise")})
+        simulate(config, clients=2, faults={0: Fault("raise")}, policy=PrivacyPolicy.open())
 
 
 def _attack(kind: str, reply):
@@ -232,7 +235,7 @@ def test_malicious_replies_never_reach_the_union(caplog):
 
     clients = 11
     mapping = RunConfig.from_mapping({**RUN, "max-rows": 1000}).to_mapping()
-    inner = make_client_app(RunConfig.from_mapping(mapping))
+    inner = open_app(RunConfig.from_mapping(mapping))
     app = ClientApp()
 
     @app.query()
@@ -277,23 +280,44 @@ QUICK_DP = {"order": "fair-then-private", "iterations": 20, "rho": 10.0,
                                              "discriminator_dims": [16], "noise_dim": 8})}
 
 
-def test_the_same_seed_gives_bit_identical_rows_from_the_pipeline(toy):
-    config = pipeline_config(RunConfig.from_mapping(QUICK_DP))
+def _seeded(config, noise_seed):
+    return dataclasses.replace(config, stage2=dataclasses.replace(config.stage2,
+                                                                  noise_seed=noise_seed))
+
+
+def test_the_same_seeds_give_bit_identical_rows_from_the_pipeline(toy):
+    """A private run is reproducible only with the client's own noise seed as well."""
+    config = _seeded(pipeline_config(RunConfig.from_mapping(QUICK_DP)), 99)
     first, second = (run_pipeline(toy, config, seed=11) for _ in range(2))
     np.testing.assert_array_equal(first.rows.to_array(), second.rows.to_array())
     assert first.privacy == second.privacy
     other = run_pipeline(toy, config, seed=12)
     assert not np.array_equal(first.rows.to_array(), other.rows.to_array())
+    other_noise = run_pipeline(toy, _seeded(config, 100), seed=11)
+    assert not np.array_equal(first.rows.to_array(), other_noise.rows.to_array())
+
+
+def test_without_a_noise_seed_identical_private_runs_release_different_rows(toy):
+    """The DP noise is fresh OS entropy: the run config's seed (which the server knows) does
+    not fix it, so the same run twice releases different rows and different noisy counts."""
+    config = pipeline_config(RunConfig.from_mapping({**QUICK_DP, "order": "private-only"}))
+    first, second = (run_pipeline(toy, config, seed=11) for _ in range(2))
+    assert not np.array_equal(first.rows.to_array(), second.rows.to_array())
+    counts = {len(run_pipeline(toy, config, seed=11).rows) for _ in range(6)}
+    assert len(counts | {len(first.rows), len(second.rows)}) > 1
 
 
 @ray_test
 def test_the_same_seed_gives_bit_identical_simulations():
     mapping = {**RUN, **QUICK_DP, "min-clients": 3}
-    runs = [simulate(RunConfig.from_mapping(mapping), clients=3) for _ in range(2)]
+    policy = PrivacyPolicy(noise_seed=7)  # the clients' own seed: reproducible, not private
+    runs = [simulate(RunConfig.from_mapping(mapping), clients=3, policy=policy)
+            for _ in range(2)]
     rows = [sorted(c["rows_sha256"] for c in r.clients) for r in runs]
     assert rows[0] == rows[1] and len(set(rows[0])) == 3
     np.testing.assert_array_equal(runs[0].model_params["layer0.weight"],
                                   runs[1].model_params["layer0.weight"])
-    assert runs[0].metrics == {**runs[1].metrics,
-                               "server_fit_seconds": runs[0].metrics["server_fit_seconds"]}
+    # The evaluation is private (noisy cells, Cov and Corr NaN), and seeded by the same seed.
+    np.testing.assert_equal(runs[0].metrics, {**runs[1].metrics, "server_fit_seconds":
+                                              runs[0].metrics["server_fit_seconds"]})
     assert [e.payload_up for e in runs[0].exchanges] == [e.payload_up for e in runs[1].exchanges]

@@ -45,7 +45,7 @@ def test_each_order_reports_what_its_guarantee_covers(toy, order, covers, privat
     assert report.order == order and report.covers == covers
     if private:
         assert 0.99 <= report.epsilon <= 1.0
-        assert report.delta == pytest.approx(1.0 / (len(toy) * np.sqrt(len(toy))))
+        assert report.delta == Stage2Config().delta  # the run's δ, not a function of N
         assert "discriminator DP-SGD" in report.details["budget_split"]
         assert "input_rows" not in report.details  # the report does not disclose N
         summary = report.summary()  # what the client sends the server
@@ -54,6 +54,15 @@ def test_each_order_reports_what_its_guarantee_covers(toy, order, covers, privat
     else:
         assert report.epsilon is None and report.delta is None
     assert set(report.as_dict()) >= {"order", "epsilon", "delta", "covers", "details"}
+
+
+def test_clients_of_different_sizes_report_the_same_delta(toy):
+    """δ = 1/(N√N) sent with a release gives N back (δ^(-2/3) = N); the default δ is the run's
+    own, whatever the client's size."""
+    small = toy.subset(np.arange(len(toy) // 2))
+    reports = [run_pipeline(data, config("private-only"), seed=1).privacy for data in (toy, small)]
+    assert reports[0].delta == reports[1].delta == Stage2Config().delta
+    assert reports[0].summary()["delta"] == reports[1].summary()["delta"]
 
 
 def test_stage_one_of_private_then_fair_reads_only_the_dp_rows(toy, monkeypatch):
@@ -101,7 +110,7 @@ def test_release_sizes_follow_the_fraction_and_cells_keep_their_shares(toy, orde
 
 def test_one_fraction_through_both_entry_points_gives_the_same_rows(toy):
     cfg = dataclasses.replace(config("private-only"),
-                              stage2=Stage2Config(fraction=0.3, options=FAST))
+                              stage2=Stage2Config(fraction=0.3, options=FAST, noise_seed=3))
     single = run_pipeline(toy, cfg, seed=5)
     multi = run_pipeline_fractions(toy, cfg, [0.3], seed=5)[0]
     assert single.rows.features.equals(multi.rows.features)

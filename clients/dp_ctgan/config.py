@@ -74,6 +74,15 @@ class DPCTGANConfig:
     progress : bool, optional
         tqdm bar over epochs (None: only on a terminal).
     seed : int
+        Seeds what is not a DP mechanism: the networks' initialisation and :meth:`sample`.
+    noise_seed : int, optional
+        Seeds the DP mechanisms' noise (the statistics, the Poisson batches, DP-SGD) for a
+        reproducible run, and voids the guarantee against anyone who knows it. None (default):
+        fresh OS entropy on every fit (:class:`common.privacy.NoiseSource`).
+    secure_mode : bool
+        The hardened noise against floating-point attacks: the statistics' Gaussians from
+        ``os.urandom`` summed four times, and Opacus' ``secure_mode`` for DP-SGD. Excludes
+        ``noise_seed``.
     """
 
     epsilon: float = 1.0
@@ -100,6 +109,8 @@ class DPCTGANConfig:
     threads: int | None = 1
     progress: bool | None = None
     seed: int = 0
+    noise_seed: int | None = None
+    secure_mode: bool = False
 
     def __post_init__(self) -> None:
         def whole(v, low=1):
@@ -130,6 +141,11 @@ class DPCTGANConfig:
             (whole(self.pool), f"pool must be an integer ≥ 1, got {self.pool!r}"),
             (self.copula_clip > 0, f"copula_clip must be > 0, got {self.copula_clip}"),
             (self.prior in PRIORS, f"prior must be one of {list(PRIORS)}, got {self.prior!r}"),
+            (self.noise_seed is None or whole(self.noise_seed, 0),
+             f"noise_seed must be an integer ≥ 0 or None, got {self.noise_seed!r}"),
+            (not (self.secure_mode and self.noise_seed is not None),
+             "secure_mode draws its noise from the operating system and cannot be seeded; drop "
+             "noise_seed or secure_mode"),
             (self.threads is None or whole(self.threads),
              f"threads must be an integer ≥ 1 or None, got {self.threads!r}"),
         ]

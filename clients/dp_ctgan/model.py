@@ -91,11 +91,12 @@ class DPCTGAN:
         cfg = self.config
         privacy.check_budget(epsilon=cfg.epsilon, delta=cfg.delta, n=len(data))
         start = time.perf_counter()
-        rng = np.random.default_rng(cfg.seed)
+        # The noise of every DP mechanism: fresh OS entropy unless the client seeded it.
+        noise = privacy.NoiseSource(cfg.noise_seed, secure=cfg.secure_mode)
         self.schema = data.schema
         self.ledger = privacy.PrivacyLedger(epsilon=cfg.epsilon, delta=cfg.delta)
         cell = 2 * data.s.astype(np.int64) + data.y.astype(np.int64)
-        self.stats = dp_statistics(data, cell, config=cfg, ledger=self.ledger, rng=rng)
+        self.stats = dp_statistics(data, cell, config=cfg, ledger=self.ledger, rng=noise)
         self.transformer = TableTransformer(data.schema, self.stats.edges)
 
         sample_rate = cfg.sample_rate
@@ -110,7 +111,7 @@ class DPCTGAN:
                      "max_grad_norm": cfg.max_grad_norm, "pac": cfg.pac,
                      "sensitivity": sensitivity_factor * cfg.max_grad_norm}
         with _torch_state(cfg.threads, cfg.seed):
-            self._train(data, cell, sample_rate, steps)
+            self._train(data, cell, sample_rate, steps, noise_seed=noise.torch_seed())
         self.seconds = time.perf_counter() - start
         self._fitted = True
         logger.info("dp-ctgan: %d rows, ε = %.3f (target %.3f), δ = %.2e, σ = %.3f, q = %.4f, "
@@ -125,10 +126,12 @@ class DPCTGAN:
         self.generator = Generator(tf.width + cfg.noise_dim + self._conditioning.cond_dim,
                                    cfg.generator_dims, tf.width, zero_init=cfg.prior != "none")
 
-    def _train(self, data: TabularData, cell: np.ndarray, sample_rate: float, steps: int) -> None:
-        """``steps`` DP-SGD steps of the critic, each followed by one step of the generator."""
+    def _train(self, data: TabularData, cell: np.ndarray, sample_rate: float, steps: int, *,
+               noise_seed: int) -> None:
+        """``steps`` DP-SGD steps of the critic, each followed by one step of the generator;
+        ``noise_seed`` seeds the Poisson batches and DP-SGD's noise."""
         cfg = self.config
-        gen = torch.Generator().manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(noise_seed)
         self._build_networks()
         conditioning = self._conditioning
         real = torch.from_numpy(self.transformer.transform(data.features))
@@ -148,7 +151,7 @@ class DPCTGAN:
                           cfg.pac),
             lr=cfg.lr_discriminator, noise_multiplier=self.noise_multiplier,
             max_grad_norm=cfg.max_grad_norm, expected_batch_size=2 * expected_packs,
-            generator=gen)
+            generator=gen, secure_mode=cfg.secure_mode)
         self.critic = critic
         n_fake = expected_packs * cfg.pac
         fake_target = torch.zeros(expected_packs)

@@ -93,14 +93,15 @@ class PrivateCritic:
 
     def __init__(self, module: nn.Module, *, lr: float, noise_multiplier: float,
                  max_grad_norm: float, expected_batch_size: int,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, secure_mode: bool = False):
         self.module = GradSampleModuleFastGradientClipping(
             module, batch_first=True, loss_reduction="mean", max_grad_norm=max_grad_norm,
             use_ghost_clipping=True)
         self.optimizer = DPOptimizerFastGradientClipping(
             torch.optim.Adam(self.module.parameters(), lr=lr, betas=(0.5, 0.9)),
             noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
-            expected_batch_size=expected_batch_size, loss_reduction="mean", generator=generator)
+            expected_batch_size=expected_batch_size, loss_reduction="mean", generator=generator,
+            secure_mode=secure_mode)
         self.criterion = DPLossFastGradientClipping(
             self.module, self.optimizer, nn.BCEWithLogitsLoss(reduction="mean"),
             loss_reduction="mean")

@@ -54,7 +54,7 @@ def _spend(ledger: privacy.PrivacyLedger, config: DPCTGANConfig, name: str) -> f
 
 
 def dp_statistics(data: TabularData, cell: np.ndarray, *, config: DPCTGANConfig,
-                  ledger: privacy.PrivacyLedger, rng: np.random.Generator) -> Statistics:
+                  ledger: privacy.PrivacyLedger, rng: privacy.NoiseSource) -> Statistics:
     """Every DP release except DP-SGD, recorded in ``ledger``.
 
     Parameters
@@ -67,9 +67,9 @@ def dp_statistics(data: TabularData, cell: np.ndarray, *, config: DPCTGANConfig,
         Budget shares, histogram resolution, modes, prior and calibration switches.
     ledger : common.privacy.PrivacyLedger
         The fit's ledger: sets every mechanism's noise and records it.
-    rng : numpy.random.Generator
-        The noise source (drawn in a fixed order: bounds, cell counts, marginals,
-        correlations, category counts, moments).
+    rng : common.privacy.NoiseSource
+        The noise source, fresh OS entropy unless seeded (drawn in a fixed order: bounds,
+        cell counts, marginals, correlations, category counts, moments).
     """
     schema = data.schema
     cont = schema.continuous

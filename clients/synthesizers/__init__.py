@@ -10,6 +10,9 @@ The interface a synthesizer implements::
 
     synth = make_synthesizer(config)        # reads its options from the RunConfig; raises
                                             #   ConfigError on a bad one, before any work
+    synth = make_synthesizer(config, noise_seed=None, secure_mode=False)
+                                            # the client's own noise settings (its privacy
+                                            #   policy, never the run config)
     synth.check(n_train)                    # what would fail on a client of n_train rows
     [release] = synth.release(train, seed=..., fractions=[config.stage2_fraction])
     release.rows                            # TabularData: the rows the client may send
@@ -17,7 +20,11 @@ The interface a synthesizer implements::
     release.seconds                         # seconds per stage (kept in the client's log)
 
 ``release`` fits on the training rows once and samples one release per fraction ``Ñ₂/N``
-(several fractions share the fit: the same privacy as one release).
+(several fractions share the fit: the same privacy as one release). ``seed`` seeds what is not
+a DP mechanism (stage 1, sampling from a fitted generator); every DP mechanism draws its noise
+from :class:`common.privacy.NoiseSource` with the synthesizer's ``noise_seed`` and
+``secure_mode`` — fresh OS entropy by default — so that the server, which knows the run
+config's seed, cannot recompute it.
 """
 
 from __future__ import annotations
@@ -42,8 +49,11 @@ class Synthesizer(abc.ABC):
     #: The run-config name (set by :func:`register_synthesizer`).
     name: str = ""
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: RunConfig, *, noise_seed: int | None = None,
+                 secure_mode: bool = False) -> None:
         self.config = config
+        self.noise_seed = noise_seed
+        self.secure_mode = secure_mode
 
     def check(self, n_train: int) -> None:  # noqa: B027 (optional hook: nothing to check)
         """Raise a :class:`common.errors.FairsynthError` for what would fail on a client with
@@ -67,12 +77,15 @@ def register_synthesizer(name: str) -> Callable[[type[Synthesizer]], type[Synthe
     return wrap
 
 
-def make_synthesizer(config: RunConfig) -> Synthesizer:
-    """The synthesizer ``config.synthesizer``, built from ``config`` (validates its options)."""
+def make_synthesizer(config: RunConfig, *, noise_seed: int | None = None,
+                     secure_mode: bool = False) -> Synthesizer:
+    """The synthesizer ``config.synthesizer``, built from ``config`` (validates its options),
+    with the client's own DP-noise settings (see the package docstring)."""
     if config.synthesizer not in SYNTHESIZERS:
         raise ConfigError(f"run config: synthesizer = {config.synthesizer!r} is invalid; use "
                           f"one of {sorted(SYNTHESIZERS)}.")
-    return SYNTHESIZERS[config.synthesizer](config)
+    return SYNTHESIZERS[config.synthesizer](config, noise_seed=noise_seed,
+                                            secure_mode=secure_mode)
 
 
 def import_modules(path: Sequence[str]) -> list[str]:

@@ -6,6 +6,7 @@ generator, :mod:`clients.dp_generators`) in the order that the run config's ``or
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from clients.pipeline import pipeline_config, run_pipeline_fractions
@@ -19,9 +20,11 @@ class Bilevel(Synthesizer):
     """The seed pipeline: ``order`` ∈ fair-then-private, private-then-fair, private-only,
     fair-only, real."""
 
-    def __init__(self, config: RunConfig) -> None:
-        super().__init__(config)
-        self.pipeline = pipeline_config(config)
+    def __init__(self, config: RunConfig, **noise) -> None:
+        super().__init__(config, **noise)
+        pipeline = pipeline_config(config)
+        self.pipeline = dataclasses.replace(pipeline, stage2=dataclasses.replace(
+            pipeline.stage2, noise_seed=self.noise_seed, secure_mode=self.secure_mode))
         if self.pipeline.order not in ("real", "fair-only"):
             self.pipeline.stage2.check_options()
 

@@ -74,11 +74,15 @@ class LocalFederation(Supervisor):
         Seconds between SIGTERM and SIGKILL when stopping.
     faults : mapping of int to Fault, optional
         Partition id → a failure that client injects on purpose (:mod:`clients.faults`).
+    policy : mapping, optional
+        Node-config entries of the clients' privacy policy
+        (:meth:`clients.policy.PrivacyPolicy.to_node_config`); every SuperNode gets them.
     """
 
     def __init__(self, *, workdir: Path, credentials: Credentials, data_files: Sequence[Path],
                  port: int = 0, startup_timeout: float = 120.0, grace: float = 10.0,
-                 faults: Mapping[int, Fault] | None = None) -> None:
+                 faults: Mapping[int, Fault] | None = None,
+                 policy: Mapping[str, object] | None = None) -> None:
         if len(data_files) != credentials.clients:
             raise ConfigError(
                 f"{len(data_files)} data files for {credentials.clients} SuperNodes; give one "
@@ -92,6 +96,7 @@ class LocalFederation(Supervisor):
         self.credentials = credentials
         self.data_files = [Path(p).resolve() for p in data_files]
         self.faults = dict(faults or {})
+        self.policy = dict(policy or {})
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
         # K ClientApps share this machine's cores: one BLAS/torch thread each.
@@ -208,10 +213,11 @@ class LocalFederation(Supervisor):
 
     def node_config(self, k: int) -> dict[str, object]:
         """Node config of SuperNode ``k``: the client's own rows (``data-path``), its index
-        (``partition-id``, which seeds the client's pipeline as in the simulation) and, when
-        one is injected, its ``fault`` (:mod:`clients.faults`)."""
+        (``partition-id``, which seeds the client's pipeline as in the simulation), its privacy
+        policy (:mod:`clients.policy`) and, when one is injected, its ``fault``
+        (:mod:`clients.faults`)."""
         config: dict[str, object] = {"data-path": str(self.data_files[k - 1]),
-                                     "partition-id": k - 1}
+                                     "partition-id": k - 1, **self.policy}
         if k - 1 in self.faults:
             fault = self.faults[k - 1]
             config[FAULT_KEY] = f"{fault.kind}@{fault.phase}"

@@ -51,7 +51,8 @@ def check_faults(faults: Mapping[int, Fault], clients: int) -> None:
 
 def deploy_federation(*, out: Path, app: Path, run_config: Mapping[str, object],
                       strategies: Sequence[str], client_data: ClientData,
-                      faults: Mapping[int, Fault] | None = None, certs: Path | None = None,
+                      faults: Mapping[int, Fault] | None = None,
+                      policy: Mapping[str, object] | None = None, certs: Path | None = None,
                       port: int = 0, run_timeout: float = 3600.0,
                       started: float | None = None) -> dict:
     """Split, credentials, start, run each strategy, stop; the summary.
@@ -71,6 +72,8 @@ def deploy_federation(*, out: Path, app: Path, run_config: Mapping[str, object],
         The dataset and its partition; client ``k`` gets the ``k``-th part.
     faults : mapping of int to Fault, optional
         Partition id → a failure that client injects on purpose (:mod:`clients.faults`).
+    policy : mapping, optional
+        The clients' privacy policy as node-config entries (every SuperNode's node config).
     certs : Path, optional
         Credentials from :func:`generate_credentials` to use; default: new ones in
         ``out/certs`` (replacing what is there).
@@ -109,7 +112,7 @@ def deploy_federation(*, out: Path, app: Path, run_config: Mapping[str, object],
     prepared = time.perf_counter()
     runs: dict[str, dict] = {}
     federation = LocalFederation(workdir=out, credentials=creds, data_files=data_files,
-                                 port=port, faults=faults)
+                                 port=port, faults=faults, policy=policy)
     with federation.handling_signals():
         try:
             federation.start()

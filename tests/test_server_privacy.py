@@ -1,0 +1,271 @@
+"""Privacy against the party that runs the server: each test is an attack the server could
+mount, and checks that it fails (and, where it shows the attack, that it works without the fix).
+
+- The DP noise is fresh OS entropy: knowing the run config's seed does not let the server
+  recompute it (with a shared seed, the count noise of two neighbouring datasets cancels and N
+  falls out of the release size).
+- No reply of a private order holds a function of the true row count: δ is the run's, not
+  1/(N√N); timings stay in the client's log.
+- Errors reach the server as a code and a generic sentence.
+- The client's privacy policy refuses the real rows, an ε or δ above its limits, the
+  non-private handlers and a second evaluation; its evaluation is noisy by default.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from federation_helpers import LocalGrid, ray_test
+from flwr.app import RecordDict
+from scipy import stats
+
+from clients.client_app import make_client_app
+from clients.dp_ctgan import DPCTGAN, DPCTGANConfig
+from clients.dp_generators import GENERATORS, register_generator
+from clients.handlers import evaluate_content, moments_content, release_content
+from clients.policy import PrivacyPolicy
+from common import privacy, protocol
+from common.datasets import make_synthetic
+from common.encoding import Encoder
+from common.errors import ConfigError, PolicyError, ReplyError
+from common.metrics import group_counts
+from common.run_config import RunConfig
+from server.oneshot import run_oneshot
+from server.traffic import CountingGrid
+
+pytestmark = pytest.mark.usefixtures("task_identity")
+
+SMALL = {"epochs": 1.0, "sample_rate": 0.25, "generator_dims": (16,),
+         "discriminator_dims": (16,), "noise_dim": 8, "progress": False}
+
+
+# --------------------------------------------------------------------------- the noise
+
+
+def test_fresh_noise_differs_and_a_seed_reproduces_it():
+    a, b = privacy.NoiseSource(), privacy.NoiseSource()
+    assert not np.array_equal(a.normal(0, 1, 50), b.normal(0, 1, 50))
+    c, d = privacy.NoiseSource(5), privacy.NoiseSource(5)
+    np.testing.assert_array_equal(c.normal(0, 2, (3, 4)), d.normal(0, 2, (3, 4)))
+    assert c.reproducible and not a.reproducible
+    assert privacy.NoiseSource().torch_seed() != privacy.NoiseSource().torch_seed()
+
+
+def test_the_hardened_noise_is_the_same_gaussian():
+    """Four OS-random Box–Muller draws summed and halved: N(0, σ²) (Kolmogorov–Smirnov)."""
+    noise = privacy.NoiseSource(secure=True)
+    x = noise.normal(1.0, 3.0, size=20_000)
+    assert stats.kstest((x - 1.0) / 3.0, "norm").pvalue > 1e-3
+    assert noise.normal(0.0, 1.0, size=(2, 3)).shape == (2, 3)
+    with pytest.raises(ConfigError, match="cannot be seeded"):
+        privacy.NoiseSource(1, secure=True)
+
+
+def _noisy_rows(data, **config) -> float:
+    return DPCTGAN(DPCTGANConfig(delta=1e-6, **SMALL, **config)).fit(data).noisy_rows()
+
+
+def test_the_server_cannot_recompute_the_count_noise():
+    """The attack: on neighbours of 400 and 399 rows, noise drawn from a seed the server knows
+    is the same noise, so the noisy counts differ by exactly one row and the release size
+    gives N away. With fresh noise (the default) the difference is not one row."""
+    data = make_synthetic(400, seed=3)
+    smaller = data.subset(np.arange(1, 400))
+    seeded = [_noisy_rows(d, seed=0, noise_seed=0) for d in (data, smaller)]
+    assert seeded[0] - seeded[1] == pytest.approx(1.0, abs=1e-9)  # the attack, when seeded
+    fresh = [_noisy_rows(d, seed=0) for d in (data, smaller)]
+    assert abs(fresh[0] - fresh[1] - 1.0) > 1e-6
+    assert _noisy_rows(data, seed=0) != _noisy_rows(data, seed=0)  # same run, new noise
+
+
+# --------------------------------------------------------------------------- replies
+
+
+@pytest.fixture
+def constant_generator():
+    """A DP generator whose every release is data-independent (the DP mechanisms replaced by
+    constants): what remains of a reply can then depend on the data only through a leak."""
+
+    class Constant:
+        def __init__(self, *, epsilon, delta, seed, **_):
+            self.epsilon, self.delta = epsilon, delta
+
+        def fit(self, data):
+            self.schema = data.schema
+            return self
+
+        def noisy_rows(self):
+            return 300
+
+        def sample(self, n, *, seed=None):
+            template = make_synthetic(n, seed=1)
+            return template
+
+        def privacy_spent(self):
+            return {"epsilon": self.epsilon, "delta": self.delta, "accountant": "rdp"}
+
+    register_generator("constant-probe")(Constant)
+    yield "constant-probe"
+    GENERATORS.pop("constant-probe")
+
+
+def _reply_parts(content: RecordDict) -> dict:
+    rows = content[protocol.ROWS][protocol.ROWS].numpy()
+    meta = dict(content[protocol.META])
+    metrics = dict(content[protocol.METRICS])
+    return {"rows": rows.tobytes(), "meta": meta, "metrics": metrics}
+
+
+@pytest.mark.parametrize("order", ["private-only", "private-then-fair", "fair-then-private"])
+def test_a_private_reply_is_the_same_for_neighbouring_datasets(constant_generator, order):
+    """With the DP mechanisms data-independent, the whole reply (rows, schema, privacy report,
+    metrics) of a dataset and of the same dataset minus one row are identical: no field is a
+    function of N (not δ, not the timings)."""
+    data = make_synthetic(400, seed=2)
+    config = RunConfig(order=order, generator=constant_generator, iterations=3,
+                       stage1_fraction=0.5)
+    policy = PrivacyPolicy()
+    replies = [_reply_parts(release_content(d, config, 7, policy=policy))
+               for d in (data, data.subset(np.arange(1, len(data))))]
+    assert replies[0] == replies[1]
+    assert not any(k.startswith("seconds") or k == "train-rows" for k in replies[0]["metrics"])
+
+
+def test_a_non_private_reply_keeps_its_timings_and_size():
+    data = make_synthetic(200, seed=2)
+    reply = release_content(data, RunConfig(order="real"), 1, policy=PrivacyPolicy.open())
+    metrics = dict(reply[protocol.METRICS])
+    assert metrics["train-rows"] == 200 and "seconds" in metrics
+
+
+# --------------------------------------------------------------------------- the policy
+
+
+def test_the_policy_reads_the_node_config_and_refuses_bad_values():
+    policy = PrivacyPolicy.from_node_config({
+        "privacy-orders": "private-only, real", "privacy-max-epsilon": "2",
+        "privacy-max-delta": 1e-4, "privacy-nonprivate": "true", "dp-noise-seed": 9})
+    assert policy.orders == ("private-only", "real") and policy.max_epsilon == 2.0
+    assert policy.nonprivate and policy.noise_seed == 9
+    assert PrivacyPolicy.from_node_config(policy.to_node_config()) == policy
+    assert PrivacyPolicy.from_node_config({}) == PrivacyPolicy()
+    for bad, match in [({"privacy-orders": "everything"}, "choose among"),
+                       ({"privacy-max-epsilon": "-1"}, "must be > 0"),
+                       ({"privacy-nonprivate": "maybe"}, "not a boolean"),
+                       ({"dp-noise-seed": 1, "dp-secure-mode": True}, "exclude each other")]:
+        with pytest.raises(ConfigError, match=match):
+            PrivacyPolicy.from_node_config(bad)
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({"order": "real"}, "order 'real' is outside"),
+    ({"order": "fair-only"}, "order 'fair-only' is outside"),
+    ({"epsilon": 8.0}, "epsilon = 8 exceeds this client's limit 1"),
+    ({"delta": 1e-3}, "delta = 0.001 exceeds this client's limit 1e-05"),
+])
+def test_by_default_a_client_refuses_releases_outside_its_policy(settings, match):
+    with pytest.raises(PolicyError, match=match):
+        release_content(make_synthetic(100, seed=1), RunConfig(**settings), 1,
+                        policy=PrivacyPolicy())
+
+
+def test_by_default_the_non_private_handlers_do_not_answer():
+    data = make_synthetic(100, seed=1)
+    with pytest.raises(PolicyError, match="query.moments.*does not allow it"):
+        moments_content(data, PrivacyPolicy())
+    moments_content(data, PrivacyPolicy(nonprivate=True))
+
+
+def _model_content(data):
+    encoder = Encoder.fit(data)
+    w = np.linspace(-1.0, 1.0, encoder.design(data).shape[1])
+    return protocol.model_content({"layer0.weight": w[None, :]}, encoder), encoder, w
+
+
+def test_the_default_evaluation_is_noisy_budgeted_and_once_per_run():
+    data = make_synthetic(2000, seed=4)
+    content, encoder, w = _model_content(data)
+    exact = group_counts(data.y, encoder.design(data) @ w, sensitive=data.s)
+    config = RunConfig()
+    reply = dict(evaluate_content(data, content, config, policy=PrivacyPolicy(),
+                                  run=(11, 1))[protocol.METRICS])
+    assert reply[protocol.EVALUATION_EPSILON] <= PrivacyPolicy().evaluation_epsilon
+    assert not any(k.startswith("sum-") for k in reply)  # no sums of d(x)
+    assert reply["n"] != exact["n"] or reply["correct"] != exact["correct"]
+    assert abs(reply["n"] - exact["n"]) < 60 and abs(reply["correct"] - exact["correct"]) < 60
+    with pytest.raises(PolicyError, match="already had its private evaluation"):
+        evaluate_content(data, content, config, policy=PrivacyPolicy(), run=(11, 1))
+    exact_reply = dict(evaluate_content(data, content, config,
+                                        policy=PrivacyPolicy(nonprivate=True))[protocol.METRICS])
+    assert {k: exact_reply[k] for k in exact} == exact
+
+
+def test_the_evaluation_noise_is_calibrated_to_its_epsilon():
+    """σ of the 8-cell Gaussian mechanism against the zCDP formula, and its ε (Opacus' RDP
+    accountant) within the budget; the counts derived from the cells agree with fairlearn's
+    metrics on the exact cells."""
+    s, y = np.array([0, 0, 1, 1] * 50), np.array([0, 1] * 100)
+    yhat = np.array([1, 0, 0, 1] * 50)
+    cells, report = privacy.noisy_evaluation_cells(s, y, yhat, epsilon=0.5, delta=1e-6,
+                                                   noise=privacy.NoiseSource(0))
+    rho = privacy.zcdp_rho(0.5, 1e-6)
+    assert report["noise_multiplier"] == pytest.approx(1 / math.sqrt(2 * rho))
+    assert report["epsilon"] <= 0.5 and cells.sum() > 0 and (cells >= 0).all()
+
+
+# --------------------------------------------------------------------------- in a federation
+
+
+def test_in_process_the_clients_refuse_a_run_outside_their_default_policy():
+    config = RunConfig(dataset="synthetic", order="real", min_clients=1)
+    with pytest.raises(ReplyError, match="policy: order 'real' is outside"):
+        run_oneshot(CountingGrid(LocalGrid(make_client_app(config), 2)), config)
+
+
+def test_a_node_config_policy_can_allow_what_the_default_refuses():
+    config = RunConfig(dataset="synthetic", order="real", min_clients=2)
+    grid = LocalGrid(make_client_app(config), 2,
+                     node_config=lambda k: {"privacy-orders": "real"})
+    result = run_oneshot(CountingGrid(grid), config)
+    assert len(result.clients) == 2
+    assert not math.isnan(result.metrics["accuracy"]) and math.isnan(result.metrics["cov"])
+
+
+def test_a_default_one_shot_run_is_private_end_to_end():
+    """Fair-then-private within the default policy: released, then a noisy evaluation whose
+    metrics are close to the exact ones on the same model."""
+    config = RunConfig(dataset="synthetic", min_clients=2, iterations=10,
+                       generator_options='{"epochs": 1.0, "generator_dims": [16], '
+                                         '"discriminator_dims": [16], "noise_dim": 8}')
+    private = run_oneshot(CountingGrid(LocalGrid(make_client_app(config), 2)), config)
+    assert not private.rejected
+    assert all(c.get("evaluation_epsilon", 0) <= 0.5 for c in private.clients)
+    assert math.isnan(private.metrics["cov"])
+    assert 0.0 <= private.metrics["accuracy"] <= 1.0
+
+
+@ray_test
+def test_on_ray_the_clients_refuse_a_run_outside_their_default_policy():
+    from flwr.simulation import run_simulation
+
+    from server.server_app import make_server_app
+
+    config = RunConfig(dataset="synthetic", order="real", min_clients=2)
+    errors = []
+    with pytest.raises(ReplyError, match="only 0 of 2 clients"):
+        run_simulation(server_app=make_server_app(config, on_error=errors.append),
+                       client_app=make_client_app(config), num_supernodes=2,
+                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                       "init_args": {"num_cpus": 2, "log_to_driver": False}})
+    (error,) = errors
+    assert str(error).count("policy: order 'real' is outside this client's privacy policy") == 2
+
+
+def test_the_command_line_refuses_a_run_the_clients_would_refuse(capsys):
+    from simulations.cli import main
+
+    assert main(["simulate", "--dataset", "synthetic", "--order", "real"]) == 2
+    err = capsys.readouterr().err
+    assert "order 'real' is outside" in err and "--allow-orders" in err
