@@ -253,7 +253,7 @@ def settings_markdown() -> str:
         "# Configuration reference",
         "",
         "Every tunable of a run, generated from its one declaration in "
-        "`common/run_config.py` by `fairsynth settings --markdown` (a test keeps this page "
+        "`common/run_config.py` by `fairsynth settings --write` (a test keeps this page "
         "current). Each key is a run-config key (`flwr run . --run-config \"key=value\"`, "
         "`[tool.flwr.app.config]` in `pyproject.toml`) and a command-line flag `--key` of "
         "the commands that take its group.",

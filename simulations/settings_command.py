@@ -2,15 +2,18 @@
 (:mod:`common.run_config`).
 
 ``--markdown`` prints the configuration reference (``docs/configuration.md``); ``--toml`` the
-``[tool.flwr.app.config]`` table of ``pyproject.toml`` with every default. Tests keep both
-files equal to this output.
+``[tool.flwr.app.config]`` table of ``pyproject.toml`` with every default; ``--write`` rewrites
+both files of the source tree (after a setting is declared or changed). Tests keep both files
+equal to this output.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from common.run_config import RunConfig, key_of, settings
+from common.errors import ConfigError
+from common.run_config import GROUPS, RunConfig, key_of, settings
 from simulations import options
 
 
@@ -21,6 +24,9 @@ def register(sub) -> None:
                       help="the configuration reference (docs/configuration.md)")
     form.add_argument("--toml", action="store_true",
                       help="the [tool.flwr.app.config] table with every default")
+    form.add_argument("--write", action="store_true",
+                      help="rewrite docs/configuration.md and pyproject.toml's table in the "
+                           "source tree")
     parser.set_defaults(func=run)
 
 
@@ -37,8 +43,38 @@ def toml_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The source tree whose files ``--write`` rewrites.
+ROOT = Path(__file__).resolve().parent.parent
+TABLE = "[tool.flwr.app.config]"
+
+
+def write_generated(root: Path = ROOT) -> list[Path]:
+    """Rewrite ``root/docs/configuration.md`` and the body of ``root/pyproject.toml``'s
+    ``[tool.flwr.app.config]`` table (its leading comment lines kept) from the declaration."""
+    pyproject = root / "pyproject.toml"
+    text = pyproject.read_text()
+    if TABLE not in text:
+        raise ConfigError(f"{pyproject} has no {TABLE} table to rewrite.")
+    head, rest = text.split(TABLE + "\n", 1)
+    lines = rest.splitlines()
+    comment = []
+    while lines and lines[0].startswith("#") and lines[0][2:] not in GROUPS:
+        comment.append(lines.pop(0))
+    end = next((i for i, line in enumerate(lines) if line.startswith("[")), len(lines))
+    tail = "\n".join(lines[end:])
+    body = toml_table().split("\n", 1)[1]
+    pyproject.write_text(head + TABLE + "\n" + "".join(c + "\n" for c in comment) + body
+                         + ("\n" + tail + "\n" if tail else ""))
+    page = root / "docs" / "configuration.md"
+    page.write_text(options.settings_markdown())
+    return [pyproject, page]
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.markdown:
+    if args.write:
+        for path in write_generated():
+            print(f"wrote {path}")
+    elif args.markdown:
         print(options.settings_markdown(), end="")
     elif args.toml:
         print(toml_table(), end="")

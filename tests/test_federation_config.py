@@ -34,13 +34,13 @@ def test_pyproject_table_is_the_generated_one_in_its_order():
     lines = text[text.index("[tool.flwr.app.config]"):].splitlines()[1:]
     lines = lines[:next((i for i, line in enumerate(lines) if line.startswith("[")), len(lines))]
     table = [line for line in lines if line and (not line.startswith("#") or line[2:] in GROUPS)]
-    assert table == toml_table().splitlines()[1:], "run `fairsynth settings --toml`"
+    assert table == toml_table().splitlines()[1:], "run `fairsynth settings --write`"
 
 
 def test_configuration_page_is_generated_from_the_declaration():
     page = (PYPROJECT.parent / "docs" / "configuration.md").read_text()
     assert page == settings_markdown(), \
-        "run `fairsynth settings --markdown > docs/configuration.md`"
+        "run `fairsynth settings --write`"
     for field in settings():
         assert f"| `{key_of(field.name)}` |" in page
 
@@ -124,3 +124,20 @@ def test_a_law_school_client_file_in_the_dataset_format(data_dir, tmp_path):
     split = load_split({"data-path": str(tmp_path / "law.csv")}, RunConfig())
     assert len(split.train) + len(split.test) == 500
     assert split.train.schema == datasets.LAW_SCHOOL
+
+
+def test_settings_write_regenerates_a_stale_table_and_page(tmp_path):
+    """`fairsynth settings --write` after a declaration changed: a table with a missing key, a
+    stale key and a wrong default, and a stale page, come back as the generated ones; the rest of
+    pyproject.toml is kept."""
+    from simulations.settings_command import write_generated
+
+    real = PYPROJECT.read_text()
+    stale = (real.replace("rho = 10.0\n", "rho = 3.0\nold-key = 1\n")
+             .replace("min-clients = 2\n", ""))
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "pyproject.toml").write_text(stale + "\n[tool.other]\nx = 1\n")
+    (tmp_path / "docs" / "configuration.md").write_text("stale\n")
+    write_generated(tmp_path)
+    assert (tmp_path / "pyproject.toml").read_text() == real + "\n[tool.other]\nx = 1\n"
+    assert (tmp_path / "docs" / "configuration.md").read_text() == settings_markdown()
