@@ -269,3 +269,12 @@ def test_the_command_line_refuses_a_run_the_clients_would_refuse(capsys):
     assert main(["simulate", "--dataset", "synthetic", "--order", "real"]) == 2
     err = capsys.readouterr().err
     assert "order 'real' is outside" in err and "--allow-orders" in err
+
+
+def test_secure_mode_reaches_opacus_and_the_statistics():
+    data = make_synthetic(300, seed=5)
+    gen = DPCTGAN(DPCTGANConfig(delta=1e-6, secure_mode=True, **SMALL)).fit(data)
+    assert gen.critic.optimizer.secure_mode is True
+    assert gen.privacy_spent()["epsilon"] <= 1.0
+    with pytest.raises(ConfigError, match="cannot be seeded"):
+        DPCTGANConfig(secure_mode=True, noise_seed=1)
