@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "simulations.simulate",
     "simulations.compare",
     "simulations.audit",
+    "simulations.frontier",
     "simulations.deploy",
     "simulations.settings_command",
     "simulations.schema_command",

@@ -159,3 +159,36 @@ def plot_bytes_vs_model_size(records: list[dict], crossovers: list[dict], path: 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_frontier(points: Sequence[dict], references: Sequence[dict], *, gap: str,
+                  path: Path, title: str) -> Path:
+    """Accuracy and balanced accuracy against |gap|: the pipeline's curves (one per label, ρ
+    along each) beside the central references (means over seeds)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    markers = {"unconstrained": "*", "exponentiated-gradient": "s", "threshold-optimizer": "D"}
+    for ax, key, label in zip(axes, ("accuracy", "balanced_accuracy"),
+                              ("accuracy", "balanced accuracy")):
+        for method, marker in markers.items():
+            refs = sorted((r for r in references if r["method"] == method),
+                          key=lambda r: r[gap])
+            if refs:
+                ax.plot([r[gap] for r in refs], [r[key] for r in refs], marker=marker,
+                        linestyle=":" if len(refs) > 1 else "", color="k", alpha=0.7,
+                        label=f"central: {method}")
+        curves: dict[str, list[dict]] = {}
+        for p in points:
+            curves.setdefault(p["curve"], []).append(p)
+        for name, pts in curves.items():
+            pts = sorted(pts, key=lambda p: p["rho"])
+            ax.plot([p[gap] for p in pts], [p[key] for p in pts], marker="o", label=name)
+        ax.set_xlabel(f"|{gap.upper()}|")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,123 @@
+"""Central fair references and the distance of a point to their frontier.
+
+What a user could reach *without* federation or privacy, on the same rows: every reference is
+fitted on the union of the clients' real training rows and evaluated on the pooled test rows,
+with the server's model class (logistic regression on ``[z, s, 1]``, the same standardisation,
+the same L2 strength: scikit-learn's ``C = 1/(λ·N)`` with the intercept column penalised like
+the other weights, as in :func:`common.logistic.fit`):
+
+* ``unconstrained`` — that model;
+* ``exponentiated-gradient`` — fairlearn's reductions approach (Agarwal et al. 2018) under
+  demographic parity (SP) or true-positive-rate parity (EO), at several bounds on the gap;
+* ``threshold-optimizer`` — fairlearn's post-processing (Hardt et al. 2016) of the
+  unconstrained model, for the accuracy and the balanced-accuracy objective.
+
+Both fairlearn methods predict at random (a mixture of classifiers, or a randomised threshold);
+their predictions are drawn with the run's seed. The metrics are
+:func:`common.metrics.fairness_report` (tested against fairlearn's own).
+
+:func:`frontier_gap` compares a point with the references: among those whose gap is no larger,
+the best accuracy and balanced accuracy, and how far below them the point is.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from common.encoding import Encoder
+from common.errors import ConfigError
+from common.metrics import fairness_report
+from common.schema import TabularData, concat
+
+#: Bounds on the gap for ExponentiatedGradient (the frontier's points).
+EG_BOUNDS = (0.005, 0.01, 0.02, 0.05, 0.1)
+#: ThresholdOptimizer's objectives (scikit-learn scorer names) and their labels.
+TO_OBJECTIVES = {"accuracy": "accuracy_score", "balanced": "balanced_accuracy_score"}
+CONSTRAINTS = {"sp": "demographic_parity", "eo": "true_positive_rate_parity"}
+
+
+def _logistic(lam: float, n: int):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=1.0 / (lam * n), fit_intercept=False, max_iter=2000)
+
+
+def _record(method: str, setting: str, test: TabularData, y_pred: np.ndarray) -> dict:
+    report = fairness_report(test.y, y_pred, sensitive=test.s)
+    return {"method": method, "setting": setting,
+            **{k: float(report[k]) for k in ("accuracy", "balanced_accuracy", "positive_rate",
+                                             "spd", "eod")}}
+
+
+def central_references(parts: Sequence[TabularData], test: TabularData, *, measure: str,
+                       lam: float, seed: int, bounds: Sequence[float] = EG_BOUNDS) -> list[dict]:
+    """Every central reference on the union of ``parts``, evaluated on ``test``."""
+    from fairlearn.postprocessing import ThresholdOptimizer
+    from fairlearn.reductions import (
+        DemographicParity,
+        ExponentiatedGradient,
+        TruePositiveRateParity,
+    )
+
+    if measure not in CONSTRAINTS:
+        raise ConfigError(f"measure must be one of {sorted(CONSTRAINTS)}, got {measure!r}.")
+    train = concat(list(parts))
+    encoder = Encoder.fit(train)
+    X, X_test = encoder.design(train), encoder.design(test)
+    out = []
+    base = _logistic(lam, len(train)).fit(X, train.y)
+    out.append(_record("unconstrained", "", test, base.predict(X_test)))
+    moment = DemographicParity if measure == "sp" else TruePositiveRateParity
+    for bound in bounds:
+        eg = ExponentiatedGradient(_logistic(lam, len(train)),
+                                   constraints=moment(difference_bound=bound))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=FutureWarning)
+            eg.fit(X, train.y, sensitive_features=train.s)
+        out.append(_record("exponentiated-gradient", f"bound {bound:g}", test,
+                           eg.predict(X_test, random_state=seed)))
+    for label, objective in TO_OBJECTIVES.items():
+        to = ThresholdOptimizer(estimator=base, constraints=CONSTRAINTS[measure],
+                                objective=objective, prefit=True, predict_method="predict_proba")
+        to.fit(X, train.y, sensitive_features=train.s)
+        out.append(_record("threshold-optimizer", label, test,
+                           to.predict(X_test, sensitive_features=test.s, random_state=seed)))
+    return out
+
+
+def frontier_gap(point: dict, references: Sequence[dict], *, gap: str) -> dict:
+    """How far ``point`` is from the central frontier at its own gap.
+
+    Among the references whose ``gap`` (``"spd"`` or ``"eod"``) is at most the point's, the
+    best accuracy and balanced accuracy, and the point's shortfall in percentage points
+    (positive: below the frontier). None where no reference is that fair.
+    """
+    fair = [r for r in references if r[gap] <= point[gap] + 1e-12]
+    if not fair:
+        return {"frontier_accuracy": None, "frontier_balanced": None,
+                "accuracy_shortfall": None, "balanced_shortfall": None}
+    best_acc = max(r["accuracy"] for r in fair)
+    best_bal = max(r["balanced_accuracy"] for r in fair)
+    return {"frontier_accuracy": best_acc, "frontier_balanced": best_bal,
+            "accuracy_shortfall": 100.0 * (best_acc - point["accuracy"]),
+            "balanced_shortfall": 100.0 * (best_bal - point["balanced_accuracy"])}
+
+
+def verdict(point: dict, distance: dict, *, gap: str) -> str:
+    """One line: the point and its distance to the central frontier."""
+    head = (f"{point['label']}: |{gap.upper()}| {point[gap]:.4f}, accuracy "
+            f"{100 * point['accuracy']:.2f} %, balanced {point['balanced_accuracy']:.3f}")
+    if distance["accuracy_shortfall"] is None:
+        return head + " — fairer than every central reference"
+    acc, bal = distance["accuracy_shortfall"], distance["balanced_shortfall"]
+
+    def words(x: float, what: str) -> str:
+        if math.isclose(x, 0.0, abs_tol=0.05):
+            return f"at the central frontier's {what}"
+        return f"{abs(x):.2f} points {'below' if x > 0 else 'above'} the frontier's {what}"
+
+    return f"{head} — {words(acc, 'accuracy')}, {words(bal, 'balanced accuracy')}"

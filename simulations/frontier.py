@@ -1,0 +1,158 @@
+"""``fairsynth frontier``: the pipeline's fairness trade-off beside central fair references.
+
+On the federation's split (``--clients``, the seeds), for every ρ of the grid: the server's
+model on the union of the clients' stage-1 rows (``syn_1``) and on each release order's rows at
+ε (``fair-then-private``, ``private-then-fair``), all evaluated on the pooled test rows; beside
+them the central references of :mod:`simulations.central` on the pooled real training rows
+(the unconstrained model, fairlearn's ExponentiatedGradient at several bounds and
+ThresholdOptimizer for accuracy and balanced accuracy). Writes ``DIR/frontier.json`` (every
+record and the means over seeds), ``DIR/tables.md`` and ``DIR/frontier_<measure>.png``, and
+prints one verdict per point: how far it is from the central frontier at its own gap.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from clients.pipeline import pipeline_config, run_pipeline_fractions
+from common.global_model import fit_global_model
+from common.jsonio import write_json
+from common.schema import concat
+from simulations import central, options
+from simulations.figures import plot_frontier
+from simulations.results import Table, mean_over_seeds, write_tables
+
+logger = logging.getLogger(__name__)
+
+GRID = {"seed": [0, 1, 2], "measure": ["sp"], "rho": [0, 10, 100], "epsilon": [1.0]}
+RELEASES = ("fair-then-private", "private-then-fair")
+METRICS = ["accuracy", "balanced_accuracy", "positive_rate", "spd", "eod"]
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("frontier", help="the pipeline's trade-off beside central fair "
+                                             "references (fairlearn) on the same split")
+    options.add_clients(parser)
+    options.add_settings(parser, ("data", "stage 1", "stage 2"), grid=GRID,
+                         include=("lam_server",), skip=("synthesizer", "order",
+                                                        "stage2_fraction"))
+    parser.add_argument("--releases", nargs="*", choices=RELEASES, default=list(RELEASES),
+                        help="release orders to run at each ε (default: both; none: stage 1 "
+                             "only, syn_1 is always shown)")
+    options.add_out(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    base, points = options.sweep_points(args, list(GRID))
+    options.check_measures(base, points, args.clients)
+    for point in points:
+        for order in args.releases:
+            pipeline_config(base.replace(**point, order=order)).stage2.check_options()
+    records, references = sweep(base, points, args.clients, args.releases)
+    summary = mean_over_seeds(records, ["measure", "curve", "rho", "epsilon"], METRICS)
+    central_summary = mean_over_seeds(references, ["measure", "method", "setting"], METRICS)
+    verdicts = []
+    for s in summary:
+        gap = "spd" if s["measure"] == "sp" else "eod"
+        refs = [r for r in central_summary if r["measure"] == s["measure"]]
+        s["label"] = _label(s)
+        s.update(central.frontier_gap(s, refs, gap=gap))
+        verdicts.append(central.verdict(s, s, gap=gap))
+    write_json(args.out / "frontier.json", {
+        "records": records, "central": references, "summary": summary,
+        "central_summary": central_summary, "verdicts": verdicts,
+        "args": options.args_record(args)})
+    for measure in sorted({s["measure"] for s in summary}):
+        gap = "spd" if measure == "sp" else "eod"
+        plot_frontier([s for s in summary if s["measure"] == measure],
+                      [r for r in central_summary if r["measure"] == measure], gap=gap,
+                      path=args.out / f"frontier_{measure}.png",
+                      title=f"{measure.upper()}: the pipeline against central references "
+                            "(mean over seeds)")
+    write_tables(args.out / "tables.md", tables(summary, central_summary), argv=args.argv)
+    print("\n".join(verdicts))
+    print(f"wrote {args.out / 'frontier.json'}, {args.out / 'tables.md'} and the figures")
+    return 0
+
+
+def _label(s: dict) -> str:
+    if s["curve"] == "real":
+        return "real rows"
+    eps = "" if s["epsilon"] is None else f", ε = {s['epsilon']:g}"
+    return f"{s['curve']} (ρ = {s['rho']:g}{eps})"
+
+
+def sweep(base, points: list[dict], clients: int, releases) -> tuple[list[dict], list[dict]]:
+    """The pipeline's records and the central references, per seed."""
+    records, references, done = [], [], set()
+    splits = seed = test = None
+    for point in points:
+        if point["seed"] != seed:
+            seed = point["seed"]
+            splits = options.client_splits(base.replace(seed=seed), clients)
+            test = concat([s.test for s in splits])
+        config = base.replace(**point)
+        trains = [s.train for s in splits]
+        key = (seed, config.measure)
+        if key not in done:  # per seed and measure: the real rows and the references
+            done.add(key)
+            records.append(_record(config, "real", None, trains, test))
+            start = time.perf_counter()
+            for ref in central.central_references(trains, test, measure=config.measure,
+                                                  lam=config.lam_server, seed=seed):
+                references.append({**ref, "seed": seed, "measure": config.measure})
+            logger.info("central references (seed %d): %.1f s", seed,
+                        time.perf_counter() - start)
+        if config.rho == 0:
+            continue
+        # syn_1 comes with fair-then-private's stage 1, else from a stage-1-only run.
+        orders = [*releases] + ([] if "fair-then-private" in releases else ["fair-only"])
+        for order in orders:
+            results = [run_pipeline_fractions(
+                s.train, pipeline_config(config.replace(order=order, seed=seed + 1000 * k)),
+                [1.0], seed=seed + 1000 * k)[0] for k, s in enumerate(splits)]
+            if order in ("fair-then-private", "fair-only"):
+                stage1 = [r.intermediate.get("stage1", r.rows) for r in results]
+                records.append(_record(config, "syn_1", None, stage1, test))
+            if order in RELEASES:
+                records.append(_record(config, order, config.epsilon,
+                                       [r.rows for r in results], test))
+    return records, references
+
+
+def _record(config, curve: str, epsilon, parts, test) -> dict:
+    report = fit_global_model(parts, lam=config.lam_server).evaluate(test)
+    record = {"seed": config.seed, "measure": config.measure, "curve": curve,
+              "rho": float(config.rho) if curve != "real" else 0.0, "epsilon": epsilon,
+              **{k: float(report[k]) for k in METRICS}}
+    logger.info("%s", record)
+    return record
+
+
+def tables(summary: list[dict], references: list[dict]) -> list[Table]:
+    out = []
+    for measure in sorted({s["measure"] for s in summary}):
+        gap = "spd" if measure == "sp" else "eod"
+        refs = sorted((r for r in references if r["measure"] == measure),
+                      key=lambda r: (r["method"], r[gap]))
+        out.append(Table(f"central references, {measure.upper()} (pooled real training rows; "
+                         "mean over seeds)", ["method", "setting", "acc %", "bal",
+                                              f"|{gap.upper()}|"],
+                         [[r["method"], r["setting"] or "-", f"{100 * r['accuracy']:.2f}",
+                           f"{r['balanced_accuracy']:.3f}", f"{r[gap]:.4f}"] for r in refs]))
+        rows = []
+        for s in sorted((s for s in summary if s["measure"] == measure),
+                        key=lambda s: (s["curve"] != "real", s["curve"], s["rho"])):
+            short = s["accuracy_shortfall"]
+            rows.append([s["label"], f"{100 * s['accuracy']:.2f}",
+                         f"{s['balanced_accuracy']:.3f}", f"{s[gap]:.4f}",
+                         "-" if short is None else f"{short:+.2f}",
+                         "-" if short is None else f"{s['balanced_shortfall']:+.2f}"])
+        out.append(Table(f"the pipeline, {measure.upper()} (shortfall: points below the best "
+                         "central reference that is at least as fair; '-': fairer than all)",
+                         ["point", "acc %", "bal", f"|{gap.upper()}|", "acc shortfall",
+                          "bal shortfall"], rows))
+    return out
+

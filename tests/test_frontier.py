@@ -1,0 +1,83 @@
+"""``fairsynth frontier`` and its central references (simulations/central.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from common.datasets import make_synthetic
+from common.global_model import fit_global_model
+from common.partition import federated_split
+from common.schema import concat
+from simulations import central
+from simulations.cli import main
+
+GENERATOR = json.dumps({"epochs": 1.0, "generator_dims": [16], "discriminator_dims": [16],
+                        "noise_dim": 8, "progress": False})
+
+
+@pytest.fixture(scope="module")
+def split():
+    splits = federated_split(make_synthetic(3000, seed=8), clients=2, seed=0)
+    return [s.train for s in splits], concat([s.test for s in splits])
+
+
+def test_the_unconstrained_reference_is_the_servers_model(split):
+    """scikit-learn with C = 1/(λN) and the intercept column penalised is the server's own
+    logistic regression (Newton), so the references share its model class."""
+    parts, test = split
+    refs = central.central_references(parts, test, measure="sp", lam=0.5, seed=0,
+                                      bounds=(0.02,))
+    (unconstrained,) = [r for r in refs if r["method"] == "unconstrained"]
+    ours = fit_global_model(parts, lam=0.5).evaluate(test)
+    for key in ("accuracy", "balanced_accuracy", "spd", "eod"):
+        assert unconstrained[key] == pytest.approx(ours[key], abs=1e-3), key
+
+
+def test_fair_references_are_fairer_than_the_unconstrained_model(split):
+    parts, test = split
+    for measure, gap in (("sp", "spd"), ("eo", "eod")):
+        refs = central.central_references(parts, test, measure=measure, lam=1.0, seed=0,
+                                          bounds=(0.01,))
+        by = {r["method"]: r for r in refs}
+        free = by["unconstrained"][gap]
+        assert by["exponentiated-gradient"][gap] < free
+        assert all(r[gap] < free for r in refs if r["method"] == "threshold-optimizer")
+
+
+def test_frontier_gap_and_verdict_by_hand():
+    refs = [{"accuracy": 0.90, "balanced_accuracy": 0.70, "spd": 0.30},
+            {"accuracy": 0.85, "balanced_accuracy": 0.75, "spd": 0.05},
+            {"accuracy": 0.80, "balanced_accuracy": 0.78, "spd": 0.01}]
+    point = {"label": "p", "accuracy": 0.83, "balanced_accuracy": 0.76, "spd": 0.05}
+    d = central.frontier_gap(point, refs, gap="spd")
+    assert d["frontier_accuracy"] == 0.85 and d["frontier_balanced"] == 0.78
+    assert d["accuracy_shortfall"] == pytest.approx(2.0)
+    assert d["balanced_shortfall"] == pytest.approx(2.0)
+    line = central.verdict(point, d, gap="spd")
+    assert "2.00 points below the frontier's accuracy" in line
+    fairest = {**point, "spd": 0.001}
+    assert central.frontier_gap(fairest, refs, gap="spd")["accuracy_shortfall"] is None
+    assert "fairer than every central reference" in central.verdict(
+        fairest, central.frontier_gap(fairest, refs, gap="spd"), gap="spd")
+
+
+def test_frontier_command_writes_points_references_and_verdicts(tmp_path):
+    out = tmp_path / "frontier"
+    assert main(["frontier", "--dataset", "synthetic", "--clients", "2", "--seeds", "0",
+                 "--rho", "0", "10", "--iterations", "10", "--releases", "private-then-fair",
+                 "--generator-options", GENERATOR, "--out", str(out)]) == 0
+    payload = json.loads((out / "frontier.json").read_text())
+    curves = {s["curve"] for s in payload["summary"]}
+    assert curves == {"real", "syn_1", "private-then-fair"}
+    methods = {r["method"] for r in payload["central_summary"]}
+    assert methods == {"unconstrained", "exponentiated-gradient", "threshold-optimizer"}
+    (real,) = [s for s in payload["summary"] if s["curve"] == "real"]
+    assert real["accuracy_shortfall"] == pytest.approx(0.0, abs=0.2)  # the same model
+    assert len(payload["verdicts"]) == len(payload["summary"])
+    assert (out / "frontier_sp.png").stat().st_size > 10_000
+    page = (out / "tables.md").read_text()
+    assert "central references, SP" in page and "| real rows |" in page
+    assert np.isfinite([s["spd"] for s in payload["summary"]]).all()
