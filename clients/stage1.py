@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from typing import Literal
 
@@ -70,7 +71,9 @@ class Stage1Config:
     tolerance : float, optional
         ``τ`` of the constrained form; ``None`` uses ``φ(c) = c²``.
     lam_in, lam_out : float
-        Inner L2 strength (> 0) and outer regulariser strength (≥ 0).
+        Inner L2 strength (> 0; 0 chooses it by cross-validation of the logistic model on the
+        rows stage 1 reads, :func:`common.logistic.cross_validated_lambda`) and outer
+        regulariser strength (≥ 0).
     anchor : {"init", "zero"}
         Centre of the outer regulariser ``(λ_out / 2Ñ)‖z̃ − centre‖²``: ``"zero"`` is METHOD.md's
         ``‖z̃‖²``; ``"init"`` (default) keeps the synthetic rows near the real rows they started
@@ -116,8 +119,9 @@ class Stage1Config:
              f"rho must be a finite number ≥ 0, got {self.rho}"),
             (self.tolerance is None or self.tolerance >= 0,
              f"tolerance must be ≥ 0, got {self.tolerance}"),
-            (self.lam_in > 0,
-             f"lam_in must be > 0 (it makes the inner problem strongly convex), got {self.lam_in}"),
+            (self.lam_in >= 0,
+             f"lam_in must be > 0 (it makes the inner problem strongly convex), or 0 to choose "
+             f"it by cross-validation, got {self.lam_in}"),
             (self.lam_out >= 0, f"lam_out must be ≥ 0, got {self.lam_out}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (int(self.iterations) == self.iterations and self.iterations >= 0,
@@ -144,6 +148,7 @@ class Stage1Result:
     objective: np.ndarray  # F without the z̃ regulariser, per outer step
     covariance: np.ndarray  # cᵀw* per outer step
     seconds: float
+    lam_in: float = math.nan  # the inner L2 strength used (chosen when the config said 0)
 
 
 def fairness_vector(X: np.ndarray, s: np.ndarray, y: np.ndarray, measure: Measure) -> np.ndarray:
@@ -352,13 +357,14 @@ class FairDistiller:
         L = int(learn.sum())
         X_real = design_matrix(z_real[:, order], real.s)
         c = fairness_vector(X_real, real.s, real.y, cfg.measure)
+        lam_in = cfg.lam_in or logistic.cross_validated_lambda(X_real, real.y, seed=cfg.seed)
         z0 = z_real[init][:, order]
         anchor = None
         if cfg.anchor == "init":
             anchor = standardise(z0[:, :L])[0] if cfg.keep_moments else z0[:, :L].copy()
         problem = BilevelProblem(
             X_real, real.y, z0[:, L:], real.s[init], real.y[init], c, rho=cfg.rho,
-            lam_in=cfg.lam_in, lam_out=cfg.lam_out, tolerance=cfg.tolerance, solver=cfg.solver,
+            lam_in=lam_in, lam_out=cfg.lam_out, tolerance=cfg.tolerance, solver=cfg.solver,
             anchor=anchor,
         )
         # Adam runs on r; the learned block is u = standardise(r) when moments are kept.
@@ -392,7 +398,7 @@ class FairDistiller:
                     cfg.rho, len(init), cov_start, float(c @ w), seconds)
         inverse = np.argsort(order)
         w_out = np.concatenate([w[:-2][inverse], w[-2:]])  # back to the encoder's column order
-        return Stage1Result(synthetic, w_out, objective, covariance, seconds)
+        return Stage1Result(synthetic, w_out, objective, covariance, seconds, lam_in)
 
     def _initial_rows(self, real: TabularData) -> np.ndarray:
         """Rows of ``real`` that initialise ``z̃``: all of them, or a stratified sample."""

@@ -37,11 +37,15 @@ class LinearModel:
 
 def fit_global_model(parts: Sequence[TabularData], *, lam: float = 1.0,
                      solver: logistic.Solver = "newton") -> LinearModel:
-    """Train ``argmin (1/M) Σ ℓ(w; x, y) + (λ/2)‖w‖²`` on the union of ``parts``."""
+    """Train ``argmin (1/M) Σ ℓ(w; x, y) + (λ/2)‖w‖²`` on the union of ``parts``; ``lam = 0``
+    chooses λ by cross-validation on that union (:func:`common.logistic.cross_validated_lambda`:
+    the server reads only the rows it received)."""
     parts = [p for p in parts if len(p) > 0]
     if not parts:
         raise DataError("the server received no rows to train on.")
     union = concat(parts)
     encoder = Encoder.fit(union)
-    w = logistic.fit(encoder.design(union), union.y, lam=lam, solver=solver)
+    X = encoder.design(union)
+    lam = lam or logistic.cross_validated_lambda(X, union.y)
+    w = logistic.fit(X, union.y, lam=lam, solver=solver)
     return LinearModel(encoder=encoder, w=w)

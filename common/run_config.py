@@ -126,8 +126,8 @@ class RunConfig:
     rho: float = setting(10.0, "fairness penalty weight ρ", group="stage 1", low=0)
     tolerance: float = setting(0.0, "τ: penalise only |Cov| > τ (0: the penalty c²)",
                                group="stage 1", low=0)
-    lam_in: float = setting(1.0, "inner L2 strength λ_in", group="stage 1", low=0,
-                            low_open=True)
+    lam_in: float = setting(1.0, "inner L2 strength λ_in (0: chosen by 5-fold cross-validation "
+                                 "on the rows stage 1 reads)", group="stage 1", low=0)
     lam_out: float = setting(0.1, "outer regulariser on the synthetic rows λ_out",
                              group="stage 1", low=0)
     lr: float = setting(0.05, "Adam step size of the outer problem", group="stage 1", low=0,
@@ -157,8 +157,9 @@ class RunConfig:
     # server model
     model: str = setting("logistic", "the server's model (and the baselines' shared model)",
                          group="server model", choices=MODELS)
-    lam_server: float = setting(1.0, "L2 strength of the logistic model (METHOD.md eq. 16)",
-                                group="server model", low=0, low_open=True)
+    lam_server: float = setting(1.0, "L2 strength of the logistic model (METHOD.md eq. 16; 0: "
+                                     "chosen by 5-fold cross-validation on the rows the server "
+                                     "trains on)", group="server model", low=0)
     mlp_hidden: str = setting("320,320", "MLP hidden widths, comma-separated",
                               group="server model")
     mlp_epochs: int = setting(10, "server-side MLP epochs (one-shot)", group="server model",
@@ -188,6 +189,11 @@ class RunConfig:
         if self.partition == "column" and not self.partition_column:
             raise ConfigError("run config: partition = 'column' needs partition-column, the "
                               "name of the column to split by.")
+        if self.lam_server == 0 and self.model == "logistic" and self.strategy != "oneshot":
+            raise ConfigError(
+                f"run config: lam-server = 0 chooses λ by cross-validation on the rows the server "
+                f"trains on, but {self.strategy} trains on the clients and the server holds no "
+                "rows; give lam-server a value > 0.")
         if self.csv and not self.schema and self.order in PRIVATE_ORDERS:
             raise ConfigError(
                 f"run config: order = {self.order!r} releases differentially private rows, but "

@@ -19,7 +19,7 @@ from clients.stage1 import (
 )
 from common import logistic
 from common.datasets import make_synthetic
-from common.encoding import design_matrix
+from common.encoding import Encoder, design_matrix
 from common.errors import ConfigError, DataError
 from common.global_model import fit_global_model
 
@@ -211,7 +211,7 @@ def test_categorical_columns_are_kept_from_initial_rows():
     ({"rho": -1.0}, "rho"),
     ({"fraction": 0.0}, "fraction"),
     ({"fraction": 1.5}, "fraction"),
-    ({"lam_in": 0.0}, "lam_in"),
+    ({"lam_in": -1.0}, "lam_in"),
     ({"measure": "dp"}, "measure"),
     ({"iterations": -3}, "iterations"),
     ({"lr": 0.0}, "lr"),
@@ -290,3 +290,40 @@ def test_eo_on_a_client_whose_positives_hold_one_group_warns_and_proceeds(caplog
     assert "positive rows hold one group only" in caplog.text
     assert np.all(result.covariance == 0.0)
     assert np.all(np.isfinite(result.data.features.to_numpy(dtype=float)))
+
+
+def test_cross_validated_lambda_against_a_direct_computation():
+    """The chosen λ minimises the mean held-out log-loss over stratified folds, recomputed here
+    directly: fit on k−1 folds from zero (no warm start), score the k-th."""
+    from common.logistic import LAMBDA_GRID, cross_validated_lambda, fit, log1pexp
+
+    data = make_synthetic(600, seed=3)
+    X = Encoder.fit(data).design(data)
+    y = data.y.astype(np.int64)
+    chosen = cross_validated_lambda(X, y, folds=3, seed=1)
+    rng = np.random.default_rng(1)
+    fold = np.empty(len(y), dtype=np.int64)
+    for label in (0, 1):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        fold[idx] = np.arange(len(idx)) % 3
+    scores = []
+    for lam in LAMBDA_GRID:
+        held = []
+        for k in range(3):
+            w = fit(X[fold != k], y[fold != k], lam=lam)
+            held.append(np.mean(log1pexp(-(2.0 * y[fold == k] - 1) * (X[fold == k] @ w))))
+        scores.append(np.mean(held))
+    assert chosen == LAMBDA_GRID[int(np.argmin(scores))]
+    assert cross_validated_lambda(X[:5], y[:5]) == max(LAMBDA_GRID)  # too few rows
+
+
+def test_lam_in_zero_is_chosen_by_cross_validation():
+    from common.logistic import LAMBDA_GRID
+
+    data = make_synthetic(400, seed=2)
+    result = FairDistiller(Stage1Config(rho=10.0, lam_in=0.0, iterations=5),
+                           progress=False).fit(data)
+    assert result.lam_in in LAMBDA_GRID
+    fixed = FairDistiller(Stage1Config(rho=10.0, lam_in=0.5, iterations=5),
+                          progress=False).fit(data)
+    assert fixed.lam_in == 0.5
