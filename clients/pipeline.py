@@ -156,7 +156,8 @@ def pipeline_config(config: RunConfig) -> PipelineConfig:
         measure=config.measure, rho=config.rho, tolerance=config.tolerance or None,
         lam_in=config.lam_in, lam_out=config.lam_out, lr=config.lr,
         iterations=config.iterations, fraction=config.stage1_fraction, solver=config.solver,
-        anchor=config.anchor, keep_moments=config.keep_moments, seed=config.seed,
+        anchor=config.anchor, keep_moments=config.keep_moments, utility=config.utility,
+        seed=config.seed,
     )
     stage2 = Stage2Config(
         epsilon=config.epsilon, delta=config.delta, fraction=config.stage2_fraction,

@@ -56,6 +56,22 @@ logger = logging.getLogger(__name__)
 
 Measure = Literal["sp", "eo"]
 MEASURES = ("sp", "eo")
+#: What the outer loss rewards: accuracy (every real row counts once) or balanced accuracy.
+UTILITIES = ("accuracy", "balanced")
+
+
+def utility_weights(y: np.ndarray, utility: str) -> np.ndarray | None:
+    r"""Weights of the real rows in the outer loss: None for accuracy; for balanced accuracy
+    ``N / (2 N_y)`` per row of label ``y``, so that both labels weigh half of the loss (the
+    logistic surrogate of ``1 − (TPR + TNR)/2``) and the weights average 1. A label absent from
+    the rows gives the other one all the weight."""
+    if utility == "accuracy":
+        return None
+    y = np.asarray(y).astype(np.int64)
+    counts = np.bincount(y, minlength=2).astype(np.float64)
+    present = counts > 0
+    per_label = np.where(present, len(y) / (present.sum() * np.maximum(counts, 1.0)), 0.0)
+    return per_label[y]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +86,10 @@ class Stage1Config:
         Penalty weight ``ρ ≥ 0`` (0: no fairness term).
     tolerance : float, optional
         ``τ`` of the constrained form; ``None`` uses ``φ(c) = c²``.
+    utility : {"accuracy", "balanced"}
+        What the outer loss rewards on the real rows: the plain mean of the logistic loss, or
+        the label-balanced mean (:func:`utility_weights`), so that an ordinary model trained on
+        the synthetic rows lands at a balanced operating point.
     lam_in, lam_out : float
         Inner L2 strength (> 0; 0 chooses it by cross-validation of the logistic model on the
         rows stage 1 reads, :func:`common.logistic.cross_validated_lambda`) and outer
@@ -109,6 +129,7 @@ class Stage1Config:
     solver: logistic.Solver = "newton"
     keep_moments: bool = True
     anchor: Literal["zero", "init"] = "init"
+    utility: Literal["accuracy", "balanced"] = "accuracy"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -129,6 +150,8 @@ class Stage1Config:
             (0 < self.fraction <= 1, f"fraction (Ñ/N) must lie in (0, 1], got {self.fraction}"),
             (self.solver in logistic.SOLVERS,
              f"solver must be one of {list(logistic.SOLVERS)}, got {self.solver!r}"),
+            (self.utility in UTILITIES,
+             f"utility must be one of {list(UTILITIES)}, got {self.utility!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -202,12 +225,17 @@ class BilevelProblem:
     s_syn, y_syn : fixed sensitive values and labels of the synthetic rows.
     c : covariance vector of the chosen measure (see :func:`fairness_vector`).
     anchor : centre of the outer regulariser on ``u`` (``None``: zero, METHOD.md's form).
+    weights : per-row weights of the outer loss on the real rows (``None``: all 1).
     """
 
     def __init__(self, X_real, y_real, z_fixed, s_syn, y_syn, c, *, rho, lam_in, lam_out,
-                 tolerance=None, solver: logistic.Solver = "newton", anchor=None):
+                 tolerance=None, solver: logistic.Solver = "newton", anchor=None,
+                 weights=None):
         self.X_real = X_real
         self.ybar_real = 2.0 * np.asarray(y_real, dtype=np.float64) - 1.0
+        # Per-row weights of the outer loss (None: the plain mean, the accuracy utility).
+        self.weights = (np.ones(len(self.ybar_real)) if weights is None
+                        else np.asarray(weights, dtype=np.float64))
         self.y_syn = np.asarray(y_syn, dtype=np.float64)
         self.ybar_syn = 2.0 * self.y_syn - 1.0
         self.c = c
@@ -272,8 +300,9 @@ class BilevelProblem:
     def outer_value_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]:
         """``f(w)`` and ``∇f(w)`` (real-data loss plus the fairness penalty)."""
         margin = self.ybar_real * (self.X_real @ w)
-        value = float(np.mean(logistic.log1pexp(-margin)))
-        grad = self.X_real.T @ (-self.ybar_real * logistic.sigmoid(-margin)) / len(margin)
+        value = float(np.mean(self.weights * logistic.log1pexp(-margin)))
+        grad = self.X_real.T @ (-self.weights * self.ybar_real * logistic.sigmoid(-margin)
+                                ) / len(margin)
         p, dp = self.phi(float(self.c @ w))
         return value + self.rho * p, grad + self.rho * dp * self.c
 
@@ -365,7 +394,7 @@ class FairDistiller:
         problem = BilevelProblem(
             X_real, real.y, z0[:, L:], real.s[init], real.y[init], c, rho=cfg.rho,
             lam_in=lam_in, lam_out=cfg.lam_out, tolerance=cfg.tolerance, solver=cfg.solver,
-            anchor=anchor,
+            anchor=anchor, weights=utility_weights(real.y, cfg.utility),
         )
         # Adam runs on r; the learned block is u = standardise(r) when moments are kept.
         r = np.asfortranarray(z0[:, :L])

@@ -141,6 +141,9 @@ class RunConfig:
                           choices=("init", "zero"))
     keep_moments: bool = setting(True, "learned columns keep the client's mean and spread",
                                  group="stage 1")
+    utility: str = setting("accuracy", "what stage 1's outer loss rewards on the real rows: "
+                                       "accuracy, or balanced (both labels weigh half)",
+                           group="stage 1", choices=("accuracy", "balanced"))
     # stage 2
     epsilon: float = setting(1.0, "privacy budget ε of the DP generator", group="stage 2",
                              low=0, low_open=True)

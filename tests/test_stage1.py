@@ -16,6 +16,7 @@ from clients.stage1 import (
     allocate_cells,
     fairness_vector,
     standardise,
+    utility_weights,
 )
 from common import logistic
 from common.datasets import make_synthetic
@@ -25,7 +26,7 @@ from common.global_model import fit_global_model
 
 
 def _problem(seed: int, *, n: int, n_syn: int, n_learn: int, n_fixed: int, measure: str,
-             rho: float, tolerance=None, anchor=False):
+             rho: float, tolerance=None, anchor=False, utility="accuracy"):
     rng = np.random.default_rng(seed)
     s = (rng.random(n) < 0.6).astype(float)
     z = rng.normal(size=(n, n_learn + n_fixed)) + 0.8 * s[:, None]
@@ -36,7 +37,8 @@ def _problem(seed: int, *, n: int, n_syn: int, n_learn: int, n_fixed: int, measu
     u0 = z[idx, :n_learn] + 0.1 * rng.normal(size=(n_syn, n_learn))
     problem = BilevelProblem(X, y, z[idx, n_learn:], s[idx], y[idx], c, rho=rho, lam_in=0.5,
                              lam_out=0.05, tolerance=tolerance,
-                             anchor=z[idx, :n_learn] if anchor else None)
+                             anchor=z[idx, :n_learn] if anchor else None,
+                             weights=utility_weights(y, utility))
     return problem, u0
 
 
@@ -73,6 +75,26 @@ def test_hypergradient_matches_central_differences(case):
     grad, _ = problem.hypergradient(u, w)
     fd = _central_differences(problem.objective, u)
     assert _rel(np.asarray(grad), fd) <= 1e-5
+
+
+@pytest.mark.parametrize("case", CASES[:3], ids=[f"case{c[0]}-{c[5]}" for c in CASES[:3]])
+def test_balanced_utility_hypergradient_matches_central_differences(case):
+    seed, n, n_syn, L, F, measure, rho, tol, anchor = case
+    problem, u = _problem(seed, n=n, n_syn=n_syn, n_learn=L, n_fixed=F, measure=measure, rho=rho,
+                          tolerance=tol, anchor=anchor, utility="balanced")
+    w = problem.inner(u, tol=1e-13)
+    grad, _ = problem.hypergradient(u, w)
+    fd = _central_differences(problem.objective, u)
+    assert _rel(np.asarray(grad), fd) <= 1e-5
+
+
+def test_balanced_weights_give_each_label_half_the_loss():
+    y = np.array([1, 1, 1, 0])
+    w = utility_weights(y, "balanced")
+    np.testing.assert_allclose(w, [4 / 6, 4 / 6, 4 / 6, 2.0])
+    assert w[y == 1].sum() == pytest.approx(w[y == 0].sum()) and w.mean() == pytest.approx(1.0)
+    assert utility_weights(y, "accuracy") is None
+    np.testing.assert_allclose(utility_weights(np.ones(3, dtype=int), "balanced"), [1, 1, 1])
 
 
 @pytest.mark.parametrize("case", CASES[:4], ids=[f"case{c[0]}-{c[5]}" for c in CASES[:4]])
