@@ -2,9 +2,11 @@
 
 What a user could reach *without* federation or privacy, on the same rows: every reference is
 fitted on the union of the clients' real training rows and evaluated on the pooled test rows,
-with the server's model class (logistic regression on ``[z, s, 1]``, the same standardisation,
-the same L2 strength: scikit-learn's ``C = 1/(λ·N)`` with the intercept column penalised like
-the other weights, as in :func:`common.logistic.fit`):
+with the server's model class (logistic regression on ``[z, s, 1]``, the same standardisation;
+scikit-learn's ``C = 1/(λ·N)`` with the intercept column penalised like the other weights, as
+in :func:`common.logistic.fit`). λ is chosen by cross-validation on those rows
+(:func:`common.logistic.cross_validated_lambda`) unless given, so that the references are as
+good as a central user would make them, whatever λ the pipeline runs with:
 
 * ``unconstrained`` — that model;
 * ``exponentiated-gradient`` — fairlearn's reductions approach (Agarwal et al. 2018) under
@@ -30,6 +32,7 @@ import numpy as np
 
 from common.encoding import Encoder
 from common.errors import ConfigError
+from common.logistic import cross_validated_lambda
 from common.metrics import fairness_report
 from common.schema import TabularData, concat
 
@@ -54,8 +57,10 @@ def _record(method: str, setting: str, test: TabularData, y_pred: np.ndarray) ->
 
 
 def central_references(parts: Sequence[TabularData], test: TabularData, *, measure: str,
-                       lam: float, seed: int, bounds: Sequence[float] = EG_BOUNDS) -> list[dict]:
-    """Every central reference on the union of ``parts``, evaluated on ``test``."""
+                       seed: int, lam: float = 0.0,
+                       bounds: Sequence[float] = EG_BOUNDS) -> list[dict]:
+    """Every central reference on the union of ``parts``, evaluated on ``test`` (``lam = 0``:
+    λ by cross-validation on the union)."""
     from fairlearn.postprocessing import ThresholdOptimizer
     from fairlearn.reductions import (
         DemographicParity,
@@ -68,9 +73,10 @@ def central_references(parts: Sequence[TabularData], test: TabularData, *, measu
     train = concat(list(parts))
     encoder = Encoder.fit(train)
     X, X_test = encoder.design(train), encoder.design(test)
+    lam = lam or cross_validated_lambda(X, train.y)
     out = []
     base = _logistic(lam, len(train)).fit(X, train.y)
-    out.append(_record("unconstrained", "", test, base.predict(X_test)))
+    out.append(_record("unconstrained", f"λ = {lam:g}", test, base.predict(X_test)))
     moment = DemographicParity if measure == "sp" else TruePositiveRateParity
     for bound in bounds:
         eg = ExponentiatedGradient(_logistic(lam, len(train)),

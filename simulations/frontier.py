@@ -5,7 +5,8 @@ model on the union of the clients' stage-1 rows (``syn_1``) and on each release 
 ε (``fair-then-private``, ``private-then-fair``), all evaluated on the pooled test rows; beside
 them the central references of :mod:`simulations.central` on the pooled real training rows
 (the unconstrained model, fairlearn's ExponentiatedGradient at several bounds and
-ThresholdOptimizer for accuracy and balanced accuracy). Writes ``DIR/frontier.json`` (every
+ThresholdOptimizer for accuracy and balanced accuracy, each with λ cross-validated on those
+rows). Writes ``DIR/frontier.json`` (every
 record and the means over seeds), ``DIR/tables.md`` and ``DIR/frontier_<measure>.png``, and
 prints one verdict per point: how far it is from the central frontier at its own gap.
 """
@@ -101,7 +102,7 @@ def sweep(base, points: list[dict], clients: int, releases) -> tuple[list[dict],
             records.append(_record(config, "real", None, trains, test))
             start = time.perf_counter()
             for ref in central.central_references(trains, test, measure=config.measure,
-                                                  lam=config.lam_server, seed=seed):
+                                                  seed=seed):
                 references.append({**ref, "seed": seed, "measure": config.measure})
             logger.info("central references (seed %d): %.1f s", seed,
                         time.perf_counter() - start)

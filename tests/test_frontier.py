@@ -68,6 +68,7 @@ def test_frontier_command_writes_points_references_and_verdicts(tmp_path):
     out = tmp_path / "frontier"
     assert main(["frontier", "--dataset", "synthetic", "--clients", "2", "--seeds", "0",
                  "--rho", "0", "10", "--iterations", "10", "--releases", "private-then-fair",
+                 "--lam-server", "0",
                  "--generator-options", GENERATOR, "--out", str(out)]) == 0
     payload = json.loads((out / "frontier.json").read_text())
     curves = {s["curve"] for s in payload["summary"]}
@@ -75,7 +76,7 @@ def test_frontier_command_writes_points_references_and_verdicts(tmp_path):
     methods = {r["method"] for r in payload["central_summary"]}
     assert methods == {"unconstrained", "exponentiated-gradient", "threshold-optimizer"}
     (real,) = [s for s in payload["summary"] if s["curve"] == "real"]
-    assert real["accuracy_shortfall"] == pytest.approx(0.0, abs=0.2)  # the same model
+    assert real["accuracy_shortfall"] == pytest.approx(0.0, abs=0.2)  # the same λ, same model
     assert len(payload["verdicts"]) == len(payload["summary"])
     assert (out / "frontier_sp.png").stat().st_size > 10_000
     page = (out / "tables.md").read_text()

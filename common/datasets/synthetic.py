@@ -30,7 +30,12 @@ def synthetic_frame(
     label_bias: float = 0.8,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """The rows of :func:`make_synthetic` as a frame: ``x0..``, ``group``, ``label``."""
+    r"""The rows of :func:`make_synthetic` as a frame: ``x0..``, ``group``, ``label``.
+
+    ``s ~ Bernoulli(privileged_share)``; ``z ~ N(bias · s · 1/√k, I)`` (features shifted for
+    the privileged group); ``y ~ Bernoulli(σ(zᵀβ + label_bias · (2s − 1)))`` (labels favour the
+    privileged group directly). ``bias = label_bias = 0`` gives a fair dataset.
+    """
     if n < 8:
         raise ConfigError(f"the synthetic dataset needs n ≥ 8 rows, got {n}.")
     if not 0.0 < privileged_share < 1.0:
@@ -46,24 +51,12 @@ def synthetic_frame(
     return frame
 
 
-def make_synthetic(
-    n: int = 4000,
-    *,
-    n_features: int = 4,
-    privileged_share: float = 0.7,
-    bias: float = 1.0,
-    label_bias: float = 0.8,
-    seed: int = 0,
-) -> TabularData:
-    r"""A seeded, biased toy dataset for offline demos and property tests.
-
-    ``s ~ Bernoulli(privileged_share)``; ``z ~ N(bias · s · 1/√k, I)`` (features shifted for
-    the privileged group); ``y ~ Bernoulli(σ(zᵀβ + label_bias · (2s − 1)))`` (labels favour the
-    privileged group directly). ``bias = label_bias = 0`` gives a fair dataset.
-    """
-    frame = synthetic_frame(n, n_features=n_features, privileged_share=privileged_share,
-                            bias=bias, label_bias=label_bias, seed=seed)
-    return from_frame(frame, synthetic_schema(n_features))
+def make_synthetic(n: int = 4000, **options) -> TabularData:
+    """A seeded, biased toy dataset for offline demos and property tests: the rows of
+    :func:`synthetic_frame` (same keyword options: ``n_features``, ``privileged_share``,
+    ``bias``, ``label_bias``, ``seed``) with their schema."""
+    frame = synthetic_frame(n, **options)
+    return from_frame(frame, synthetic_schema(options.get("n_features", 4)))
 
 
 def _schema(sensitive: str) -> Schema:
