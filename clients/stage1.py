@@ -122,7 +122,7 @@ class Stage1Config:
     measure: Measure = "sp"
     rho: float = 10.0
     tolerance: float | None = None
-    lam_in: float = 1.0
+    lam_in: float = 0.0
     lam_out: float = 0.1
     lr: float = 0.05
     iterations: int = 300

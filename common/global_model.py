@@ -35,7 +35,7 @@ class LinearModel:
         return fairness_report(data.y, (d > 0).astype(np.int8), sensitive=data.s, decision=d)
 
 
-def fit_global_model(parts: Sequence[TabularData], *, lam: float = 1.0,
+def fit_global_model(parts: Sequence[TabularData], *, lam: float = 0.0,
                      solver: logistic.Solver = "newton") -> LinearModel:
     """Train ``argmin (1/M) Σ ℓ(w; x, y) + (λ/2)‖w‖²`` on the union of ``parts``; ``lam = 0``
     chooses λ by cross-validation on that union (:func:`common.logistic.cross_validated_lambda`:

@@ -168,10 +168,13 @@ def cross_validated_lambda(X: np.ndarray, y: np.ndarray, *, grid=LAMBDA_GRID, fo
     held-out log-loss; the larger λ on a tie.
 
     What a user would do by hand on data the defaults were not calibrated on; it reads only the
-    rows it is given (a client's own rows, or the rows the server received).
+    rows it is given (a client's own rows, or the rows the server received). The rows are put in
+    a canonical order first, so the choice does not depend on the order they arrived in.
     """
     y = np.asarray(y).astype(np.int64)
     X = np.asarray(X, dtype=np.float64)
+    order = np.lexsort(np.column_stack([X, y]).T[::-1])  # folds independent of the row order
+    X, y = X[order], y[order]
     if len(y) < 2 * folds or min(np.bincount(y, minlength=2)) < folds:
         return float(max(grid))  # too few rows (or one class) to validate: the strongest
     rng = np.random.default_rng(seed)

@@ -92,19 +92,19 @@ def column_distances(real: TabularData, synthetic: TabularData) -> dict[str, dic
     return out
 
 
-def tstr_accuracy(synthetic: TabularData, real_test: TabularData, *, lam: float = 1.0) -> float:
+def tstr_accuracy(synthetic: TabularData, real_test: TabularData, *, lam: float = 0.0) -> float:
     """Accuracy on ``real_test`` of the server's logistic model trained on ``synthetic``."""
     return fit_global_model([synthetic], lam=lam).evaluate(real_test)["accuracy"]
 
 
 def server_metrics(parts: Sequence[TabularData], test: TabularData, *,
-                   lam: float = 1.0) -> dict[str, float]:
+                   lam: float = 0.0) -> dict[str, float]:
     """The server model trained on the union of ``parts``, evaluated on ``test``."""
     return fit_global_model(parts, lam=lam).evaluate(test)
 
 
 def quality_report(real_train: TabularData, synthetic: TabularData, real_test: TabularData,
-                   *, lam: float = 1.0) -> dict:
+                   *, lam: float = 0.0) -> dict:
     """Summary of :func:`column_distances` plus TSTR and TRTR accuracy.
 
     Keys: ``ks_mean``, ``ks_max`` (continuous features), ``tvd_mean``, ``tvd_max`` (features),

@@ -126,7 +126,7 @@ class RunConfig:
     rho: float = setting(10.0, "fairness penalty weight ρ", group="stage 1", low=0)
     tolerance: float = setting(0.0, "τ: penalise only |Cov| > τ (0: the penalty c²)",
                                group="stage 1", low=0)
-    lam_in: float = setting(1.0, "inner L2 strength λ_in (0: chosen by 5-fold cross-validation "
+    lam_in: float = setting(0.0, "inner L2 strength λ_in (0: chosen by 5-fold cross-validation "
                                  "on the rows stage 1 reads)", group="stage 1", low=0)
     lam_out: float = setting(0.1, "outer regulariser on the synthetic rows λ_out",
                              group="stage 1", low=0)
@@ -160,9 +160,10 @@ class RunConfig:
     # server model
     model: str = setting("logistic", "the server's model (and the baselines' shared model)",
                          group="server model", choices=MODELS)
-    lam_server: float = setting(1.0, "L2 strength of the logistic model (METHOD.md eq. 16; 0: "
+    lam_server: float = setting(0.0, "L2 strength of the logistic model (METHOD.md eq. 16; 0: "
                                      "chosen by 5-fold cross-validation on the rows the server "
-                                     "trains on)", group="server model", low=0)
+                                     "trains on; the baselines then train without it)",
+                                group="server model", low=0)
     mlp_hidden: str = setting("320,320", "MLP hidden widths, comma-separated",
                               group="server model")
     mlp_epochs: int = setting(10, "server-side MLP epochs (one-shot)", group="server model",
@@ -192,11 +193,6 @@ class RunConfig:
         if self.partition == "column" and not self.partition_column:
             raise ConfigError("run config: partition = 'column' needs partition-column, the "
                               "name of the column to split by.")
-        if self.lam_server == 0 and self.model == "logistic" and self.strategy != "oneshot":
-            raise ConfigError(
-                f"run config: lam-server = 0 chooses λ by cross-validation on the rows the server "
-                f"trains on, but {self.strategy} trains on the clients and the server holds no "
-                "rows; give lam-server a value > 0.")
         if self.csv and not self.schema and self.order in PRIVATE_ORDERS:
             raise ConfigError(
                 f"run config: order = {self.order!r} releases differentially private rows, but "
@@ -232,7 +228,10 @@ class RunConfig:
 
     @property
     def l2(self) -> float:
-        """L2 strength of the configured model."""
+        """L2 strength of the configured model in the baselines' local training. With
+        ``lam-server = 0`` (λ by cross-validation) the logistic baselines train the
+        unregularised loss: their server holds no rows to cross-validate on, and R rounds of
+        local SGD stop early anyway."""
         return self.lam_server if self.model == "logistic" else self.mlp_weight_decay
 
     @property

@@ -210,8 +210,6 @@ CASES: dict[str, Callable[[Path], str]] = {
     "order-outside-policy": simulate_with("--order", "real"),
     "epsilon-above-policy": simulate_with("--epsilon", "4"),
     "baseline-without-nonprivate": simulate_with("--strategy", "fedavg"),
-    "lam-server-chosen-without-rows": simulate_with("--strategy", "fedavg", "--lam-server", "0",
-                                                    "--allow-nonprivate"),
     "noise-seed-from-the-server": simulate_with("--generator-options", '{"noise_seed": 1}'),
     "fraction-out-of-range": simulate_with("--stage2-fraction", "1.5"),
     "sweep-fraction-zero": lambda t: run_cli(

@@ -85,7 +85,7 @@ def test_config_is_frozen_and_integers_pass_for_floats():
     config = RunConfig.from_mapping({"rho": 100, "rounds": 5.0, "model": "mlp"})
     assert config.rho == 100.0 and isinstance(config.rho, float) and config.rounds == 5
     assert config.network_hidden == (320, 320) and config.l2 == config.mlp_weight_decay
-    assert RunConfig().network_hidden == () and RunConfig().l2 == 1.0
+    assert RunConfig().network_hidden == () and RunConfig().l2 == 0.0  # λ cross-validated
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.rho = 1.0  # type: ignore[misc]
     with pytest.raises(ConfigError, match="order"):

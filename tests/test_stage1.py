@@ -283,7 +283,7 @@ def test_warm_started_inner_solutions_are_stationary_throughout_stage_one(measur
     result = FairDistiller(cfg, progress=False).fit(data)
     enc = Encoder.fit(data)  # the client's own scaling, as stage 1 uses it
     X = design_matrix(enc.encode_z(result.data), result.data.s)
-    grad = logistic.gradient(result.w, X, result.data.y.astype(float), cfg.lam_in)
+    grad = logistic.gradient(result.w, X, result.data.y.astype(float), result.lam_in)
     assert np.max(np.abs(grad)) <= 1e-8
 
 
@@ -323,6 +323,10 @@ def test_cross_validated_lambda_against_a_direct_computation():
     X = Encoder.fit(data).design(data)
     y = data.y.astype(np.int64)
     chosen = cross_validated_lambda(X, y, folds=3, seed=1)
+    perm = np.random.default_rng(5).permutation(len(y))
+    assert cross_validated_lambda(X[perm], y[perm], folds=3, seed=1) == chosen  # order-free
+    canonical = np.lexsort(np.column_stack([X, y]).T[::-1])
+    X, y = X[canonical], y[canonical]
     rng = np.random.default_rng(1)
     fold = np.empty(len(y), dtype=np.int64)
     for label in (0, 1):

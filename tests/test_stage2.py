@@ -69,6 +69,7 @@ def mixed():
 @pytest.fixture(scope="module")
 def fitted(mixed):
     return make_generator("dp-ctgan", epsilon=1.0, delta=1.0 / len(mixed) ** 1.5, seed=0,
+                          noise_seed=0,
                           **FAST).fit(mixed)
 
 
@@ -133,7 +134,7 @@ def test_one_sample_moves_the_summed_gradient_by_at_most_the_clip():
 
 def test_pac_above_one_charges_the_accountant_with_half_the_noise(mixed):
     gen = make_generator("dp-ctgan", epsilon=1.0, delta=1.0 / len(mixed) ** 1.5, seed=0,
-                         **{**FAST, "pac": 2}).fit(mixed)
+                         noise_seed=0, **{**FAST, "pac": 2}).fit(mixed)
     spent = gen.privacy_spent()
     sgd = spent["budget_split"]["discriminator DP-SGD"]
     assert spent["noise_multiplier"] == pytest.approx(2 * sgd["noise_multiplier"])
@@ -238,7 +239,8 @@ def test_samples_keep_schema_bounds_and_noisy_cell_shares(fitted, mixed):
 def test_calibration_brings_cell_means_to_the_dp_targets():
     # Enough rows and budget that the DP targets are attainable by reweighting the pool.
     data = mixed_data(3000, seed=1)
-    gen = make_generator("dp-ctgan", epsilon=8.0, delta=1e-5, seed=0, **FAST).fit(data)
+    gen = make_generator("dp-ctgan", epsilon=8.0, delta=1e-5, seed=0, noise_seed=0,
+                         **FAST).fit(data)
     rows = gen.sample(6000, seed=5)
     x = dp_ctgan.scaled(rows.features, gen.stats.ranges)
     cell = 2 * rows.s.astype(int) + rows.y
@@ -376,7 +378,8 @@ def test_systematic_sampling_draws_in_proportion_to_the_weights():
 @pytest.mark.parametrize("seed", range(4))
 def test_tiny_data_gives_valid_rows_or_a_clear_error(seed):
     tiny = datasets.make_synthetic(8, seed=seed)
-    gen = make_generator("dp-ctgan", epsilon=0.5, delta=1e-3, seed=seed, **FAST)
+    gen = make_generator("dp-ctgan", epsilon=0.5, delta=1e-3, seed=seed, noise_seed=seed,
+                         **FAST)
     try:
         gen.fit(tiny)
     except DataError as exc:
@@ -398,6 +401,7 @@ def test_law_school_client_end_to_end(law_school):
     split = federated_split(law_school, clients=2, seed=0)[0]
     real = split.train
     gen = make_generator("dp-ctgan", epsilon=1.0, delta=1.0 / len(real) ** 1.5, seed=0,
+                         noise_seed=0,
                          progress=False).fit(real)
     rows = gen.sample(len(real))
     assert gen.privacy_spent()["epsilon"] <= 1.0

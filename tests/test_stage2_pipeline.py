@@ -96,7 +96,8 @@ def test_the_generator_of_fair_then_private_reads_only_the_stage_one_rows(toy, m
 
 @pytest.mark.parametrize("order", ["private-only", "fair-then-private", "private-then-fair"])
 def test_release_sizes_follow_the_fraction_and_cells_keep_their_shares(toy, order):
-    results = run_pipeline_fractions(toy, config(order), [1.0, 0.1], seed=4)
+    # A pinned noise seed: the tolerances below are about the sizing logic, not a draw.
+    results = run_pipeline_fractions(toy, config(order, noise_seed=4), [1.0, 0.1], seed=4)
     # Sizes follow the DP row count N̂ (noise σ ≈ 2·17 on this 500-row set), not N itself.
     full, tenth = (len(r.rows) for r in results)
     assert abs(full - len(toy)) <= 0.2 * len(toy)
