@@ -254,7 +254,8 @@ def test_simulation_engine_oneshot_with_a_corrupt_client():
     splits = _splits(RunConfig.from_mapping(mapping), 3)
     q = len(splits[0].train.schema.features) + 2
     assert result.exchanges[0].payload_up == 8 * q * sum(len(s.train) for s in splits)
-    expected = fit_global_model([s.train for s in splits[1:]], lam=1.0)
+    expected = fit_global_model([s.train for s in splits[1:]],
+                                lam=RunConfig.from_mapping(mapping).lam_server)
     np.testing.assert_allclose(result.model_params["layer0.weight"][0], expected.w,
                                rtol=1e-12, atol=1e-14)
     truth = expected.evaluate(concat([s.test for s in splits]))

@@ -267,7 +267,7 @@ def test_malicious_replies_never_reach_the_union(caplog):
     digests = sorted(hashlib.sha256(np.ascontiguousarray(p.to_array()).tobytes()).hexdigest()
                      for p in honest)
     assert sorted(c["rows_sha256"] for c in result.clients) == digests
-    expected = fit_global_model(honest, lam=1.0)
+    expected = fit_global_model(honest, lam=RunConfig.from_mapping(mapping).lam_server)
     np.testing.assert_allclose(result.model_params["layer0.weight"][0], expected.w,
                                rtol=1e-12, atol=1e-14)
 
