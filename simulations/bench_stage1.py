@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     data = datasets.load("law_school", root=args.data_dir)
     real = partition.federated_split(data, clients=2, seed=0)[0].train
-    config = stage1.Stage1Config(measure="sp", rho=100.0, iterations=300)
+    # λ_in fixed (not cross-validated), so that both variants and earlier runs solve the same
+    # problem.
+    config = stage1.Stage1Config(measure="sp", rho=100.0, iterations=300, lam_in=1.0)
     run_stage1(real, config, autograd=False)  # warm-up (imports, caches)
     closed = [run_stage1(real, config, autograd=False)[0] for _ in range(args.repeats)]
     auto = [run_stage1(real, config, autograd=True)[0] for _ in range(max(1, args.repeats - 1))]
