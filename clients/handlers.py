@@ -127,7 +127,7 @@ def evaluate_content(test: TabularData, content: RecordDict, config: RunConfig, 
             raise PolicyError("this run already had its private evaluation; a second one would "
                               "spend the evaluation budget again.")
         _EVALUATED.add(run)
-    noise = NoiseSource(policy.noise_seed, secure=policy.secure_mode)
+    noise = NoiseSource(policy.noise_seed, secure=policy.secure_mode, purpose="evaluation")
     cells, report = noisy_evaluation_cells(test.s, test.y, (d > 0).astype(np.int64),
                                            epsilon=policy.evaluation_epsilon,
                                            delta=config.delta, noise=noise)

@@ -177,14 +177,11 @@ def cross_validated_lambda(X: np.ndarray, y: np.ndarray, *, grid=LAMBDA_GRID, fo
     X, y = X[order], y[order]
     if len(y) < 2 * folds or min(np.bincount(y, minlength=2)) < folds:
         return float(max(grid))  # too few rows (or one class) to validate: the strongest
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(y), dtype=np.int64)
-    for label in (0, 1):
-        idx = rng.permutation(np.flatnonzero(y == label))
-        fold[idx] = np.arange(len(idx)) % folds
+    from sklearn.model_selection import StratifiedKFold
+
     losses = np.zeros(len(grid))
-    for k in range(folds):
-        train, held = fold != k, fold == k
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for train, held in splitter.split(X, y):
         w = None
         for j, lam in sorted(enumerate(grid), key=lambda t: -t[1]):  # warm start downwards
             w = fit(X[train], y[train], lam=lam, w0=w)

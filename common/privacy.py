@@ -399,7 +399,10 @@ class NoiseSource:
     cryptographically secure generator (:mod:`secrets`), so two identical runs add different
     noise and nobody — the server included — can predict it. A fixed ``seed`` makes a private
     run reproducible, and voids its guarantee against anyone who learns the seed: it belongs
-    in the client's own node config, never in the run config that the server submits.
+    in the client's own node config, never in the run config that the server submits. A seeded
+    source is also keyed by its ``purpose`` (``numpy.random.SeedSequence``), so that two
+    mechanisms seeded alike (the generator's statistics and the evaluation) never add the same
+    draws, which would let their noise cancel.
 
     ``secure=True`` is the hardened path against floating-point attacks on the Gaussian
     (Mironov 2012 for the Laplace; Jin et al. 2022 for DP-SGD): every uniform bit comes from
@@ -414,7 +417,8 @@ class NoiseSource:
     secure : bool
     """
 
-    def __init__(self, seed: int | None = None, *, secure: bool = False) -> None:
+    def __init__(self, seed: int | None = None, *, secure: bool = False,
+                 purpose: str = "") -> None:
         if secure and seed is not None:
             raise ConfigError("the hardened noise (secure mode) draws from the operating "
                               "system and cannot be seeded; drop the noise seed or secure mode.")
@@ -422,7 +426,9 @@ class NoiseSource:
             raise ConfigError(f"a noise seed must be an integer ≥ 0, got {seed!r}.")
         self.secure = bool(secure)
         self.reproducible = seed is not None
-        self._rng = np.random.default_rng(secrets.randbits(128) if seed is None else int(seed))
+        entropy = secrets.randbits(128) if seed is None else int(seed)
+        key = tuple(purpose.encode())  # one independent stream per purpose
+        self._rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=key))
 
     def normal(self, loc: float = 0.0, scale: float = 1.0, size=None) -> np.ndarray:
         """Gaussian noise, as :meth:`numpy.random.Generator.normal`."""

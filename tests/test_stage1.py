@@ -317,6 +317,8 @@ def test_eo_on_a_client_whose_positives_hold_one_group_warns_and_proceeds(caplog
 def test_cross_validated_lambda_against_a_direct_computation():
     """The chosen λ minimises the mean held-out log-loss over stratified folds, recomputed here
     directly: fit on k−1 folds from zero (no warm start), score the k-th."""
+    from sklearn.model_selection import StratifiedKFold
+
     from common.logistic import LAMBDA_GRID, cross_validated_lambda, fit, log1pexp
 
     data = make_synthetic(600, seed=3)
@@ -327,17 +329,13 @@ def test_cross_validated_lambda_against_a_direct_computation():
     assert cross_validated_lambda(X[perm], y[perm], folds=3, seed=1) == chosen  # order-free
     canonical = np.lexsort(np.column_stack([X, y]).T[::-1])
     X, y = X[canonical], y[canonical]
-    rng = np.random.default_rng(1)
-    fold = np.empty(len(y), dtype=np.int64)
-    for label in (0, 1):
-        idx = rng.permutation(np.flatnonzero(y == label))
-        fold[idx] = np.arange(len(idx)) % 3
+    folds = list(StratifiedKFold(n_splits=3, shuffle=True, random_state=1).split(X, y))
     scores = []
     for lam in LAMBDA_GRID:
         held = []
-        for k in range(3):
-            w = fit(X[fold != k], y[fold != k], lam=lam)
-            held.append(np.mean(log1pexp(-(2.0 * y[fold == k] - 1) * (X[fold == k] @ w))))
+        for train, test in folds:
+            w = fit(X[train], y[train], lam=lam)
+            held.append(np.mean(log1pexp(-(2.0 * y[test] - 1) * (X[test] @ w))))
         scores.append(np.mean(held))
     assert chosen == LAMBDA_GRID[int(np.argmin(scores))]
     assert cross_validated_lambda(X[:5], y[:5]) == max(LAMBDA_GRID)  # too few rows

@@ -22,17 +22,10 @@ from opacus.accountants import RDPAccountant
 from small_generator import FAST
 
 from clients import dp_ctgan
-from clients.dp_ctgan import (
-    DPCTGAN,
-    Discriminator,
-    DPCTGANConfig,
-    PrivateCritic,
-    TableTransformer,
-    allocate,
-    histogram_edges,
-    systematic_sample,
-    tilt,
-)
+from clients.dp_ctgan import DPCTGAN, DPCTGANConfig
+from clients.dp_ctgan.calibration import allocate, systematic_sample, tilt
+from clients.dp_ctgan.networks import Discriminator, PrivateCritic
+from clients.dp_ctgan.representation import TableTransformer, histogram_edges, scaled
 from clients.dp_generators import make_generator
 from common import datasets, privacy
 from common.errors import ConfigError, DataError
@@ -242,16 +235,16 @@ def test_calibration_brings_cell_means_to_the_dp_targets():
     gen = make_generator("dp-ctgan", epsilon=8.0, delta=1e-5, seed=0, noise_seed=0,
                          **FAST).fit(data)
     rows = gen.sample(6000, seed=5)
-    x = dp_ctgan.scaled(rows.features, gen.stats.ranges)
+    x = scaled(rows.features, gen.stats.ranges)
     cell = 2 * rows.s.astype(int) + rows.y
     for c in range(4):
         np.testing.assert_allclose(x[cell == c].mean(axis=0), gen.stats.cell_means[c], atol=0.05)
-    real = dp_ctgan.scaled(data.features, gen.stats.ranges)
+    real = scaled(data.features, gen.stats.ranges)
     real_cell = 2 * data.s.astype(int) + data.y
     uncalibrated = DPCTGAN(dataclasses.replace(gen.config, calibrate=False))
     uncalibrated.__dict__.update({k: v for k, v in gen.__dict__.items() if k != "config"})
     raw = uncalibrated.sample(6000, seed=5)
-    x_raw, cell_raw = dp_ctgan.scaled(raw.features, gen.stats.ranges), 2 * raw.s.astype(int) + raw.y
+    x_raw, cell_raw = scaled(raw.features, gen.stats.ranges), 2 * raw.s.astype(int) + raw.y
     # calibrated rows are closer to the real cell means than the generator's own rows
     err = [np.abs(x[cell == c].mean(0) - real[real_cell == c].mean(0)).mean() for c in range(4)]
     err_raw = [np.abs(x_raw[cell_raw == c].mean(0) - real[real_cell == c].mean(0)).mean()

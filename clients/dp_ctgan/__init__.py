@@ -50,55 +50,8 @@ prior), :mod:`~clients.dp_ctgan.calibration` (step 4) and :mod:`~clients.dp_ctga
 (:class:`DPCTGAN`: fit, train, sample).
 """
 
-from clients.dp_ctgan.calibration import (
-    allocate,
-    calibration_weights,
-    systematic_sample,
-    tilt,
-)
-from clients.dp_ctgan.conditioning import Conditioning
 from clients.dp_ctgan.config import CELLS, PRIORS, DPCTGANConfig
 from clients.dp_ctgan.model import DPCTGAN
-from clients.dp_ctgan.networks import Discriminator, Generator, PrivateCritic
-from clients.dp_ctgan.representation import (
-    MAX_INTEGER_BINS,
-    MAX_INTEGER_MODES,
-    Marginal,
-    Span,
-    TableTransformer,
-    histogram_edges,
-    integer_values,
-    mode_edges,
-    nearest_correlation,
-    quantile_range,
-    scaled,
-)
-from clients.dp_ctgan.statistics import Statistics, dp_statistics
 
-__all__ = [
-    "CELLS",
-    "DPCTGAN",
-    "MAX_INTEGER_BINS",
-    "MAX_INTEGER_MODES",
-    "PRIORS",
-    "Conditioning",
-    "DPCTGANConfig",
-    "Discriminator",
-    "Generator",
-    "Marginal",
-    "PrivateCritic",
-    "Span",
-    "Statistics",
-    "TableTransformer",
-    "allocate",
-    "calibration_weights",
-    "dp_statistics",
-    "histogram_edges",
-    "integer_values",
-    "mode_edges",
-    "nearest_correlation",
-    "quantile_range",
-    "scaled",
-    "systematic_sample",
-    "tilt",
-]
+#: The package's interface; the parts live in the submodules named above.
+__all__ = ["CELLS", "DPCTGAN", "PRIORS", "DPCTGANConfig"]

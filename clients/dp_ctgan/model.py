@@ -92,7 +92,8 @@ class DPCTGAN:
         privacy.check_budget(epsilon=cfg.epsilon, delta=cfg.delta, n=len(data))
         start = time.perf_counter()
         # The noise of every DP mechanism: fresh OS entropy unless the client seeded it.
-        noise = privacy.NoiseSource(cfg.noise_seed, secure=cfg.secure_mode)
+        noise = privacy.NoiseSource(cfg.noise_seed, secure=cfg.secure_mode,
+                                    purpose="dp-ctgan fit")
         self.schema = data.schema
         self.ledger = privacy.PrivacyLedger(epsilon=cfg.epsilon, delta=cfg.delta)
         cell = 2 * data.s.astype(np.int64) + data.y.astype(np.int64)
