@@ -21,14 +21,22 @@ class BilevelProblem:
     X_real, y_real : real design matrix and 0/1 labels (outer problem).
     z_fixed : ``Ñ × (n_z − L)`` frozen synthetic columns (may have 0 columns).
     s_syn, y_syn : fixed sensitive values and labels of the synthetic rows.
-    c : covariance vector of the chosen measure (see :func:`fairness_vector`).
+    relaxation : the fairness term's relaxation on the real rows
+        (:mod:`clients.fairness_terms`: the covariance or the smooth gap).
+    rho, tolerance : the penalty form ``ρ·φ(g)``, ``φ(g) = g²`` or ``max(0, |g| − τ)²``.
+    target : the constrained form instead: the measured gap of ``w*`` on the real rows must be
+        at most ``target``. The outer loss becomes the Lagrangian ``loss + μ·σ·g(w)``, with
+        ``σ`` the sign of the measured gap and the multiplier ``μ ≥ 0`` raised by
+        ``multiplier_lr·(|gap| − target)`` after every outer step (:meth:`update_multiplier`):
+        the relaxation only gives the direction, the measured gap decides how hard to push
+        (a proxy Lagrangian, Cotter et al. 2019), so the zero the loop seeks is the gap's.
     anchor : centre of the outer regulariser on ``u`` (``None``: zero, METHOD.md's form).
     weights : per-row weights of the outer loss on the real rows (``None``: all 1).
     """
 
-    def __init__(self, X_real, y_real, z_fixed, s_syn, y_syn, c, *, rho, lam_in, lam_out,
-                 tolerance=None, solver: logistic.Solver = "newton", anchor=None,
-                 weights=None):
+    def __init__(self, X_real, y_real, z_fixed, s_syn, y_syn, relaxation, *, rho, lam_in,
+                 lam_out, tolerance=None, solver: logistic.Solver = "newton", anchor=None,
+                 weights=None, target: float | None = None, multiplier_lr: float = 1.0):
         self.X_real = X_real
         self.ybar_real = 2.0 * np.asarray(y_real, dtype=np.float64) - 1.0
         # Per-row weights of the outer loss (None: the plain mean, the accuracy utility).
@@ -36,8 +44,11 @@ class BilevelProblem:
                         else np.asarray(weights, dtype=np.float64))
         self.y_syn = np.asarray(y_syn, dtype=np.float64)
         self.ybar_syn = 2.0 * self.y_syn - 1.0
-        self.c = c
+        self.relaxation = relaxation
         self.rho, self.lam_in, self.lam_out, self.tol = rho, lam_in, lam_out, tolerance
+        self.target, self.multiplier_lr = target, multiplier_lr
+        self.multiplier, self.direction = 0.0, 0.0  # μ and σ of the constrained form
+        self.last: dict[str, float] = {}  # loss, relaxation and measured gap of the last f(w)
         self.solver = solver
         self.anchor = 0.0 if anchor is None else anchor  # the outer regulariser's centre
         n_syn, p = len(s_syn), X_real.shape[1]
@@ -96,13 +107,33 @@ class BilevelProblem:
         return excess * excess, 2.0 * excess * float(np.sign(cov))
 
     def outer_value_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]:
-        """``f(w)`` and ``∇f(w)`` (real-data loss plus the fairness penalty)."""
-        margin = self.ybar_real * (self.X_real @ w)
-        value = float(np.mean(self.weights * logistic.log1pexp(-margin)))
-        grad = self.X_real.T @ (-self.weights * self.ybar_real * logistic.sigmoid(-margin)
-                                ) / len(margin)
-        p, dp = self.phi(float(self.c @ w))
-        return value + self.rho * p, grad + self.rho * dp * self.c
+        """``f(w)`` and ``∇f(w)`` (real-data loss plus the fairness term); records the loss,
+        the relaxation and the measured gap in :attr:`last`."""
+        scores = self.X_real @ w
+        margin = self.ybar_real * scores
+        n = len(margin)
+        loss = float(np.mean(self.weights * logistic.log1pexp(-margin)))
+        rows = -self.weights * self.ybar_real * logistic.sigmoid(-margin) / n
+        g, g_rows = self.relaxation.value_rows(scores)
+        if self.target is None:
+            p, dp = self.phi(g)
+            weight, value = self.rho * dp, loss + self.rho * p
+        else:
+            weight = self.multiplier * self.direction
+            value = loss + weight * g
+        self.last = {"loss": loss, "relaxation": g,
+                     "gap": self.relaxation.groups.gap(scores)}
+        return value, self.X_real.T @ (rows + weight * g_rows)
+
+    def update_multiplier(self) -> None:
+        """One ascent step of the constrained form's multiplier on the measured gap of the last
+        :meth:`outer_value_grad`: ``μ ← max(0, μ + η(|gap| − target))``, ``σ ← sign(gap)``."""
+        if self.target is None:
+            return
+        gap = self.last["gap"]
+        self.multiplier = max(0.0, self.multiplier + self.multiplier_lr * (abs(gap) - self.target))
+        if gap:
+            self.direction = float(np.sign(gap))
 
     def objective(self, u: np.ndarray, w: np.ndarray | None = None) -> float:
         """``F(u)`` (solves the inner problem to 1e-13 unless ``w`` is given)."""

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from clients.dp_generators import GENERATORS, make_generator
-from clients.stage1 import FairDistiller, Stage1Config
+from clients.stage1 import FairDistiller, Stage1Config, Stage1Result
 from common.errors import ConfigError
 from common.run_config import RunConfig
 from common.schema import TabularData
@@ -141,19 +141,23 @@ class PipelineConfig:
 class PipelineResult:
     """The rows a client may release, what protects them, the seconds per stage, and the
     intermediate rows of the order (``"stage1"``: the stage-1 rows of fair-then-private;
-    ``"stage2"``: the DP rows of private-then-fair) for experiments; never released."""
+    ``"stage2"``: the DP rows of private-then-fair) for experiments, and the gap (SPD or EOD)
+    that stage 1 reached on the rows it read (the real rows; the DP rows in private-then-fair);
+    never released."""
 
     rows: TabularData
     privacy: PrivacyReport
     seconds: dict[str, float]
     intermediate: dict[str, TabularData] = dataclasses.field(default_factory=dict)
+    stage1_gap: float | None = None
 
 
 def pipeline_config(config: RunConfig) -> PipelineConfig:
     """The pipeline that a federation's run configuration describes (raises ConfigError if
     invalid): what every client runs, and what the server checks before it asks them."""
     stage1 = Stage1Config(
-        measure=config.measure, rho=config.rho, tolerance=config.tolerance or None,
+        measure=config.measure, relaxation=config.relaxation, rho=config.rho,
+        tolerance=config.tolerance or None, target=config.target or None,
         lam_in=config.lam_in, lam_out=config.lam_out, lr=config.lr,
         iterations=config.iterations, fraction=config.stage1_fraction, solver=config.solver,
         anchor=config.anchor, keep_moments=config.keep_moments, utility=config.utility,
@@ -204,10 +208,8 @@ def run_pipeline_fractions(train: TabularData, config: PipelineConfig,
     return _MULTI[config.order](train, config, seed, list(fractions))
 
 
-def _stage1(data: TabularData, config: PipelineConfig, seed: int) -> tuple[TabularData, float]:
-    cfg = dataclasses.replace(config.stage1, seed=seed)
-    result = FairDistiller(cfg).fit(data)
-    return result.data, result.seconds
+def _stage1(data: TabularData, config: PipelineConfig, seed: int, **changes) -> Stage1Result:
+    return FairDistiller(dataclasses.replace(config.stage1, seed=seed, **changes)).fit(data)
 
 
 def _n_out(fraction: float, n: float) -> int:
@@ -252,9 +254,9 @@ def _real(train: TabularData, config: PipelineConfig, seed: int,
 def _fair_only(train: TabularData, config: PipelineConfig, seed: int,
                fractions: Sequence[float]) -> list[PipelineResult]:
     """Stage 1 only, at its own fraction ``config.stage1.fraction``."""
-    rows, t1 = _stage1(train, config, seed)
-    result = PipelineResult(rows, PrivacyReport("fair-only", None, None, COVERS_NOTHING),
-                            {"stage1": t1})
+    fair = _stage1(train, config, seed)
+    result = PipelineResult(fair.data, PrivacyReport("fair-only", None, None, COVERS_NOTHING),
+                            {"stage1": fair.seconds}, stage1_gap=fair.gap)
     return [result for _ in fractions]
 
 
@@ -277,15 +279,15 @@ def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
                        fractions: Sequence[float]) -> list[PipelineResult]:
     """Stage 1 on the real rows, the DP generator on the stage-1 rows; ``fraction · N̂`` rows
     (``N̂``: the generator's DP estimate of its input size, scaled back by ``Ñ/N``)."""
-    fair, t1 = _stage1(train, config, seed)
-    generator, fit = _fit_generator(fair, config, seed)
+    fair = _stage1(train, config, seed)
+    generator, fit = _fit_generator(fair.data, config, seed)
     report = _dp_report("fair-then-private", generator, COVERS_STAGE1)
     n_hat = generator.noisy_rows() / config.stage1.fraction  # the stage-1 rows are Ñ = fraction·N
     out = []
     for i, f in enumerate(fractions):
         rows, t = _sample(generator, _n_out(f, n_hat), seed + 1 + i)
-        out.append(PipelineResult(rows, report, {"stage1": t1, "stage2": fit + t},
-                                  intermediate={"stage1": fair}))
+        out.append(PipelineResult(rows, report, {"stage1": fair.seconds, "stage2": fit + t},
+                                  intermediate={"stage1": fair.data}, stage1_gap=fair.gap))
     return out
 
 
@@ -300,8 +302,7 @@ def _private_then_fair(train: TabularData, config: PipelineConfig, seed: int,
     report = _dp_report("private-then-fair", generator, COVERS_REAL_POST)
     out = []
     for f in fractions:
-        cfg1 = dataclasses.replace(config.stage1, seed=seed, fraction=f)
-        fair = FairDistiller(cfg1).fit(private)
+        fair = _stage1(private, config, seed, fraction=f)
         out.append(PipelineResult(fair.data, report, {"stage2": fit + t, "stage1": fair.seconds},
-                                  intermediate={"stage2": private}))
+                                  intermediate={"stage2": private}, stage1_gap=fair.gap))
     return out

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from clients import fairness_terms
 from clients.bilevel_problem import BilevelProblem
 from common import logistic
 from common.encoding import Encoder, design_matrix
@@ -82,11 +83,24 @@ class Stage1Config:
     Attributes
     ----------
     measure : {"sp", "eo"}
-        Statistical parity or equal opportunity covariance.
+        Statistical parity or equal opportunity.
+    relaxation : {"covariance", "gap"}
+        What stands in for the measured gap in the outer loss
+        (:mod:`clients.fairness_terms`): the paper's decision-boundary covariance, or the smooth
+        difference of the groups' mean predicted probabilities, whose zero is the gap's.
     rho : float
-        Penalty weight ``ρ ≥ 0`` (0: no fairness term).
+        Penalty weight ``ρ ≥ 0`` of ``ρ·φ(g)`` (0: no fairness term). Not used with a target.
     tolerance : float, optional
-        ``τ`` of the constrained form; ``None`` uses ``φ(c) = c²``.
+        ``τ`` of the hinge ``φ(g) = max(0, |g| − τ)²`` on the relaxation; ``None`` uses
+        ``φ(g) = g²``.
+    target : float, optional
+        The fairness target in the user's terms: the measured gap (SPD or EOD) of the inner
+        model on the client's real rows must be at most ``target``. Stage 1 then runs the
+        constrained form (:class:`clients.bilevel_problem.BilevelProblem`): its multiplier
+        rises while the gap exceeds the target, and the rows returned are those of the outer
+        step with the best loss among the steps that met it (the nearest miss otherwise).
+    multiplier_lr : float
+        Step size ``η`` of the target's multiplier (gap units → multiplier units).
     utility : {"accuracy", "balanced"}
         What the outer loss rewards on the real rows: the plain mean of the logistic loss, or
         the label-balanced mean (:func:`utility_weights`), so that an ordinary model trained on
@@ -120,8 +134,11 @@ class Stage1Config:
     """
 
     measure: Measure = "sp"
+    relaxation: fairness_terms.Relaxation = "covariance"
     rho: float = 10.0
     tolerance: float | None = None
+    target: float | None = None
+    multiplier_lr: float = 1.0
     lam_in: float = 0.0
     lam_out: float = 0.1
     lr: float = 0.05
@@ -139,8 +156,18 @@ class Stage1Config:
              f"measure must be one of {list(MEASURES)}, got {self.measure!r}"),
             (np.isfinite(self.rho) and self.rho >= 0,
              f"rho must be a finite number ≥ 0, got {self.rho}"),
+            (self.relaxation in fairness_terms.RELAXATIONS,
+             f"relaxation must be one of {list(fairness_terms.RELAXATIONS)}, got "
+             f"{self.relaxation!r}"),
             (self.tolerance is None or self.tolerance >= 0,
              f"tolerance must be ≥ 0, got {self.tolerance}"),
+            (self.target is None or 0 < self.target < 1,
+             f"target (the largest gap |SPD| or |EOD| allowed) must lie in (0, 1), got "
+             f"{self.target}"),
+            (self.target is None or self.tolerance is None,
+             "target and tolerance are two constrained forms; give one of them"),
+            (np.isfinite(self.multiplier_lr) and self.multiplier_lr > 0,
+             f"multiplier_lr must be a finite number > 0, got {self.multiplier_lr}"),
             (self.lam_in >= 0,
              f"lam_in must be > 0 (it makes the inner problem strongly convex), or 0 to choose "
              f"it by cross-validation, got {self.lam_in}"),
@@ -173,6 +200,8 @@ class Stage1Result:
     covariance: np.ndarray  # cᵀw* per outer step
     seconds: float
     lam_in: float = math.nan  # the inner L2 strength used (chosen when the config said 0)
+    gap: float = math.nan  # measured gap (SPD or EOD) of ``w`` on the client's real rows
+    gaps: np.ndarray | None = None  # the measured gap per outer step
 
 
 def fairness_vector(X: np.ndarray, s: np.ndarray, y: np.ndarray, measure: Measure) -> np.ndarray:
@@ -238,18 +267,21 @@ class FairDistiller:
         anchor = None
         if cfg.anchor == "init":
             anchor = standardise(z0[:, :L])[0] if cfg.keep_moments else z0[:, :L].copy()
+        relaxation = fairness_terms.make_relaxation(cfg.relaxation, X_real, real.s, real.y,
+                                                    cfg.measure)
         problem = BilevelProblem(
-            X_real, real.y, z0[:, L:], real.s[init], real.y[init], c, rho=cfg.rho,
+            X_real, real.y, z0[:, L:], real.s[init], real.y[init], relaxation, rho=cfg.rho,
             lam_in=lam_in, lam_out=cfg.lam_out, tolerance=cfg.tolerance, solver=cfg.solver,
-            anchor=anchor, weights=utility_weights(real.y, cfg.utility),
+            anchor=anchor, weights=utility_weights(real.y, cfg.utility), target=cfg.target,
+            multiplier_lr=cfg.multiplier_lr,
         )
         # Adam runs on r; the learned block is u = standardise(r) when moments are kept.
         r = np.asfortranarray(z0[:, :L])
         u, scale = problem.standardise_into(r) if cfg.keep_moments else (r, None)
         w = problem.inner(u)
         cov_start = float(c @ w)
-        objective = np.empty(cfg.iterations)
-        covariance = np.empty(cfg.iterations)
+        objective, covariance, gaps = (np.empty(cfg.iterations) for _ in range(3))
+        best = _BestStep(cfg.target)
         adam = _Adam(r, lr=cfg.lr)
         debug = logger.isEnabledFor(logging.DEBUG)
         steps = tqdm(range(cfg.iterations), desc="stage 1", disable=_no_bar(self.progress),
@@ -259,22 +291,37 @@ class FairDistiller:
                 grad, f = problem.hypergradient_standardised(u, w, scale)
             else:
                 grad, f = problem.hypergradient(u, w)
-            objective[t], covariance[t] = f, float(c @ w)
+            objective[t], covariance[t], gaps[t] = f, float(c @ w), problem.last["gap"]
+            best.offer(problem.last, u, w)
+            problem.update_multiplier()
             adam.step(grad)
             u, scale = problem.standardise_into(r) if cfg.keep_moments else (r, None)
             w = problem.inner(u, w0=w)
             if debug:
-                logger.debug("stage 1 step %d: f=%.6f cov=%.3e |grad|=%.3e", t, f,
-                             covariance[t], float(np.abs(grad).max()))
+                logger.debug("stage 1 step %d: f=%.6f cov=%.3e gap=%.4f mu=%.3g |grad|=%.3e", t,
+                             f, covariance[t], gaps[t], problem.multiplier,
+                             float(np.abs(grad).max()))
+        problem.outer_value_grad(w)
+        best.offer(problem.last, u, w)
+        if cfg.target is not None:
+            u, w = best.u, best.w
+            if best.excess > 0:
+                logger.warning(
+                    "stage 1 did not reach the target |gap| ≤ %g on this client's rows in %d "
+                    "steps; it returns the nearest miss, |gap| = %.4f (more iterations, or a "
+                    "larger multiplier_lr, push harder).", cfg.target, cfg.iterations,
+                    abs(best.gap))
+        gap = best.gap if cfg.target is not None else problem.last["gap"]
         z = np.empty_like(z0)
         z[:, order] = np.column_stack([u, z0[:, L:]])
         synthetic = _decode(enc, real, init, z)
         seconds = time.perf_counter() - start
-        logger.info("stage 1 (%s, rho=%g): %d rows, cov %.4f -> %.4f in %.2fs", cfg.measure,
-                    cfg.rho, len(init), cov_start, float(c @ w), seconds)
+        logger.info("stage 1 (%s, %s): %d rows, cov %.4f -> %.4f, local |gap| %.4f in %.2fs",
+                    cfg.measure, f"target={cfg.target:g}" if cfg.target else f"rho={cfg.rho:g}",
+                    len(init), cov_start, float(c @ w), abs(gap), seconds)
         inverse = np.argsort(order)
         w_out = np.concatenate([w[:-2][inverse], w[-2:]])  # back to the encoder's column order
-        return Stage1Result(synthetic, w_out, objective, covariance, seconds, lam_in)
+        return Stage1Result(synthetic, w_out, objective, covariance, seconds, lam_in, gap, gaps)
 
     def _initial_rows(self, real: TabularData) -> np.ndarray:
         """Rows of ``real`` that initialise ``z̃``: all of them, or a stratified sample."""
@@ -287,6 +334,25 @@ class FairDistiller:
             rng.choice(np.flatnonzero((real.s == a) & (real.y == b)), k, replace=False)
             for (a, b), k in alloc.items() if k > 0
         ])
+
+
+class _BestStep:
+    """The outer step a target run returns: the lowest loss among the steps whose measured gap
+    met the target, else the smallest excess (copies of ``u`` and ``w``)."""
+
+    def __init__(self, target: float | None):
+        self.target, self.key = target, (math.inf, math.inf)
+        self.u = self.w = None
+        self.gap = self.excess = math.nan
+
+    def offer(self, last: dict, u: np.ndarray, w: np.ndarray) -> None:
+        if self.target is None:
+            return
+        excess = max(0.0, abs(last["gap"]) - self.target)
+        key = (excess, last["loss"])
+        if key < self.key:
+            self.key, self.gap, self.excess = key, last["gap"], excess
+            self.u, self.w = u.copy(), w.copy()
 
 
 class _Adam:

@@ -123,9 +123,18 @@ class RunConfig:
                          group="stage 1", choices=ORDERS)
     measure: str = setting("sp", "fairness measure: sp (statistical parity) or eo (equal "
                                  "opportunity)", group="stage 1", choices=MEASURES)
-    rho: float = setting(10.0, "fairness penalty weight ρ", group="stage 1", low=0)
-    tolerance: float = setting(0.0, "τ: penalise only |Cov| > τ (0: the penalty c²)",
-                               group="stage 1", low=0)
+    target: float = setting(0.02, "the largest gap (|SPD| or |EOD|) stage 1 may leave on the "
+                                  "client's rows; stage 1 finds the penalty itself (0: no "
+                                  "target, the paper's penalty ρ)", group="stage 1", low=0,
+                            high=1, high_open=True)
+    relaxation: str = setting("gap", "what stands in for the gap in stage 1's loss: "
+                                            "covariance (the paper's Zafar covariance) or gap "
+                                            "(the smooth difference of group rates)",
+                              group="stage 1", choices=("covariance", "gap"))
+    rho: float = setting(10.0, "fairness penalty weight ρ (not used with a target)",
+                         group="stage 1", low=0)
+    tolerance: float = setting(0.0, "penalise only |relaxation| > tolerance (0: the penalty "
+                                    "ρ·g²)", group="stage 1", low=0)
     lam_in: float = setting(0.0, "inner L2 strength λ_in (0: chosen by 5-fold cross-validation "
                                  "on the rows stage 1 reads)", group="stage 1", low=0)
     lam_out: float = setting(0.1, "outer regulariser on the synthetic rows λ_out",
@@ -190,6 +199,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             _check(field, getattr(self, field.name))
+        if self.target and self.tolerance:
+            raise ConfigError(
+                f"run config: target = {self.target:g} and tolerance = {self.tolerance:g} are "
+                "two constrained forms of stage 1; give one of them (target = 0 turns the "
+                "target off and uses the penalty ρ with its tolerance).")
         if self.partition == "column" and not self.partition_column:
             raise ConfigError("run config: partition = 'column' needs partition-column, the "
                               "name of the column to split by.")

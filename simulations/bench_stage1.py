@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from clients import stage1  # noqa: E402
+from clients.fairness_terms import make_relaxation  # noqa: E402
 from common import datasets, partition  # noqa: E402
 from common.jsonio import write_json  # noqa: E402
 
@@ -39,7 +40,7 @@ class AutogradHypergradient:
         t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
         self.p = problem
         self.X_real, self.ybar_real = t(problem.X_real), t(problem.ybar_real)
-        self.ybar_syn, self.c = t(problem.ybar_syn), t(problem.c)
+        self.ybar_syn, self.c = t(problem.ybar_syn), t(problem.relaxation.c)
         self.rest = t(problem._Xs[:, problem.n_learn:])  # frozen columns, s̃, 1
         self.anchor = t(problem.anchor) if not np.isscalar(problem.anchor) else None
 
@@ -99,9 +100,9 @@ def agreement(real, config: stage1.Stage1Config) -> float:
     enc = stage1.Encoder.fit(real)
     z = enc.encode_z(real)
     X = stage1.design_matrix(z, real.s)
-    c = stage1.fairness_vector(X, real.s, real.y, config.measure)
-    problem = stage1.BilevelProblem(X, real.y, z[:, :0], real.s, real.y, c, rho=config.rho,
-                                    lam_in=config.lam_in, lam_out=config.lam_out)
+    relaxation = make_relaxation("covariance", X, real.s, real.y, config.measure)
+    problem = stage1.BilevelProblem(X, real.y, z[:, :0], real.s, real.y, relaxation,
+                                    rho=config.rho, lam_in=config.lam_in, lam_out=config.lam_out)
     rng = np.random.default_rng(0)
     r = np.asfortranarray(z + 0.05 * rng.normal(size=z.shape))
     u, std = stage1.standardise(r)

@@ -25,35 +25,38 @@ def panels(measure: str) -> list[tuple[str, str]]:
 
 
 def plot_rho_sweep(summary: Sequence[dict], *, measure: str, path: Path,
-                   curve_key: str | None = None, title: str = "") -> Path:
+                   curve_key: str | None = None, title: str = "", knob: str = "rho") -> Path:
     """One row of panels: accuracy, covariance, correlation and |SPD| (sp) or |EOD| (eo).
 
-    ``summary`` holds per-ρ means (``rho`` 0 is the real-data baseline, drawn dashed).
-    ``curve_key`` splits the points into several curves (e.g. syn_1, syn_2(100%)).
+    ``summary`` holds per-ρ means (``rho`` 0 without a target is the real-data baseline,
+    drawn dashed); with ``knob="target"`` the x axis is the fairness target τ instead, over the
+    target points. ``curve_key`` splits the points into several curves (e.g. syn_1,
+    syn_2(100%)).
     """
     shown = panels(measure)
     fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.4))
     rows = [r for r in summary if r.get("measure", measure) == measure]
-    base = [r for r in rows if r["rho"] == 0]
+    base = [r for r in rows if r["rho"] == 0 and not r.get("target")]
     curves: dict[str, list[dict]] = {}
     for r in rows:
-        if r["rho"] > 0:
+        if r[knob] > 0 and (knob == "target" or not r.get("target")):
             name = str(r.get(curve_key, "syn_1")) if curve_key else "syn_1"
             curves.setdefault(name, []).append(r)
     for ax, (key, label) in zip(axes, shown):
         for name, pts in curves.items():
-            pts = sorted(pts, key=lambda r: r["rho"])
-            ax.errorbar([p["rho"] for p in pts], [p[key] for p in pts],
+            pts = sorted(pts, key=lambda r: r[knob])
+            ax.errorbar([p[knob] for p in pts], [p[key] for p in pts],
                         yerr=[p.get(key + "_std", 0.0) for p in pts], marker="o", capsize=3,
                         label=name)
         if base:
             ax.axhline(base[0][key], color="k", linestyle="--", linewidth=1, label="real data")
-        ax.set_xscale("log")
-        ax.set_xlabel("ρ")
+        ax.set_xscale("log" if knob == "rho" else "linear")
+        ax.set_xlabel("ρ" if knob == "rho" else "target τ")
         ax.set_title(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(title or f"{measure.upper()} penalty: metrics against ρ (mean ± sd over seeds)")
+    against = "ρ" if knob == "rho" else "the target τ"
+    fig.suptitle(title or f"{measure.upper()}: metrics against {against} (mean ± sd over seeds)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -180,7 +183,7 @@ def plot_frontier(points: Sequence[dict], references: Sequence[dict], *, gap: st
         for p in points:
             curves.setdefault(p["curve"], []).append(p)
         for name, pts in curves.items():
-            pts = sorted(pts, key=lambda p: p["rho"])
+            pts = sorted(pts, key=lambda p: p[gap])
             ax.plot([p[gap] for p in pts], [p[key] for p in pts], marker="o", label=name)
         ax.set_xlabel(f"|{gap.upper()}|")
         ax.set_ylabel(label)

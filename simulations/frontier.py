@@ -1,6 +1,8 @@
 """``fairsynth frontier``: the pipeline's fairness trade-off beside central fair references.
 
-On the federation's split (``--clients``, the seeds), for every ρ of the grid: the server's
+On the federation's split (``--clients``, the seeds), for every fairness target τ of the grid
+(``--target``, by default 0.1, 0.05 and 0.02) and every ρ (``--rho``, none by default): the
+server's
 model on the union of the clients' stage-1 rows (``syn_1``) and on each release order's rows at
 ε (``fair-then-private``, ``private-then-fair``), all evaluated on the pooled test rows; beside
 them the central references of :mod:`simulations.central` on the pooled real training rows
@@ -26,7 +28,8 @@ from simulations.results import Table, mean_over_seeds, write_tables
 
 logger = logging.getLogger(__name__)
 
-GRID = {"seed": [0, 1, 2], "measure": ["sp"], "rho": [0, 10, 100], "epsilon": [1.0]}
+GRID = {"seed": [0, 1, 2], "measure": ["sp"], "target": [0.1, 0.05, 0.02], "rho": [],
+        "epsilon": [1.0]}
 RELEASES = ("fair-then-private", "private-then-fair")
 METRICS = ["accuracy", "balanced_accuracy", "positive_rate", "spd", "eod"]
 
@@ -52,7 +55,8 @@ def run(args) -> int:
         for order in args.releases:
             pipeline_config(base.replace(**point, order=order)).stage2.check_options()
     records, references = sweep(base, points, args.clients, args.releases)
-    summary = mean_over_seeds(records, ["measure", "curve", "rho", "epsilon"], METRICS)
+    summary = mean_over_seeds(records, ["measure", "curve", "target", "rho", "epsilon"],
+                              METRICS + ["local_gap"])
     central_summary = mean_over_seeds(references, ["measure", "method", "setting"], METRICS)
     verdicts = []
     for s in summary:
@@ -82,7 +86,7 @@ def _label(s: dict) -> str:
     if s["curve"] == "real":
         return "real rows"
     eps = "" if s["epsilon"] is None else f", ε = {s['epsilon']:g}"
-    return f"{s['curve']} (ρ = {s['rho']:g}{eps})"
+    return f"{s['curve']} ({options.point_label(s)}{eps})"
 
 
 def sweep(base, points: list[dict], clients: int, releases) -> tuple[list[dict], list[dict]]:
@@ -106,28 +110,31 @@ def sweep(base, points: list[dict], clients: int, releases) -> tuple[list[dict],
                 references.append({**ref, "seed": seed, "measure": config.measure})
             logger.info("central references (seed %d): %.1f s", seed,
                         time.perf_counter() - start)
-        if config.rho == 0:
-            continue
+        if not config.target and config.rho == 0:
+            continue  # the real rows, recorded above
         # syn_1 comes with fair-then-private's stage 1, else from a stage-1-only run.
         orders = [*releases] + ([] if "fair-then-private" in releases else ["fair-only"])
         for order in orders:
             results = [run_pipeline_fractions(
                 s.train, pipeline_config(config.replace(order=order, seed=seed + 1000 * k)),
                 [1.0], seed=seed + 1000 * k)[0] for k, s in enumerate(splits)]
+            local_gap = max(abs(r.stage1_gap) for r in results)
             if order in ("fair-then-private", "fair-only"):
                 stage1 = [r.intermediate.get("stage1", r.rows) for r in results]
-                records.append(_record(config, "syn_1", None, stage1, test))
+                records.append(_record(config, "syn_1", None, stage1, test, local_gap))
             if order in RELEASES:
                 records.append(_record(config, order, config.epsilon,
-                                       [r.rows for r in results], test))
+                                       [r.rows for r in results], test, local_gap))
     return records, references
 
 
-def _record(config, curve: str, epsilon, parts, test) -> dict:
+def _record(config, curve: str, epsilon, parts, test, local_gap=None) -> dict:
     report = fit_global_model(parts, lam=config.lam_server).evaluate(test)
+    real = curve == "real"
     record = {"seed": config.seed, "measure": config.measure, "curve": curve,
-              "rho": float(config.rho) if curve != "real" else 0.0, "epsilon": epsilon,
-              **{k: float(report[k]) for k in METRICS}}
+              "target": 0.0 if real else float(config.target),
+              "rho": 0.0 if real or config.target else float(config.rho), "epsilon": epsilon,
+              "local_gap": local_gap, **{k: float(report[k]) for k in METRICS}}
     logger.info("%s", record)
     return record
 
@@ -145,7 +152,8 @@ def tables(summary: list[dict], references: list[dict]) -> list[Table]:
                            f"{r['balanced_accuracy']:.3f}", f"{r[gap]:.4f}"] for r in refs]))
         rows = []
         for s in sorted((s for s in summary if s["measure"] == measure),
-                        key=lambda s: (s["curve"] != "real", s["curve"], s["rho"])):
+                        key=lambda s: (s["curve"] != "real", s["curve"], -s["target"],
+                                       s["rho"])):
             short = s["accuracy_shortfall"]
             rows.append([s["label"], f"{100 * s['accuracy']:.2f}",
                          f"{s['balanced_accuracy']:.3f}", f"{s[gap]:.4f}",

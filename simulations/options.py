@@ -34,6 +34,11 @@ CLIENTS_HELP = "number of clients K (default: 2)"
 #: stop it.
 ORDER_WITHOUT_FLAG = "fair-only"
 
+#: Grid settings that say how hard stage 1 pushes: a sweep point has one of them. A target
+#: point asks for ``|gap| ≤ τ`` (its ρ is not used); a ρ point is the paper's penalty with no
+#: target (ρ = 0: the real rows, no stage 1).
+KNOBS = ("target", "rho")
+
 
 def add_settings(parser: argparse.ArgumentParser, groups: Iterable[str] = GROUPS, *,
                  grid: Mapping[str, Sequence[Any]] | None = None,
@@ -73,7 +78,7 @@ def add_settings(parser: argparse.ArgumentParser, groups: Iterable[str] = GROUPS
                 kwargs["choices"] = meta["choices"]
             default = field.default
         if field.name in grid:
-            kwargs["nargs"] = "+"
+            kwargs["nargs"] = "*" if field.name in KNOBS else "+"
             kwargs["default"] = list(grid[field.name])
             default = " ".join(f"{v:g}" if isinstance(v, float) else str(v)
                                for v in grid[field.name])
@@ -153,6 +158,13 @@ def run_config(args: argparse.Namespace, **overrides: Any) -> RunConfig:
     each as ``overrides``); raises ConfigError naming the flag."""
     values = {k: v for k, v in given(args).items() if not isinstance(v, list)}
     values.update(overrides)
+    penalty = sorted({"rho", "tolerance"} & set(values))
+    if penalty and "target" not in values and RunConfig().target:
+        flags = " and ".join(f"--{key_of(k)}" for k in penalty)
+        raise ConfigError(
+            f"{flags} set the paper's penalty form of stage 1, which the fairness target "
+            f"replaces (default --target {RunConfig().target:g}); add --target 0 to use the "
+            "penalty, or drop them and choose --target.")
     try:
         return RunConfig.from_mapping(None, **values)
     except ConfigError as exc:
@@ -168,16 +180,52 @@ def grid_values(args: argparse.Namespace, name: str) -> list[Any]:
 def sweep_points(args: argparse.Namespace, names: Sequence[str]
                  ) -> tuple[RunConfig, list[dict[str, Any]]]:
     """A sweep's base configuration and its grid: every combination of the values of the grid
-    settings ``names`` (in that nesting order), each validated before any work starts."""
+    settings ``names`` (in that nesting order), each validated before any work starts.
+
+    The knobs (:data:`KNOBS`) among ``names`` are not crossed with each other: their values
+    make one list of points, the targets then the ρ values, at the position of the first."""
     base = run_config(args)
-    points = [dict(zip(names, values))
-              for values in itertools.product(*(grid_values(args, n) for n in names))]
+    axes: list[list[dict[str, Any]]] = []
+    knobs = [n for n in names if n in KNOBS]
+    for name in names:
+        if name not in KNOBS:
+            values = grid_values(args, name)
+            if not values:
+                raise ConfigError(f"--{key_of(name)} needs at least one value.")
+            axes.append([{name: v} for v in values])
+        elif name == knobs[0]:
+            axes.append(knob_points(args, knobs))
+    points = [{k: v for part in combo for k, v in part.items()}
+              for combo in itertools.product(*axes)]
+    if not points:
+        flags = " or ".join(f"--{key_of(k)}" for k in knobs)
+        raise ConfigError(f"the grid is empty: give at least one value of {flags}.")
     for point in points:
         try:
             base.replace(**point)
         except ConfigError as exc:
             raise ConfigError(str(exc).replace("run config: ", "", 1)) from exc
     return base, points
+
+
+def knob_points(args: argparse.Namespace, knobs: Sequence[str]) -> list[dict[str, Any]]:
+    """The stage-1 points of a sweep: ``{"target": τ}`` per target, then ``{"rho": ρ,
+    "target": 0}`` per ρ."""
+    points = []
+    if "target" in knobs:
+        for tau in grid_values(args, "target"):
+            if not tau > 0:
+                raise ConfigError(f"--target {tau:g}: a sweep's targets must be > 0 (the points "
+                                  "without a target are given by --rho).")
+            points.append({"target": tau})
+    if "rho" in knobs:
+        points += [{"rho": rho, "target": 0.0} for rho in grid_values(args, "rho")]
+    return points
+
+
+def point_label(point: Mapping[str, Any]) -> str:
+    """``τ = 0.05`` or ``ρ = 10``: the knob of a sweep point (or record)."""
+    return f"τ = {point['target']:g}" if point.get("target") else f"ρ = {point['rho']:g}"
 
 
 def client_splits(config: RunConfig, clients: int) -> list[ClientSplit]:

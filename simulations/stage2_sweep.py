@@ -1,9 +1,10 @@
 """``fairsynth stage2-sweep``: the paper's stage-2 experiment (Figures 2/3, syn_2 curves).
 
-For every seed, measure, ρ, order and ε: split the data among the clients, run the client
-pipeline (:func:`clients.pipeline.run_pipeline_fractions`: stage 1 and the DP generator are fit
-once, then sampled at every ``--fraction``), train the server's logistic model on the union of
-the released rows and evaluate it on the pooled real test rows. Records also hold the quality
+For every seed, measure, ρ (or fairness target τ, ``--target``), order and ε: split the data
+among the clients, run the client pipeline (:func:`clients.pipeline.run_pipeline_fractions`:
+stage 1 and the DP generator are fit once, then sampled at every ``--fraction``), train the
+server's logistic model on the union of the released rows and evaluate it on the pooled real
+test rows. Records also hold the quality
 of the released rows (KS, TVD and TSTR against the client's real rows; the generator's own
 fidelity to its input) and the spent ε.
 
@@ -15,6 +16,7 @@ so every order reduces to the DP generator on the real rows: those records have 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -38,11 +40,12 @@ SWEEP_ORDERS = ("fair-then-private", "private-then-fair", "private-only", "fair-
 METRICS = ["accuracy", "spd", "eod", "cov", "corr", "cov_eo", "corr_eo", "dpr", "eor",
            "balanced_accuracy", "positive_rate", "seconds", "epsilon_spent",
            "ks_mean", "tvd_mean", "cell_tvd", "tstr_accuracy", "gen_ks_mean", "gen_tvd_mean"]
-KEYS = ["order", "measure", "rho", "epsilon", "fraction", "curve"]
+KEYS = ["order", "measure", "target", "rho", "epsilon", "fraction", "curve"]
 #: The sweep's grid: its settings (outermost first) and their default values. The release
 #: fractions are not a loop: every fraction is a sample of one fit.
 GRID = {"seed": [0, 1, 2], "epsilon": [1.0], "measure": ["sp"],
-        "rho": [0, 10, 100, 1000, 10000], "order": ["fair-then-private", "private-then-fair"]}
+        "target": [], "rho": [0, 10, 100, 1000, 10000],
+        "order": ["fair-then-private", "private-then-fair"]}
 
 
 def register(sub) -> None:
@@ -113,7 +116,7 @@ def _fidelity(inputs: list[TabularData], outputs: list[TabularData]) -> dict:
 
 def sweep(base, args, fractions: list[float]) -> list[dict]:
     records = []
-    grid = {name: options.grid_values(args, name) for name in GRID}
+    grid = {name: options.grid_values(args, name) for name in GRID if name not in options.KNOBS}
     for seed in grid["seed"]:
         config = base.replace(seed=seed)
         splits = options.client_splits(config, args.clients)
@@ -121,17 +124,19 @@ def sweep(base, args, fractions: list[float]) -> list[dict]:
         trains = [s.train for s in splits]
         fixed = {"seed": seed, "epsilon": None, "epsilon_spent": None}
         for measure in grid["measure"]:
-            records.append({**fixed, "order": "real", "measure": measure, "rho": 0.0,
+            records.append({**fixed, "order": "real", "measure": measure, "target": 0.0,
+                            "rho": 0.0,
                             "fraction": 1.0, "curve": "real",
                             **_evaluate(trains, test, base.lam_server), "seconds": 0.0})
         for eps in grid["epsilon"]:
             for measure in grid["measure"]:
-                for rho in grid["rho"]:
-                    orders = (["private-only"] if rho == 0 else
+                for knob in options.knob_points(args, ("target", "rho")):
+                    no_stage1 = not knob.get("target") and knob["rho"] == 0
+                    orders = (["private-only"] if no_stage1 else
                               [o for o in grid["order"] if o != "private-only"])
                     for order in orders:
-                        point = config.replace(epsilon=eps, measure=measure, rho=rho,
-                                               order=order)
+                        point = config.replace(epsilon=eps, measure=measure, order=order,
+                                               **knob)
                         records += _one(point, splits, test, fractions)
     return records
 
@@ -146,7 +151,8 @@ def _one(config, splits, test, fractions: list[float]) -> list[dict]:
             s.train, pipeline_config(config.replace(seed=seed)), fractions, seed=seed))
     elapsed = (time.perf_counter() - start) / len(splits)
     order, lam = config.order, config.lam_server
-    common = {"order": order, "measure": config.measure, "rho": float(config.rho),
+    common = {"order": order, "measure": config.measure, "target": float(config.target),
+              "rho": 0.0 if config.target else float(config.rho),
               "seed": config.seed, "epsilon": config.epsilon}
     out = []
     if order == "fair-then-private":
@@ -180,22 +186,25 @@ def _spent(epsilons: list[float | None]) -> float | None:
 
 
 def plot(summary: list[dict], args) -> list[Path]:
-    """One figure per (order, ε, measure): syn_1 and the syn_2 curves against ρ."""
+    """One figure per (order, ε, measure) and knob: syn_1 and the syn_2 curves against ρ, or
+    against the target τ."""
     paths = []
     baseline = [r for r in summary if r["curve"] == "real"]
     for order in options.grid_values(args, "order"):
         for eps in options.grid_values(args, "epsilon"):
-            for measure in options.grid_values(args, "measure"):
+            for measure, knob in itertools.product(options.grid_values(args, "measure"),
+                                                   ("rho", "target")):
                 rows = [r for r in summary if r["order"] == order and r["epsilon"] in (eps, None)
-                        and r["measure"] == measure and r["rho"] > 0]
+                        and r["measure"] == measure and r[knob] > 0]
                 rows += [{**r, "order": order} for r in baseline if r["measure"] == measure]
                 if not any(r["curve"].startswith("syn_2") for r in rows):
                     continue
-                path = args.out / f"stage2_{order}_{measure}_eps{eps:g}.png"
-                title = (f"{order}, ε = {eps:g}, {measure.upper()} penalty "
-                         "(mean ± sd over seeds)")
+                suffix = "" if knob == "rho" else "_target"
+                path = args.out / f"stage2_{order}_{measure}_eps{eps:g}{suffix}.png"
+                title = (f"{order}, ε = {eps:g}, {measure.upper()} "
+                         f"{'penalty' if knob == 'rho' else 'target'} (mean ± sd over seeds)")
                 paths.append(plot_rho_sweep(rows, measure=measure, path=path, curve_key="curve",
-                                            title=title))
+                                            title=title, knob=knob))
     return paths
 
 
@@ -211,17 +220,18 @@ def tables(summary: list[dict]) -> list[Table]:
             curves = sorted({r["curve"] for r in rows}, key=_curve_order)
             cells = []
             for eps in sorted({r["epsilon"] for r in rows if r["epsilon"] is not None}):
-                for rho in sorted({r["rho"] for r in rows}):
-                    line = [f"{rho:g}", f"{eps:g}"]
+                for knob in sorted({(r["target"], r["rho"]) for r in rows},
+                                   key=lambda k: (k[0] > 0, -k[0], k[1])):
+                    line = [options.point_label({"target": knob[0], "rho": knob[1]}), f"{eps:g}"]
                     for c in curves:
-                        hit = [r for r in rows if r["rho"] == rho and r["curve"] == c
-                               and r["epsilon"] in (eps, None)]
+                        hit = [r for r in rows if (r["target"], r["rho"]) == knob
+                               and r["curve"] == c and r["epsilon"] in (eps, None)]
                         line.append(f"{100 * hit[0]['accuracy']:.2f} / {hit[0][gap]:.4f} / "
                                     f"{hit[0]['balanced_accuracy']:.3f}" if hit else "")
                     cells.append(line)
             out.append(Table(f"{order}, measure {measure}: accuracy % / |{gap.upper()}| / "
                              "balanced accuracy (mean over seeds)",
-                             ["ρ", "ε", *curves], cells))
+                             ["point", "ε", *curves], cells))
     return out
 
 

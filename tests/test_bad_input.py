@@ -200,7 +200,11 @@ CASES: dict[str, Callable[[Path], str]] = {
     "clients-zero": simulate_with("--clients", "0"),
     "partition-column-unknown": simulate_with("--partition", "column", "--partition-column", "x9"),
     # command line: hyperparameters
-    "rho-negative": simulate_with("--rho", "-1"),
+    "rho-negative": simulate_with("--target", "0", "--rho", "-1"),
+    "rho-without-target-off": simulate_with("--rho", "100"),
+    "target-too-large": simulate_with("--target", "1.5"),
+    "sweep-target-zero": lambda t: run_cli(
+        t, ["stage1-sweep", "--dataset", "synthetic", "--target", "0.05", "0"]),
     "sweep-rho-negative-late": lambda t: run_cli(
         t, ["stage1-sweep", "--dataset", "synthetic", "--rho", "0", "10", "-1"]),
     "iterations-negative": simulate_with("--iterations", "-5"),

@@ -78,21 +78,27 @@ def test_stage1_sweep_tables_are_the_summary(tmp_path):
     """tables.md names its command and commit, and its cells are results.json's summary."""
     out = tmp_path / "sweep"
     argv = ["stage1-sweep", "--dataset", "synthetic", "--clients", "2", "--rho", "0", "50",
-            "--seeds", "0", "--iterations", "20", "--out", str(out)]
+            "--target", "0.05", "--seeds", "0", "--iterations", "20", "--out", str(out)]
     assert main(argv) == 0
     page = tables_page(out)
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
     assert page.startswith(f"Produced by `fairsynth {' '.join(argv)}` on commit `{head}`")
-    for r in json.loads((out / "results.json").read_text())["summary"]:
-        assert (f"| {r['rho']:g}{' (real)' if r['rho'] == 0 else ''} | "
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert sorted((r["target"], r["rho"]) for r in summary) == [(0, 0), (0, 50), (0.05, 0)]
+    for r in summary:
+        label = f"τ = {r['target']:g}" if r["target"] else f"ρ = {r['rho']:g}"
+        assert (f"| {label}{' (real)' if not r['target'] and r['rho'] == 0 else ''} | "
                 f"{100 * r['accuracy']:.2f} | {r['spd']:.4f} | {r['eod']:.4f} |") in page
+    (target,) = [r for r in summary if r["target"]]
+    assert target["local_gap"] <= 0.05  # met on every client's own rows
 
 
 def test_stage2_sweep_writes_results_tables_and_figures(tmp_path):
     out = tmp_path / "s2"
     assert main(["stage2-sweep", "--dataset", "synthetic", "--clients", "2", "--rho", "0", "50",
-                 "--seeds", "0", "--iterations", "10", "--order", "fair-then-private",
+                 "--target", "0.1", "--seeds", "0", "--iterations", "10",
+                 "--order", "fair-then-private",
                  "--fraction", "1.0", "0.1", "--generator-options", GENERATOR,
                  "--out", str(out)]) == 0
     payload = json.loads((out / "results.json").read_text())
@@ -101,7 +107,10 @@ def test_stage2_sweep_writes_results_tables_and_figures(tmp_path):
     assert all(r["epsilon_spent"] <= 1.0 + 1e-9 for r in payload["records"]
                if r.get("epsilon_spent") is not None)
     page = tables_page(out)
-    assert "fair-then-private, measure sp" in page and "| 50 | 1 |" in page
+    assert "fair-then-private, measure sp" in page and "| ρ = 50 | 1 |" in page
+    assert "| τ = 0.1 | 1 |" in page
+    assert {p.name for p in out.glob("*.png")} >= {"stage2_fair-then-private_sp_eps1.png",
+                                                   "stage2_fair-then-private_sp_eps1_target.png"}
 
 
 def test_audit_writes_aucs_and_tables(tmp_path):

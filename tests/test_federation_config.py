@@ -57,12 +57,21 @@ def test_the_server_checks_the_strategy_against_its_flows():
 
 
 def test_pipeline_defaults_are_the_stage_defaults():
+    """The run's default is a fairness target on the smooth gap; the rest are the stages' own
+    defaults. target = 0 gives the paper's penalty form."""
     built = pipeline_config(RunConfig())
-    assert built.stage1 == Stage1Config()
+    assert built.stage1 == Stage1Config(target=0.02, relaxation="gap")
     assert built.stage2 == Stage2Config()
     assert built.order == "fair-then-private"
-    tuned = pipeline_config(RunConfig(tolerance=0.01, delta=1e-6, rho=100.0))
-    assert (tuned.stage1.tolerance, tuned.stage2.delta, tuned.stage1.rho) == (0.01, 1e-6, 100.0)
+    tuned = pipeline_config(RunConfig(target=0, relaxation="covariance", tolerance=0.01,
+                                      delta=1e-6, rho=100.0))
+    assert tuned.stage1 == Stage1Config(tolerance=0.01, rho=100.0)
+    assert tuned.stage2.delta == 1e-6
+
+
+def test_a_target_and_a_tolerance_are_refused_together():
+    with pytest.raises(ConfigError, match="two constrained forms.*target = 0"):
+        RunConfig(tolerance=0.01)
 
 
 @pytest.mark.parametrize("mapping, message", [

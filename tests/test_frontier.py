@@ -67,7 +67,8 @@ def test_frontier_gap_and_verdict_by_hand():
 def test_frontier_command_writes_points_references_and_verdicts(tmp_path):
     out = tmp_path / "frontier"
     assert main(["frontier", "--dataset", "synthetic", "--clients", "2", "--seeds", "0",
-                 "--rho", "0", "10", "--iterations", "10", "--releases", "private-then-fair",
+                 "--rho", "0", "10", "--target", "0.05", "--iterations", "150",
+                 "--releases", "private-then-fair",
                  "--lam-server", "0",
                  "--generator-options", GENERATOR, "--out", str(out)]) == 0
     payload = json.loads((out / "frontier.json").read_text())
@@ -78,6 +79,11 @@ def test_frontier_command_writes_points_references_and_verdicts(tmp_path):
     (real,) = [s for s in payload["summary"] if s["curve"] == "real"]
     assert real["accuracy_shortfall"] == pytest.approx(0.0, abs=0.2)  # the same λ, same model
     assert len(payload["verdicts"]) == len(payload["summary"])
+    knobs = {(s["curve"], s["target"], s["rho"]) for s in payload["summary"]}
+    assert {("syn_1", 0.05, 0.0), ("syn_1", 0.0, 10.0), ("private-then-fair", 0.05, 0.0)} <= knobs
+    (target,) = [s for s in payload["summary"] if s["curve"] == "syn_1" and s["target"]]
+    assert 0 <= target["local_gap"] <= 0.05
+    assert "τ = 0.05" in target["label"]
     assert (out / "frontier_sp.png").stat().st_size > 10_000
     page = (out / "tables.md").read_text()
     assert "central references, SP" in page and "| real rows |" in page

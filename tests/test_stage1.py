@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clients.fairness_terms import make_relaxation
 from clients.stage1 import (
     BilevelProblem,
     FairDistiller,
@@ -26,19 +27,22 @@ from common.global_model import fit_global_model
 
 
 def _problem(seed: int, *, n: int, n_syn: int, n_learn: int, n_fixed: int, measure: str,
-             rho: float, tolerance=None, anchor=False, utility="accuracy"):
+             rho: float, tolerance=None, anchor=False, utility="accuracy",
+             relaxation="covariance", target=None):
     rng = np.random.default_rng(seed)
     s = (rng.random(n) < 0.6).astype(float)
     z = rng.normal(size=(n, n_learn + n_fixed)) + 0.8 * s[:, None]
     y = (rng.random(n) < 1 / (1 + np.exp(-(z[:, 0] - 0.5 * z[:, 1] + s - 0.3)))).astype(float)
     X = design_matrix(z, s)
-    c = fairness_vector(X, s, y, measure)
+    relaxation = make_relaxation(relaxation, X, s, y, measure)
     idx = rng.choice(n, n_syn, replace=False)
     u0 = z[idx, :n_learn] + 0.1 * rng.normal(size=(n_syn, n_learn))
-    problem = BilevelProblem(X, y, z[idx, n_learn:], s[idx], y[idx], c, rho=rho, lam_in=0.5,
-                             lam_out=0.05, tolerance=tolerance,
+    problem = BilevelProblem(X, y, z[idx, n_learn:], s[idx], y[idx], relaxation, rho=rho,
+                             lam_in=0.5, lam_out=0.05, tolerance=tolerance,
                              anchor=z[idx, :n_learn] if anchor else None,
-                             weights=utility_weights(y, utility))
+                             weights=utility_weights(y, utility), target=target)
+    if target is not None:  # a multiplier and direction somewhere along a target run
+        problem.multiplier, problem.direction = 3.0, -1.0
     return problem, u0
 
 
