@@ -98,9 +98,16 @@ class Stage1Config:
         model on the client's real rows must be at most ``target``. Stage 1 then runs the
         constrained form (:class:`clients.bilevel_problem.BilevelProblem`): its multiplier
         rises while the gap exceeds the target, and the rows returned are those of the outer
-        step with the best loss among the steps that met it (the nearest miss otherwise).
+        step with the best loss among the steps that met it (see ``keep``; the nearest miss
+        otherwise, and the real rows unchanged if they already meet it).
     multiplier_lr : float
         Step size ``η`` of the target's multiplier (gap units → multiplier units).
+    keep : {"loss", "first"}
+        Which outer step a target run returns when the real rows do not already meet the target
+        (if they do, they are returned unchanged): the lowest loss on the real rows among the
+        steps that met it (default), or the first of them (the least change; it tends to
+        overshoot the target, since the multiplier is at its largest when the gap first drops
+        below it).
     utility : {"accuracy", "balanced"}
         What the outer loss rewards on the real rows: the plain mean of the logistic loss, or
         the label-balanced mean (:func:`utility_weights`), so that an ordinary model trained on
@@ -139,6 +146,7 @@ class Stage1Config:
     tolerance: float | None = None
     target: float | None = None
     multiplier_lr: float = 1.0
+    keep: Literal["loss", "first"] = "loss"
     lam_in: float = 0.0
     lam_out: float = 0.1
     lr: float = 0.05
@@ -166,6 +174,8 @@ class Stage1Config:
              f"{self.target}"),
             (self.target is None or self.tolerance is None,
              "target and tolerance are two constrained forms; give one of them"),
+            (self.keep in ("first", "loss"),
+             f"keep must be 'first' or 'loss', got {self.keep!r}"),
             (np.isfinite(self.multiplier_lr) and self.multiplier_lr > 0,
              f"multiplier_lr must be a finite number > 0, got {self.multiplier_lr}"),
             (self.lam_in >= 0,
@@ -281,11 +291,12 @@ class FairDistiller:
         w = problem.inner(u)
         cov_start = float(c @ w)
         objective, covariance, gaps = (np.empty(cfg.iterations) for _ in range(3))
-        best = _BestStep(cfg.target)
+        best = _BestStep(cfg.target, cfg.keep)
         adam = _Adam(r, lr=cfg.lr)
         debug = logger.isEnabledFor(logging.DEBUG)
         steps = tqdm(range(cfg.iterations), desc="stage 1", disable=_no_bar(self.progress),
                      leave=False)
+        done = cfg.iterations
         for t in steps:
             if cfg.keep_moments:
                 grad, f = problem.hypergradient_standardised(u, w, scale)
@@ -293,6 +304,11 @@ class FairDistiller:
                 grad, f = problem.hypergradient(u, w)
             objective[t], covariance[t], gaps[t] = f, float(c @ w), problem.last["gap"]
             best.offer(problem.last, u, w)
+            if best.locked:  # the real rows already meet the target: they are the answer
+                done = t + 1
+                logger.info("stage 1: the real rows already meet |gap| ≤ %g (%.4f); they are "
+                            "returned unchanged.", cfg.target, abs(best.gap))
+                break
             problem.update_multiplier()
             adam.step(grad)
             u, scale = problem.standardise_into(r) if cfg.keep_moments else (r, None)
@@ -301,6 +317,7 @@ class FairDistiller:
                 logger.debug("stage 1 step %d: f=%.6f cov=%.3e gap=%.4f mu=%.3g |grad|=%.3e", t,
                              f, covariance[t], gaps[t], problem.multiplier,
                              float(np.abs(grad).max()))
+        objective, covariance, gaps = objective[:done], covariance[:done], gaps[:done]
         problem.outer_value_grad(w)
         best.offer(problem.last, u, w)
         if cfg.target is not None:
@@ -337,22 +354,30 @@ class FairDistiller:
 
 
 class _BestStep:
-    """The outer step a target run returns: the lowest loss among the steps whose measured gap
-    met the target, else the smallest excess (copies of ``u`` and ``w``)."""
+    """The outer step a target run returns (copies of ``u`` and ``w``).
 
-    def __init__(self, target: float | None):
-        self.target, self.key = target, (math.inf, math.inf)
+    If the starting rows (the real rows) already meet the target, they are returned unchanged:
+    a target is a constraint, and moving rows that meet it only fits the inner model closer to
+    the training rows. Otherwise, with ``keep="loss"``, the step with the lowest real-data loss
+    among those whose measured gap met the target; with ``keep="first"``, the first of them;
+    if none met it, the smallest excess."""
+
+    def __init__(self, target: float | None, keep: str = "loss"):
+        self.target, self.keep, self.key = target, keep, (math.inf, math.inf)
         self.u = self.w = None
         self.gap = self.excess = math.nan
+        self.step, self.locked = -1, False
 
     def offer(self, last: dict, u: np.ndarray, w: np.ndarray) -> None:
-        if self.target is None:
+        if self.target is None or self.locked:
             return
+        self.step += 1
         excess = max(0.0, abs(last["gap"]) - self.target)
-        key = (excess, last["loss"])
+        key = (excess, last["loss"] if self.keep == "loss" else self.step)
         if key < self.key:
             self.key, self.gap, self.excess = key, last["gap"], excess
             self.u, self.w = u.copy(), w.copy()
+        self.locked = self.step == 0 and excess == 0
 
 
 class _Adam:

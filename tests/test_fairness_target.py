@@ -169,3 +169,28 @@ def test_target_reports_the_nearest_miss_when_out_of_reach(caplog):
 def test_bad_target_settings_raise(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         Stage1Config(**kwargs)
+
+
+def test_real_rows_that_meet_the_target_come_back_unchanged():
+    data = make_synthetic(800, seed=6)
+    start = abs(FairDistiller(Stage1Config(target=0.99, iterations=0), progress=False)
+                .fit(data).gap)
+    assert 0.05 < start < 0.98
+    result = FairDistiller(Stage1Config(target=start + 0.01, iterations=100),
+                           progress=False).fit(data)
+    assert len(result.gaps) == 1 and result.gap == pytest.approx(result.gaps[0])
+    np.testing.assert_allclose(result.data.features.to_numpy(float),
+                               data.features.to_numpy(float), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("keep", ["first", "loss"])
+def test_keep_chooses_among_the_steps_that_met_the_target(keep):
+    data = make_synthetic(800, seed=7)
+    result = FairDistiller(Stage1Config(target=0.05, iterations=120, keep=keep),
+                           progress=False).fit(data)
+    met = np.flatnonzero(np.abs(result.gaps) <= 0.05)
+    assert len(met) > 1 and abs(result.gaps[0]) > 0.05
+    if keep == "first":
+        assert result.gap == result.gaps[met[0]]
+    else:  # one of the steps that met it (or the final one)
+        assert abs(result.gap) <= 0.05
