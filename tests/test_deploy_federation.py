@@ -34,12 +34,14 @@ pytestmark = pytest.mark.slow
 
 CLIENTS = 3
 #: A cheap one-shot job: fair-only stage 1 with few iterations (no DP generator to train).
-JOB = ["--order", "fair-only", "--iterations", "20", "--rho", "10", "--allow-orders", "fair-only"]
+JOB = ["--order", "fair-only", "--iterations", "20", "--target", "0", "--rho", "10",
+       "--allow-orders", "fair-only"]
 
 
 def expected_metrics(data_dir: Path) -> tuple[dict, list[int]]:
     """The one-shot job computed in this process on the simulation's partition."""
-    config = RunConfig.from_mapping({"order": "fair-only", "iterations": 20, "rho": 10.0})
+    config = RunConfig.from_mapping({"order": "fair-only", "iterations": 20, "target": 0.0,
+                                     "rho": 10.0})
     splits = federated_split(datasets.load("law_school", root=data_dir), clients=CLIENTS,
                              method="iid", seed=0)
     parts = [run_pipeline(s.train, pipeline_config(config), seed=1000 * k).rows
@@ -124,13 +126,15 @@ def test_sigterm_during_startup_stops_every_process(tmp_path, data_dir):
                 break
             time.sleep(0.2)
         started = flower_processes_under(out)
-        assert proc.poll() is None and len(started) >= 3, "the deployment did not start"
+        assert proc.poll() is None and len(started) >= 3, (
+            f"the deployment did not start: {proc.communicate()[0] if proc.poll() else ''}")
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        proc.stdout.close()  # a failure above must not leave the pipe to the next test
         left = flower_processes_under(out)
         for pid in left:  # a failed shutdown must not leak processes into the next tests
             os.kill(pid, signal.SIGKILL)

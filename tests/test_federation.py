@@ -142,7 +142,7 @@ def test_a_failing_pipeline_is_reported_by_every_client(caplog):
 
 def test_fair_only_pipeline_releases_fairer_rows():
     base = RunConfig.from_mapping(RUN)
-    fair = RunConfig.from_mapping({**RUN, "order": "fair-only", "rho": 1000.0,
+    fair = RunConfig.from_mapping({**RUN, "order": "fair-only", "target": 0.0, "rho": 1000.0,
                                    "iterations": 60})
     results = [run_oneshot(CountingGrid(LocalGrid(open_app(c), 2)), c)
                for c in (base, fair)]
