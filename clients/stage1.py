@@ -110,8 +110,9 @@ class Stage1Config:
         below it).
     utility : {"accuracy", "balanced"}
         What the outer loss rewards on the real rows: the plain mean of the logistic loss, or
-        the label-balanced mean (:func:`utility_weights`), so that an ordinary model trained on
-        the synthetic rows lands at a balanced operating point.
+        the label-balanced mean (:func:`utility_weights`) with the synthetic rows allocated
+        half to each label (:func:`allocate_cells`), so that an ordinary model trained on the
+        synthetic rows lands at a balanced operating point.
     lam_in, lam_out : float
         Inner L2 strength (> 0; 0 chooses it by cross-validation of the logistic model on the
         rows stage 1 reads, :func:`common.logistic.cross_validated_lambda`) and outer
@@ -228,9 +229,13 @@ def fairness_vector(X: np.ndarray, s: np.ndarray, y: np.ndarray, measure: Measur
     return (s - s.mean()) @ X / len(X)
 
 
-def allocate_cells(s: np.ndarray, y: np.ndarray, n_syn: int) -> dict[tuple[int, int], int]:
-    """Rows per ``(s, y)`` cell for ``Ñ = n_syn``: proportional, largest remainder, ≥ 1 per
-    non-empty cell."""
+def allocate_cells(s: np.ndarray, y: np.ndarray, n_syn: int, *, balanced: bool = False
+                   ) -> dict[tuple[int, int], int]:
+    """Rows per ``(s, y)`` cell for ``Ñ = n_syn``: proportional to the cells' counts, largest
+    remainder, ≥ 1 per non-empty cell. With ``balanced``, each present label gets an equal
+    share of ``Ñ`` (the groups within it still in their proportions): the allocation of the
+    balanced-accuracy utility, under which an ordinary model trained on the rows weighs both
+    labels equally, as the utility's loss does."""
     counts = {(a, b): int(np.sum((s == a) & (y == b))) for a in (0, 1) for b in (0, 1)}
     nonempty = [k for k, c in counts.items() if c > 0]
     if n_syn < len(nonempty):
@@ -238,8 +243,14 @@ def allocate_cells(s: np.ndarray, y: np.ndarray, n_syn: int) -> dict[tuple[int, 
             f"Ñ = {n_syn} is smaller than the {len(nonempty)} non-empty (s, y) cells; raise the "
             "fraction so that every cell gets a row."
         )
-    n = sum(counts.values())
-    quota = {k: n_syn * counts[k] / n for k in nonempty}
+    weight = dict.fromkeys(counts, 1.0)
+    if balanced:  # a cell's weight: its share of its label, each label half (of the present)
+        per_label = {b: sum(counts[(a, b)] for a in (0, 1)) for b in (0, 1)}
+        labels = sum(1 for v in per_label.values() if v > 0)
+        weight = {k: 1.0 / (labels * per_label[k[1]]) if counts[k] else 0.0 for k in counts}
+    mass = {k: counts[k] * weight[k] for k in nonempty}
+    total = sum(mass.values())
+    quota = {k: n_syn * mass[k] / total for k in nonempty}
     alloc = {k: max(1, int(np.floor(q))) for k, q in quota.items()}
     remainder = sorted(nonempty, key=lambda k: quota[k] - np.floor(quota[k]), reverse=True)
     i = 0
@@ -250,6 +261,20 @@ def allocate_cells(s: np.ndarray, y: np.ndarray, n_syn: int) -> dict[tuple[int, 
         k = max((k for k in nonempty if alloc[k] > 1), key=lambda k: alloc[k] - quota[k])
         alloc[k] -= 1
     return {k: alloc.get(k, 0) for k in counts}
+
+
+def draw_cells(s: np.ndarray, y: np.ndarray, alloc: dict[tuple[int, int], int],
+               rng: np.random.Generator) -> np.ndarray:
+    """Row indices for an allocation: ``k`` rows of each cell without replacement, or, where
+    ``k`` exceeds the cell, every row of it and the rest drawn with replacement."""
+    out = []
+    for (a, b), k in alloc.items():
+        rows = np.flatnonzero((s == a) & (y == b))
+        if k <= len(rows):
+            out.append(rng.choice(rows, k, replace=False))
+        elif k > 0:
+            out += [rows, rng.choice(rows, k - len(rows), replace=True)]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 class FairDistiller:
@@ -263,9 +288,11 @@ class FairDistiller:
         cfg = self.config
         start = time.perf_counter()
         _check_groups(real, cfg.measure)
-        enc = Encoder.fit(real)
-        z_real = enc.encode_z(real)
         init = self._initial_rows(real)
+        # The learned columns keep the moments of the rows they start from: the client's, or,
+        # for a label-balanced start, the balanced sample's (its own scaler).
+        enc = Encoder.fit(real.subset(init) if cfg.utility == "balanced" else real)
+        z_real = enc.encode_z(real)
         # Learned columns (continuous, not constant among the initial rows) first.
         learn = enc.continuous_mask & (z_real[init].std(axis=0) > 0)
         order = np.concatenate([np.flatnonzero(learn), np.flatnonzero(~learn)])
@@ -341,16 +368,15 @@ class FairDistiller:
         return Stage1Result(synthetic, w_out, objective, covariance, seconds, lam_in, gap, gaps)
 
     def _initial_rows(self, real: TabularData) -> np.ndarray:
-        """Rows of ``real`` that initialise ``z̃``: all of them, or a stratified sample."""
-        n_syn = self.config.synthetic_rows(len(real))
-        if n_syn == len(real):
+        """Rows of ``real`` that initialise ``z̃``: all of them, or a stratified sample; with the
+        balanced utility, a label-balanced sample (:func:`allocate_cells`)."""
+        cfg = self.config
+        n_syn = cfg.synthetic_rows(len(real))
+        balanced = cfg.utility == "balanced"
+        if n_syn == len(real) and not balanced:
             return np.arange(len(real))
-        rng = np.random.default_rng(self.config.seed)
-        alloc = allocate_cells(real.s, real.y, n_syn)
-        return np.concatenate([
-            rng.choice(np.flatnonzero((real.s == a) & (real.y == b)), k, replace=False)
-            for (a, b), k in alloc.items() if k > 0
-        ])
+        alloc = allocate_cells(real.s, real.y, n_syn, balanced=balanced)
+        return draw_cells(real.s, real.y, alloc, np.random.default_rng(cfg.seed))
 
 
 class _BestStep:

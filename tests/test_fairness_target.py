@@ -12,7 +12,13 @@ from fairlearn.metrics import MetricFrame, selection_rate, true_positive_rate
 from test_stage1 import _central_differences, _problem, _rel, standardised_gradient_error
 
 from clients.fairness_terms import GroupRows, SmoothGap, make_relaxation
-from clients.stage1 import FairDistiller, Stage1Config, fairness_vector
+from clients.stage1 import (
+    FairDistiller,
+    Stage1Config,
+    allocate_cells,
+    draw_cells,
+    fairness_vector,
+)
 from common.datasets import make_synthetic
 from common.encoding import design_matrix
 from common.errors import ConfigError
@@ -188,3 +194,42 @@ def test_keep_chooses_among_the_steps_that_met_the_target(keep):
         assert result.gap == result.gaps[met[0]]
     else:  # one of the steps that met it (or the final one)
         assert abs(result.gap) <= 0.05
+
+
+def test_balanced_allocation_gives_each_label_half_by_hand():
+    # cells (s, y): (0,0) 10, (0,1) 30, (1,0) 10, (1,1) 150 -> labels 20 and 180 rows
+    s = np.repeat([0, 0, 1, 1], [10, 30, 10, 150])
+    y = np.repeat([0, 1, 0, 1], [10, 30, 10, 150])
+    alloc = allocate_cells(s, y, 200, balanced=True)
+    # y = 0: 100 rows, split 10:10; y = 1: 100 rows, split 30:150
+    assert alloc == {(0, 0): 50, (1, 0): 50, (0, 1): 17, (1, 1): 83}
+    assert allocate_cells(s, y, 200) == {(0, 0): 10, (0, 1): 30, (1, 0): 10, (1, 1): 150}
+
+
+def test_drawing_more_rows_than_a_cell_holds_keeps_every_row():
+    s = np.repeat([0, 0, 1, 1], [10, 30, 10, 150])
+    y = np.repeat([0, 1, 0, 1], [10, 30, 10, 150])
+    alloc = allocate_cells(s, y, 200, balanced=True)
+    rows = draw_cells(s, y, alloc, np.random.default_rng(0))
+    assert len(rows) == 200
+    cell = 2 * s[rows] + y[rows]
+    assert np.bincount(cell, minlength=4).tolist() == [50, 17, 50, 83]
+    assert set(np.flatnonzero((s == 0) & (y == 0))) <= set(rows)  # oversampled: all kept
+    assert len(set(rows[cell == 3])) == 83  # undersampled: without replacement
+
+
+def test_balanced_utility_trains_the_server_on_label_balanced_rows():
+    data = make_synthetic(1500, seed=9, label_bias=1.5)
+    counts = np.bincount(data.y, minlength=2)
+    assert counts.max() > 1.5 * counts.min()  # skewed labels
+    reports = {}
+    for utility in ("accuracy", "balanced"):
+        result = FairDistiller(Stage1Config(target=0.05, utility=utility, iterations=150),
+                               progress=False).fit(data)
+        assert abs(result.gap) <= 0.05 and len(result.data) == len(data)
+        labels = np.bincount(result.data.y, minlength=2)
+        if utility == "balanced":
+            assert abs(int(labels[0]) - int(labels[1])) <= 1
+        reports[utility] = fit_global_model([result.data]).evaluate(data)
+    assert (reports["balanced"]["balanced_accuracy"]
+            > reports["accuracy"]["balanced_accuracy"] + 0.01)
