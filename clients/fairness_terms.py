@@ -64,8 +64,6 @@ class GroupRows:
 class Covariance:
     """``g(w) = Cov(s, wᵀx)`` on the measure's rows (the paper's relaxation)."""
 
-    name = "covariance"
-
     def __init__(self, groups: GroupRows, X: np.ndarray):
         self.groups = groups
         self.c = groups.covariance @ X  # g(w) = cᵀw
@@ -77,8 +75,6 @@ class Covariance:
 
 class SmoothGap:
     """``g(w) = mean_{s=1} σ(d/T) − mean_{s=0} σ(d/T)`` on the measure's rows."""
-
-    name = "gap"
 
     def __init__(self, groups: GroupRows, temperature: float = 1.0):
         self.groups, self.temperature = groups, float(temperature)

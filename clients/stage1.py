@@ -78,7 +78,12 @@ def utility_weights(y: np.ndarray, utility: str) -> np.ndarray | None:
 
 @dataclasses.dataclass(frozen=True)
 class Stage1Config:
-    """Hyperparameters of stage 1 (defaults: METHOD.md's proposals).
+    """Hyperparameters of stage 1.
+
+    The defaults are the paper's penalty form (``ρ·Cov²``, no target) with the departures of
+    docs/method.md (anchored rows, kept moments, λ_in cross-validated). A run's own defaults
+    (:class:`common.run_config.RunConfig`) differ: they ask for ``target = 0.02`` on the smooth
+    gap, as :func:`clients.pipeline.pipeline_config` builds it.
 
     Attributes
     ----------
@@ -218,15 +223,10 @@ class Stage1Result:
 def fairness_vector(X: np.ndarray, s: np.ndarray, y: np.ndarray, measure: Measure) -> np.ndarray:
     r"""``c`` with ``Cov_m(w) = cᵀw`` on the rows ``X`` (METHOD.md).
 
-    SP: ``c = (1/N) Σ_i (s_i − s̄) x_i``; EO: the same over the rows with ``y = 1``.
+    SP: ``c = (1/N) Σ_i (s_i − s̄) x_i``; EO: the same over the rows with ``y = 1``
+    (:class:`clients.fairness_terms.GroupRows` holds the row weights).
     """
-    if measure == "eo":
-        keep = y == 1
-        X, s = X[keep], s[keep]
-    if len(X) == 0:
-        return np.zeros(X.shape[1])
-    s = s.astype(np.float64)
-    return (s - s.mean()) @ X / len(X)
+    return fairness_terms.GroupRows(s, y, measure).covariance @ X
 
 
 def allocate_cells(s: np.ndarray, y: np.ndarray, n_syn: int, *, balanced: bool = False
@@ -298,14 +298,14 @@ class FairDistiller:
         order = np.concatenate([np.flatnonzero(learn), np.flatnonzero(~learn)])
         L = int(learn.sum())
         X_real = design_matrix(z_real[:, order], real.s)
-        c = fairness_vector(X_real, real.s, real.y, cfg.measure)
+        relaxation = fairness_terms.make_relaxation(cfg.relaxation, X_real, real.s, real.y,
+                                                    cfg.measure)
+        c = relaxation.groups.covariance @ X_real  # the paper's covariance, traced either way
         lam_in = cfg.lam_in or logistic.cross_validated_lambda(X_real, real.y, seed=cfg.seed)
         z0 = z_real[init][:, order]
         anchor = None
         if cfg.anchor == "init":
             anchor = standardise(z0[:, :L])[0] if cfg.keep_moments else z0[:, :L].copy()
-        relaxation = fairness_terms.make_relaxation(cfg.relaxation, X_real, real.s, real.y,
-                                                    cfg.measure)
         problem = BilevelProblem(
             X_real, real.y, z0[:, L:], real.s[init], real.y[init], relaxation, rho=cfg.rho,
             lam_in=lam_in, lam_out=cfg.lam_out, tolerance=cfg.tolerance, solver=cfg.solver,

@@ -159,11 +159,12 @@ def run_config(args: argparse.Namespace, **overrides: Any) -> RunConfig:
     values = {k: v for k, v in given(args).items() if not isinstance(v, list)}
     values.update(overrides)
     penalty = sorted({"rho", "tolerance"} & set(values))
-    if penalty and "target" not in values and RunConfig().target:
+    default_target = RunConfig.target  # the declared default (a dataclass field's default)
+    if penalty and "target" not in values and default_target:
         flags = " and ".join(f"--{key_of(k)}" for k in penalty)
         raise ConfigError(
             f"{flags} set the paper's penalty form of stage 1, which the fairness target "
-            f"replaces (default --target {RunConfig().target:g}); add --target 0 to use the "
+            f"replaces (default --target {default_target:g}); add --target 0 to use the "
             "penalty, or drop them and choose --target.")
     try:
         return RunConfig.from_mapping(None, **values)
