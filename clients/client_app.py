@@ -14,7 +14,9 @@ and the node's own data (:func:`clients.node_data.load_split`):
 ``train``
     Baselines: local minibatch SGD from the received global model (FedAvg's local step),
     optionally on reweighed rows (FairFed); replies with the new model, ``num-examples`` and,
-    when asked, the received model's group statistics on the training rows (FairFed).
+    when asked, the received model's group statistics on the training rows (FairFed). Under
+    DP-FedAvg, one round of DP-SGD within the run's (ε, δ) (:mod:`clients.dp_sgd`), its round
+    count kept in the node's ``Context.state``.
 ``evaluate``
     Apply the received model to the test split and reply with group statistics
     (:func:`common.metrics.group_counts`), which the server pools into metrics on the union.
@@ -41,7 +43,13 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from clients.faults import FAULT_KEY, Fault
-from clients.handlers import evaluate_content, moments_content, release_content, train_content
+from clients.handlers import (
+    dp_train_content,
+    evaluate_content,
+    moments_content,
+    release_content,
+    train_content,
+)
 from clients.node_data import PARTITION_ID, load_split, read_client_file  # noqa: F401 (re-export)
 from clients.policy import PrivacyPolicy
 from common import protocol
@@ -153,8 +161,12 @@ def make_client_app(config: RunConfig | None = None, *,
     @replying_user_errors
     def train(msg: Message, context: Context) -> Message:
         config, split, rules = prepare(context, "train")
-        content = train_content(split.train, msg.content, config, client_seed(config, context),
-                                policy=rules)
+        seed = client_seed(config, context)
+        if config.strategy == "dp-fedavg":
+            content = dp_train_content(split.train, msg.content, config, seed, policy=rules,
+                                       state=context.state)
+        else:
+            content = train_content(split.train, msg.content, config, seed, policy=rules)
         return Message(content, reply_to=msg)
 
     @app.evaluate()

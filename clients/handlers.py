@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 from flwr.app import RecordDict
 
+from clients import dp_sgd
 from clients.policy import PrivacyPolicy
 from clients.synthesizers import make_synthesizer
 from common import comm, mlp, protocol
+from common.dp_fedavg import DPSGDPlan
 from common.errors import ConfigError, PolicyError
 from common.metrics import counts_from_cells, group_counts
 from common.privacy import NoiseSource, noisy_evaluation_cells
@@ -94,6 +96,38 @@ def train_content(train: TabularData, content: RecordDict, config: RunConfig, se
     metrics["train-loss"] = float(np.mean(np.logaddexp(0.0, -margin)))
     return RecordDict({protocol.MODEL: protocol.model_record(new),
                        **protocol.metrics_content(metrics)})
+
+
+def dp_train_content(train: TabularData, content: RecordDict, config: RunConfig, seed: int, *,
+                     policy: PrivacyPolicy, state: RecordDict) -> RecordDict:
+    """DP-FedAvg local step: one round of DP-SGD from the received model, within the run's
+    (ε, δ) and this client's policy (:mod:`clients.dp_sgd`). ``state`` is the node's
+    ``Context.state``, where the run's round count survives between messages.
+
+    The reply holds the model, a weight of 1 (equal weights: ``N`` would disclose the row
+    count) and the ε spent so far, a function of the run configuration alone.
+    """
+    policy.check_budget(config)
+    if config.delta >= 1.0 / max(len(train), 1):
+        raise ConfigError(f"delta = {config.delta:g} is not below 1/N = {1 / len(train):g} of "
+                          f"the {len(train)} training rows; use a smaller --delta.")
+    plan = DPSGDPlan.for_config(config)
+    ledger = dp_sgd.RoundLedger(state)
+    done = ledger.begin_round(plan)
+    encoder = protocol.read_scaling(content[protocol.CONFIG], train.schema)
+    noise = NoiseSource(policy.noise_seed, secure=policy.secure_mode,
+                        purpose=f"dp-fedavg round {done} of seed {seed}")
+    new = dp_sgd.train(protocol.model_params(content[protocol.MODEL]), encoder.design(train),
+                       train.y, plan=plan, lr=config.local_lr, l2=config.l2,
+                       seed=noise.torch_seed(), secure_mode=policy.secure_mode)
+    done = ledger.end_round()
+    spent = plan.epsilon_after(done)
+    logger.info("DP-FedAvg round %d of %d: ε spent %.4f of %g (σ = %.4g, q = %g, %d steps a "
+                "round)", done, plan.rounds, spent, plan.epsilon, plan.noise_multiplier,
+                plan.sample_rate, plan.steps_per_round)
+    return RecordDict({protocol.MODEL: protocol.model_record(new),
+                       **protocol.metrics_content({protocol.NUM_EXAMPLES: 1,
+                                                   protocol.EPSILON_SPENT: spent})})
 
 
 #: Private evaluations answered, by (run, node): at most one per run (module docstring of

@@ -11,11 +11,12 @@ before any data is read:
     The release orders this client runs, comma-separated. Default: the private ones,
     ``fair-then-private,private-then-fair,private-only``.
 ``privacy-max-epsilon``, ``privacy-max-delta``
-    The largest ε and δ a release may spend. Defaults: 1.0 and 1e-5.
+    The largest ε and δ a release, or a DP-FedAvg run's whole training, may spend. Defaults:
+    1.0 and 1e-5.
 ``privacy-nonprivate``
     Whether the handlers without a formal guarantee answer at all: ``query.moments`` (exact
-    column sums), ``train`` (FedAvg/FairFed local steps on the real rows) and the exact
-    evaluation. Default: false.
+    column sums), ``train`` (FedAvg/FairFed local steps on the real rows; DP-FedAvg's DP-SGD
+    steps answer under the ε and δ limits instead) and the exact evaluation. Default: false.
 ``privacy-evaluation-epsilon``
     ε of the private evaluation (the ``(s, y, ŷ)`` cells of the model's test predictions under
     the Gaussian mechanism, :func:`common.privacy.noisy_evaluation_cells`), at the release's δ;
@@ -147,6 +148,8 @@ class PrivacyPolicy:
         ``config`` (before a simulation starts)."""
         if config.strategy == "oneshot":
             self.check_release(config)
+        elif config.strategy == "dp-fedavg":
+            self.check_budget(config)
         else:
             self.check_nonprivate(f"{config.strategy} (local training on the real rows)")
 
@@ -156,12 +159,17 @@ class PrivacyPolicy:
             raise PolicyError(f"order {config.order!r} is outside this client's privacy policy "
                               f"(allowed: {list(self.orders)}).")
         if config.order in PRIVATE_ORDERS:
-            if config.epsilon > self.max_epsilon:
-                raise PolicyError(f"epsilon = {config.epsilon:g} exceeds this client's limit "
-                                  f"{self.max_epsilon:g}.")
-            if config.delta > self.max_delta:
-                raise PolicyError(f"delta = {config.delta:g} exceeds this client's limit "
-                                  f"{self.max_delta:g}.")
+            self.check_budget(config)
+
+    def check_budget(self, config: RunConfig) -> None:
+        """Raise :class:`PolicyError` unless ``config``'s (ε, δ) is within this client's limits
+        (a private release, or DP-FedAvg's whole training)."""
+        if config.epsilon > self.max_epsilon:
+            raise PolicyError(f"epsilon = {config.epsilon:g} exceeds this client's limit "
+                              f"{self.max_epsilon:g}.")
+        if config.delta > self.max_delta:
+            raise PolicyError(f"delta = {config.delta:g} exceeds this client's limit "
+                              f"{self.max_delta:g}.")
 
     def check_nonprivate(self, what: str) -> None:
         """Raise :class:`PolicyError` unless the handlers without a guarantee may answer."""

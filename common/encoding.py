@@ -11,6 +11,7 @@ import dataclasses
 
 import numpy as np
 
+from common.errors import ConfigError
 from common.schema import Schema, TabularData
 
 
@@ -35,6 +36,21 @@ class Encoder:
         std = values.std(axis=0) if len(values) else np.ones(len(cont))
         std = np.where(std > 0, std, 1.0)  # a constant column stays constant (zero) after scaling
         return cls(schema=data.schema, mean=mean, std=std)
+
+    @classmethod
+    def from_bounds(cls, schema: Schema) -> Encoder:
+        """Scaling from the schema's declared bounds alone (no rows read): each continuous
+        column ``[lo, hi]`` maps onto ``[-1, 1]`` (centre ``(lo + hi)/2``, half-width
+        ``(hi − lo)/2``). What a party may use when even the column moments are private."""
+        missing = [c.name for c in schema.continuous if c.bounds is None]
+        if missing:
+            raise ConfigError(
+                f"the schema declares no bounds for the continuous column(s) {missing}; a "
+                "scaling that reads no rows needs them. Add \"bounds\": [low, high] to each in "
+                "the declared schema (`fairsynth schema draft` proposes them).")
+        lo = np.array([c.bounds[0] for c in schema.continuous], dtype=np.float64)
+        hi = np.array([c.bounds[1] for c in schema.continuous], dtype=np.float64)
+        return cls(schema=schema, mean=(lo + hi) / 2.0, std=(hi - lo) / 2.0)
 
     @property
     def blocks(self) -> list[tuple[str, slice]]:

@@ -41,6 +41,7 @@ METRICS = "metrics"  # MetricRecord: counts, num-examples
 MODEL = "arrays"  # ArrayRecord of model parameters (Flower's FedAvg uses this key)
 CONFIG = "config"  # ConfigRecord sent with a model (Flower's FedAvg uses this key)
 NUM_EXAMPLES = "num-examples"  # FedAvg's weighting key
+EPSILON_SPENT = "epsilon-spent"  # in a DP-FedAvg train reply's METRICS: ε spent so far
 EVALUATION_EPSILON = "evaluation-epsilon"  # in an evaluate reply's METRICS: ε of a private one
 MOMENTS_ACTION = "moments"  # "query.moments": per-client moments for feature scaling
 ENCODER_MEAN = "encoder-mean"  # in CONFIG: the pooled means of the continuous columns

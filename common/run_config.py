@@ -78,7 +78,8 @@ class RunConfig:
 
     # federation
     strategy: str = setting(
-        "oneshot", "the server's flow: oneshot (the synthetic-data scheme), fedavg or fairfed",
+        "oneshot", "the server's flow: oneshot (the synthetic-data scheme), fedavg, fairfed or "
+                   "dp-fedavg (FedAvg with DP-SGD at the run's ε and δ)",
         group="federation")
     min_clients: int = setting(
         2, "the server waits for this many nodes and keeps a run only with this many valid "
@@ -154,10 +155,11 @@ class RunConfig:
                                        "accuracy, or balanced (both labels weigh half)",
                            group="stage 1", choices=("accuracy", "balanced"))
     # stage 2
-    epsilon: float = setting(1.0, "privacy budget ε of the DP generator", group="stage 2",
+    epsilon: float = setting(1.0, "privacy budget ε of a client's release (the DP generator) or "
+                                  "of its whole DP-FedAvg training", group="stage 2",
                              low=0, low_open=True)
-    delta: float = setting(1e-6, "δ of the DP generator; must be below 1/N on every client, and "
-                                 "is never derived from N (that would disclose N)",
+    delta: float = setting(1e-6, "δ of the DP generator or DP-FedAvg; must be below 1/N on every "
+                                 "client, and is never derived from N (that would disclose N)",
                            group="stage 2", low=0, low_open=True,
                            high=1, high_open=True)
     stage2_fraction: float = setting(1.0, "released rows Ñ₂/N (paper: 1.0 and 0.1)",
@@ -192,6 +194,12 @@ class RunConfig:
     fairfed_beta: float = setting(1.0, "FairFed's weight step β", group="baselines", low=0)
     fairfed_reweigh: bool = setting(True, "FairFed clients reweigh their rows locally "
                                           "(Kamiran & Calders)", group="baselines")
+    dp_sample_rate: float = setting(0.01, "DP-FedAvg: Poisson sampling rate q of local DP-SGD "
+                                          "(an epoch is round(1/q) steps; public, so ε never "
+                                          "depends on a client's row count)", group="baselines",
+                                    low=0, high=1, low_open=True)
+    dp_clip: float = setting(1.0, "DP-FedAvg: per-sample gradient norm bound C", group="baselines",
+                             low=0, low_open=True)
     # output
     results_path: str = setting("", "if set, the ServerApp also writes its result as JSON here",
                                 group="output")

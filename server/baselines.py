@@ -11,18 +11,28 @@
 3. One evaluation broadcast of the final model, pooled exactly as in the one-shot flow.
 
 The formula ``2·K·R·d`` covers step 2; steps 1 and 3 are counted and reported apart.
+
+DP-FedAvg (``dp-fedavg``, sample-level) skips step 1: the column moments are private, so the
+scaling comes from the schema's declared bounds (:meth:`common.encoding.Encoder.from_bounds`,
+no rows read). In step 2 each client runs DP-SGD (:mod:`clients.dp_sgd`) on the run's public
+plan (:class:`common.dp_fedavg.DPSGDPlan`), the models are averaged with equal weights, and
+every round's reply carries the ε spent so far; the result's ``privacy`` holds the plan and
+the largest ε any client reports (checked against the plan's own figure).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 
-from flwr.app import Message, MessageType, RecordDict
+from flwr.app import Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
 from common import comm, mlp, protocol
-from common.errors import ReplyError
+from common.dp_fedavg import DPSGDPlan
+from common.encoding import Encoder
+from common.errors import ConfigError, ReplyError
 from common.run_config import RunConfig
 from server.evaluation import (
     evaluate_on_clients,
@@ -31,7 +41,7 @@ from server.evaluation import (
 from server.result import FederationResult
 from server.strategy.fairfed import FairFed
 from server.traffic import CountingGrid
-from server.validation import Rejection, client_failure
+from server.validation import Rejection, client_failure, expected_schema
 
 logger = logging.getLogger(__name__)
 
@@ -64,23 +74,66 @@ def pooled_scaling(grid: CountingGrid, nodes: list[int], config: RunConfig):
     return comm.encoder_from_moments(schemas[0], parts), rejected
 
 
+def public_scaling(config: RunConfig) -> Encoder:
+    """DP-FedAvg's feature scaling: the federation's schema's declared bounds, no rows read."""
+    schema = expected_schema(config)
+    if schema is None:
+        raise ConfigError("dp-fedavg scales the features by the declared schema's bounds, and "
+                          f"the server cannot read the schema {config.schema!r}; give the "
+                          "server the same schema file as the clients.")
+    return Encoder.from_bounds(schema)
+
+
+def largest_epsilon(records: list[RecordDict], weighting_key: str) -> MetricRecord:
+    """DP-FedAvg's round metrics: the largest ε spent that any client reports."""
+    spent = []
+    for record in records:
+        metrics = next(iter(record.metric_records.values()), {})
+        value = metrics.get(protocol.EPSILON_SPENT)
+        spent.append(float(value) if isinstance(value, (int, float)) else math.nan)
+    return MetricRecord({protocol.EPSILON_SPENT: max(spent) if spent else math.nan})
+
+
 def make_strategy(config: RunConfig) -> FedAvg:
     """Flower's FedAvg, or FairFed, as configured (every node trains every round)."""
     common = {"fraction_train": 1.0, "fraction_evaluate": 0.0,
               "min_train_nodes": config.min_clients, "min_available_nodes": config.min_clients,
               "weighted_by_key": protocol.NUM_EXAMPLES, "arrayrecord_key": protocol.MODEL,
               "configrecord_key": protocol.CONFIG}
+    if config.strategy == "dp-fedavg":
+        return FedAvg(train_metrics_aggr_fn=largest_epsilon, **common)
     if config.strategy == "fairfed":
         return FairFed(beta=config.fairfed_beta, measure=config.measure,
                        reweigh=config.fairfed_reweigh, **common)
     return FedAvg(**common)
 
 
+def dp_report(plan: DPSGDPlan, round_metrics) -> dict:
+    """DP-FedAvg's privacy: the public plan, the ε the plan spends over the rounds that ran,
+    and the largest ε a client reported (a client over the plan's figure is logged)."""
+    rounds = sorted(round_metrics)
+    reported = [float(round_metrics[r].get(protocol.EPSILON_SPENT, math.nan)) for r in rounds]
+    planned = plan.epsilon_after(len(rounds))
+    if reported and not reported[-1] <= planned * (1 + 1e-9):
+        logger.warning("a client reports ε = %.4f spent, above the plan's %.4f", reported[-1],
+                       planned)
+    return {"mechanism": "DP-SGD (sample-level), each client's local steps", "plan": plan.as_dict(),
+            "covers": "the real training rows of each client, against the server too (it sees "
+                      "only noisy models)",
+            "epsilon": reported[-1] if reported else 0.0, "epsilon_planned": planned,
+            "delta": plan.delta, "epsilon_per_round": reported}
+
+
 def run_baseline(grid: CountingGrid, config: RunConfig) -> FederationResult:
     """Run FedAvg or FairFed (``config.strategy``) on ``grid``; see the module docstring."""
     start = time.perf_counter()
     nodes = wait_for_nodes(grid, config.min_clients, timeout=config.timeout)
-    encoder, rejected = pooled_scaling(grid, nodes, config)
+    private = config.strategy == "dp-fedavg"
+    if private:
+        plan = DPSGDPlan.for_config(config)
+        encoder, rejected = public_scaling(config), []
+    else:
+        encoder, rejected = pooled_scaling(grid, nodes, config)
     n_inputs = encoder.n_z + 2
     initial = mlp.init_params(n_inputs, config.network_hidden, seed=config.seed)
     strategy = make_strategy(config)
@@ -99,7 +152,7 @@ def run_baseline(grid: CountingGrid, config: RunConfig) -> FederationResult:
         params=d,
         columns=len(encoder.schema.features) + 2,
         metrics=metrics,
-        rounds=1 + len(train_rounds),
+        rounds=(0 if private else 1) + len(train_rounds),
         exchanges=tuple(grid.exchanges),
         formula_numbers={"train": comm.fedavg_numbers(clients=len(nodes), rounds=config.rounds,
                                                       params=d)},
@@ -111,5 +164,6 @@ def run_baseline(grid: CountingGrid, config: RunConfig) -> FederationResult:
                       for h in history),
         seconds=time.perf_counter() - start,
         config=config.to_mapping(),
+        privacy=dp_report(plan, outcome.train_metrics_clientapp) if private else {},
         model_params=params,
     )

@@ -33,6 +33,8 @@ class FederationResult:
     history : per-round strategy state (FairFed: gaps and weights).
     seconds : wall time of the server flow.
     config : the run configuration (kebab-case).
+    privacy : what the run's guarantee is and what it spent (DP-FedAvg; empty otherwise:
+        one-shot's guarantees are per client, in ``clients``).
     model_params : the final model's arrays (not written to JSON).
     """
 
@@ -50,6 +52,7 @@ class FederationResult:
     history: tuple[dict, ...] = ()
     seconds: float = 0.0
     config: dict = dataclasses.field(default_factory=dict)
+    privacy: dict = dataclasses.field(default_factory=dict)
     model_params: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -110,6 +113,11 @@ class FederationResult:
             f"{f['measured_bytes']:,} B (ratio {f['ratio_bytes']:.3f}) in the messages it "
             f"counts ({', '.join(f'{p} {d}' for p, d in self.covered)})",
         ]
+        if self.privacy:
+            p = self.privacy
+            lines.append(f"privacy: {p['mechanism']}, ε = {p['epsilon']:.4g} spent (plan "
+                         f"{p['epsilon_planned']:.4g}), δ = {p['delta']:.3g}; covers "
+                         f"{p['covers']}")
         return lines + self.node_lines()
 
     def node_lines(self) -> list[str]:

@@ -3,7 +3,7 @@
 Flows (a registry keyed by the ``strategy`` run-config string):
 
 * ``oneshot`` — :func:`server.oneshot.run_oneshot`, the proposed scheme;
-* ``fedavg``, ``fairfed`` — :func:`server.baselines.run_baseline`.
+* ``fedavg``, ``fairfed``, ``dp-fedavg`` — :func:`server.baselines.run_baseline`.
 
 Every flow talks to the clients through a :class:`server.traffic.CountingGrid`, so the
 serialised bytes of every message in both directions are counted, and returns a
@@ -30,7 +30,7 @@ FLOWER_LOG = logging.getLogger("flwr")
 
 Flow = Callable[[CountingGrid, RunConfig], FederationResult]
 FLOWS: dict[str, Flow] = {"oneshot": run_oneshot, "fedavg": run_baseline,
-                          "fairfed": run_baseline}
+                          "fairfed": run_baseline, "dp-fedavg": run_baseline}
 
 
 def check_run(config: RunConfig) -> None:

@@ -52,7 +52,7 @@ def test_every_order_the_config_names_is_a_pipeline_order_and_back():
 def test_the_server_checks_the_strategy_against_its_flows():
     check_run(RunConfig(strategy="fairfed"))
     with pytest.raises(ConfigError, match=r"strategy = 'fedprox' is invalid; use one of "
-                                          r"\['fairfed', 'fedavg', 'oneshot'\]"):
+                                          r"\['dp-fedavg', 'fairfed', 'fedavg', 'oneshot'\]"):
         check_run(RunConfig(strategy="fedprox"))
 
 
