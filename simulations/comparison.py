@@ -12,36 +12,75 @@ import numpy as np
 
 from common import comm
 from common.errors import ConfigError
+from common.run_config import PRIVATE_ORDERS
 from simulations.results import Table, mean_over_seeds
 
 logger = logging.getLogger(__name__)
 
-METRICS = ["accuracy", "spd", "eod", "rounds", "bytes_up", "bytes_down", "bytes_total",
-           "ratio_bytes", "ratio_payload", "ratio_all", "rows_released", "seconds"]
+METRICS = ["accuracy", "balanced_accuracy", "spd", "eod", "epsilon", "rounds", "bytes_up",
+           "bytes_down", "bytes_total", "ratio_bytes", "ratio_payload", "ratio_all",
+           "rows_released", "seconds"]
 #: Accuracy points by which one-shot may trail FedAvg in the verdict.
 ACCURACY_MARGIN = 1.5
 
 
-def plan(seeds: list[int], fractions: list[float], mlp_seeds: list[int] | None) -> list[dict]:
-    """The runs: (label, strategy, model, stage-2 fraction, seed). ``mlp_seeds`` (default: the
-    first seed) also run FedAvg and one-shot with the MLP."""
+#: Short names of the orders in run labels.
+ORDER_SHORT = {"fair-then-private": "ftp", "private-then-fair": "ptf", "private-only": "po",
+               "fair-only": "fo", "real": "real"}
+
+
+def oneshot_label(order: str, epsilon: float, fraction: float) -> str:
+    """``oneshot ftp ε=1 100%``: order, budget (private orders only) and release size."""
+    budget = f" ε={epsilon:g}" if order in PRIVATE_ORDERS else ""
+    return f"oneshot {ORDER_SHORT[order]}{budget} {100 * fraction:g}%"
+
+
+def plan(seeds: list[int], fractions: list[float], mlp_seeds: list[int] | None, *,
+         epsilons: list[float] = (1.0,), orders: list[str] = ("fair-then-private",)
+         ) -> list[dict]:
+    """The runs, per seed: one-shot in each order at each ε (every release size for the first
+    order and ε, the first size for the others), DP-FedAvg at each ε, FedAvg and FairFed.
+    ``mlp_seeds`` (default: the first seed) also run FedAvg and one-shot (first order and ε)
+    with the MLP."""
     mlp_seeds = seeds[:1] if mlp_seeds is None else mlp_seeds
     unknown = sorted(set(mlp_seeds) - set(seeds))
     if unknown:
         raise ConfigError(f"--mlp-seeds {unknown} are not among --seeds {seeds}.")
+    if not (seeds and fractions and epsilons and orders):
+        raise ConfigError("compare needs at least one seed, fraction, epsilon and order.")
     runs = []
     for seed in seeds:
         models = ["logistic", "mlp"] if seed in mlp_seeds else ["logistic"]
         for model in models:
-            for fraction in fractions:
-                runs.append({"label": f"oneshot-{100 * fraction:g}%", "strategy": "oneshot",
-                             "model": model, "fraction": fraction, "seed": seed})
+            for i, epsilon in enumerate(epsilons):
+                for j, order in enumerate(orders):
+                    if model == "mlp" and (i or j):
+                        continue
+                    for fraction in fractions if not (i or j) else fractions[:1]:
+                        runs.append({"label": oneshot_label(order, epsilon, fraction),
+                                     "strategy": "oneshot", "model": model, "seed": seed,
+                                     "fraction": fraction, "epsilon": epsilon, "order": order})
+            if model == "logistic":
+                for epsilon in epsilons:
+                    runs.append({"label": f"dp-fedavg ε={epsilon:g}", "strategy": "dp-fedavg",
+                                 "model": model, "fraction": None, "seed": seed,
+                                 "epsilon": epsilon, "order": None})
             runs.append({"label": "fedavg", "strategy": "fedavg", "model": model,
-                         "fraction": None, "seed": seed})
+                         "fraction": None, "seed": seed, "epsilon": None, "order": None})
             if model == "logistic":
                 runs.append({"label": "fairfed", "strategy": "fairfed", "model": model,
-                             "fraction": None, "seed": seed})
+                             "fraction": None, "seed": seed, "epsilon": None, "order": None})
     return runs
+
+
+def spent_epsilon(result) -> float | None:
+    """The ε a run spent on any one client's rows: DP-FedAvg's largest reported ε, one-shot's
+    largest per-client release ε; None for a run without a guarantee."""
+    if result.privacy:
+        return float(result.privacy["epsilon"])
+    values = [c["privacy"].get("epsilon") for c in result.clients if "privacy" in c]
+    values = [float(v) for v in values if v is not None]
+    return max(values) if values else None
 
 
 def record(run: dict, result, wall: float) -> dict:
@@ -49,9 +88,12 @@ def record(run: dict, result, wall: float) -> dict:
     t, f = result.traffic, result.formula_check()
     rows = [c["rows"] for c in result.clients if "rows" in c]
     return {
-        **{k: run[k] for k in ("label", "strategy", "model", "seed")},
+        **{k: run[k] for k in ("label", "strategy", "model", "seed", "order")},
         "stage2_fraction": run["fraction"],
-        "accuracy": result.metrics["accuracy"], "spd": result.metrics["spd"],
+        "epsilon_target": run["epsilon"], "epsilon": spent_epsilon(result),
+        "K": run["K"],
+        "accuracy": result.metrics["accuracy"],
+        "balanced_accuracy": result.metrics["balanced_accuracy"], "spd": result.metrics["spd"],
         "eod": result.metrics["eod"], "rounds": result.rounds,
         "bytes_up": t["bytes_up"], "bytes_down": t["bytes_down"],
         "bytes_total": t["bytes_up"] + t["bytes_down"],
@@ -69,26 +111,31 @@ def record(run: dict, result, wall: float) -> dict:
 
 
 def payload(records: list[dict], *, rounds: int, args: dict) -> dict:
-    """compare.json: the records, their means over seeds, the verdicts and the crossovers."""
-    summary = mean_over_seeds(records, ["label", "model"], METRICS)
+    """compare.json: the records, their means over seeds, the verdicts (against the non-private
+    baselines and at equal ε) and the crossovers; all per number of clients ``K``."""
+    summary = mean_over_seeds(records, ["K", "label", "model"], METRICS)
     return {"records": records, "summary": summary, "verdicts": verdicts(summary),
+            "equal_privacy": equal_privacy(summary),
             "crossover": crossover(records, rounds=rounds), "args": args}
 
 
-def _row(summary: list[dict], label: str, model: str = "logistic") -> dict | None:
-    return next((s for s in summary if s["label"] == label and s["model"] == model), None)
+def _row(summary: list[dict], label: str, K: int, model: str = "logistic") -> dict | None:
+    return next((s for s in summary
+                 if s["label"] == label and s["model"] == model and s["K"] == K), None)
 
 
 def verdicts(summary: list[dict]) -> list[dict]:
-    """One-shot (logistic) against both baselines: fairer, at accuracy within the margin?"""
-    fedavg, fairfed = _row(summary, "fedavg"), _row(summary, "fairfed")
+    """One-shot (logistic) against the non-private baselines of the same ``K``: fairer, at
+    accuracy within the margin?"""
     out = []
     for s in summary:
+        fedavg, fairfed = _row(summary, "fedavg", s["K"]), _row(summary, "fairfed", s["K"])
         if not s["label"].startswith("oneshot") or s["model"] != "logistic" or fedavg is None:
             continue
         fairer = s["spd"] < fedavg["spd"] and (fairfed is None or s["spd"] < fairfed["spd"])
         diff = 100 * (s["accuracy"] - fedavg["accuracy"])
-        out.append({"label": s["label"], "spd": s["spd"], "fedavg_spd": fedavg["spd"],
+        out.append({"K": s["K"], "label": s["label"], "spd": s["spd"],
+                    "fedavg_spd": fedavg["spd"],
                     "fairfed_spd": fairfed["spd"] if fairfed else None,
                     "accuracy_points_vs_fedavg": diff,
                     "lower_spd_than_both": bool(fairer),
@@ -97,48 +144,90 @@ def verdicts(summary: list[dict]) -> list[dict]:
     return out
 
 
-def crossover(records: list[dict], *, rounds: int) -> list[dict]:
-    """``d*`` for each one-shot release size, from the measured rows per client."""
+def equal_privacy(summary: list[dict]) -> list[dict]:
+    """Each one-shot release (logistic) against DP-FedAvg at the same ε and ``K``: the
+    differences in accuracy, balanced accuracy and |SPD|, and a plain statement."""
     out = []
-    for label in sorted({r["label"] for r in records if r["strategy"] == "oneshot"}):
-        rs = [r for r in records if r["label"] == label and r["rows_released"]]
+    for s in summary:
+        if not s["label"].startswith("oneshot") or s["model"] != "logistic":
+            continue
+        eps = s["label"].split("ε=")[1].split()[0] if "ε=" in s["label"] else None
+        dp = _row(summary, f"dp-fedavg ε={eps}", s["K"]) if eps else None
+        if dp is None:
+            continue
+        d_acc = 100 * (s["accuracy"] - dp["accuracy"])
+        d_bal = s["balanced_accuracy"] - dp["balanced_accuracy"]
+        d_spd = s["spd"] - dp["spd"]
+        better = [w for w, ok in (("balanced accuracy", d_bal > 0), ("|SPD|", d_spd < 0),
+                                  ("accuracy", d_acc > 0)) if ok]
+        worse = [w for w, ok in (("balanced accuracy", d_bal < 0), ("|SPD|", d_spd > 0),
+                                 ("accuracy", d_acc < 0)) if ok]
+        statement = ("one-shot wins on " + (", ".join(better) or "nothing")
+                     + ("; DP-FedAvg on " + ", ".join(worse) if worse else ""))
+        out.append({"K": s["K"], "label": s["label"], "epsilon": float(eps),
+                    "dp_fedavg": dp["label"], "accuracy_points": d_acc,
+                    "balanced_accuracy_diff": d_bal, "spd_diff": d_spd,
+                    "oneshot_epsilon_spent": s["epsilon"], "dp_fedavg_epsilon_spent": dp["epsilon"],
+                    "statement": statement})
+    return out
+
+
+def crossover(records: list[dict], *, rounds: int) -> list[dict]:
+    """``d*`` for each one-shot release size and ``K``, from the measured rows per client."""
+    out = []
+    for K, label in sorted({(r["K"], r["label"]) for r in records if r["strategy"] == "oneshot"}):
+        rs = [r for r in records if r["label"] == label and r["K"] == K and r["rows_released"]]
         if not rs:
             continue
         per_client = float(np.mean([r["rows_released"] / r["clients"] for r in rs]))
         q = rs[0]["columns"]
-        out.append({"label": label, "rows_per_client": per_client, "columns": q,
+        out.append({"K": K, "label": label, "rows_per_client": per_client, "columns": q,
                     "rounds": rounds,
                     "d_star": comm.crossover_params(rows_per_client=per_client, columns=q,
                                                     rounds=rounds)})
     return out
 
 
+def _eps(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
 def tables(out: dict) -> list[Table]:
-    """The comparison as tables: every run (mean ± sd over seeds), the one-shot verdicts
-    against FedAvg and FairFed, and the crossover model size d*."""
-    runs = [[s["label"], s["model"], f"{100 * s['accuracy']:.2f} ± {100 * s['accuracy_std']:.2f}",
+    """The comparison as tables: every run (mean ± sd over seeds), one-shot against DP-FedAvg
+    at equal ε, the one-shot verdicts against FedAvg and FairFed, and the crossover d*."""
+    runs = [[str(s["K"]), s["label"], s["model"],
+             f"{100 * s['accuracy']:.2f} ± {100 * s['accuracy_std']:.2f}",
+             f"{s['balanced_accuracy']:.3f}",
              f"{s['spd']:.4f} ± {s['spd_std']:.4f}", f"{s['eod']:.4f} ± {s['eod_std']:.4f}",
-             f"{s['rounds']:.0f}", f"{s['bytes_up']:,.0f}", f"{s['bytes_down']:,.0f}",
-             f"{s['ratio_bytes']:.3f}", f"{s['seconds']:.1f}"]
-            for s in sorted(out["summary"], key=lambda s: (s["model"], s["label"]))]
-    tables = [Table("runs (mean ± sd over seeds)",
-                    ["run", "model", "acc %", "|SPD|", "|EOD|", "rounds", "bytes up",
-                     "bytes down", "measured / formula", "s"], runs)]
+             _eps(s["epsilon"]), f"{s['rounds']:.0f}", f"{s['bytes_up']:,.0f}",
+             f"{s['bytes_down']:,.0f}", f"{s['ratio_bytes']:.3f}", f"{s['seconds']:.1f}"]
+            for s in sorted(out["summary"], key=lambda s: (s["K"], s["model"], s["label"]))]
+    tables = [Table("runs (mean ± sd over seeds; ε: the most any client's rows spent, - for none)",
+                    ["K", "run", "model", "acc %", "bal", "|SPD|", "|EOD|", "ε spent", "rounds",
+                     "bytes up", "bytes down", "measured / formula", "s"], runs)]
+    if out["equal_privacy"]:
+        tables.append(Table(
+            "one-shot against DP-FedAvg at the same ε (differences: one-shot minus DP-FedAvg)",
+            ["K", "run", "against", "acc points", "bal", "|SPD|", "who wins where"],
+            [[str(e["K"]), e["label"], e["dp_fedavg"], f"{e['accuracy_points']:+.2f}",
+              f"{e['balanced_accuracy_diff']:+.3f}", f"{e['spd_diff']:+.4f}", e["statement"]]
+             for e in out["equal_privacy"]]))
     if out["verdicts"]:
         tables.append(Table(
-            f"one-shot against the baselines (holds: |SPD| below FedAvg's and FairFed's, and "
-            f"accuracy at most {ACCURACY_MARGIN} points below FedAvg's)",
-            ["run", "|SPD|", "FedAvg |SPD|", "FairFed |SPD|", "acc points vs FedAvg", "verdict"],
-            [[v["label"], f"{v['spd']:.4f}", f"{v['fedavg_spd']:.4f}",
+            f"one-shot against the non-private baselines (holds: |SPD| below FedAvg's and "
+            f"FairFed's, and accuracy at most {ACCURACY_MARGIN} points below FedAvg's)",
+            ["K", "run", "|SPD|", "FedAvg |SPD|", "FairFed |SPD|", "acc points vs FedAvg",
+             "verdict"],
+            [[str(v["K"]), v["label"], f"{v['spd']:.4f}", f"{v['fedavg_spd']:.4f}",
               "-" if v["fairfed_spd"] is None else f"{v['fairfed_spd']:.4f}",
               f"{v['accuracy_points_vs_fedavg']:+.2f}",
               "holds" if v["holds"] else "does not hold"] for v in out["verdicts"]]))
     if out["crossover"]:
         tables.append(Table(
             "crossover: one-shot moves fewer bytes than FedAvg above d* = Ñ₂·q/(2R−1) weights",
-            ["run", "Ñ₂ per client", "q", "R", "d*"],
-            [[c["label"], f"{c['rows_per_client']:.0f}", str(c["columns"]), str(c["rounds"]),
-              f"{c['d_star']:,.0f}"] for c in out["crossover"]]))
+            ["K", "run", "Ñ₂ per client", "q", "R", "d*"],
+            [[str(c["K"]), c["label"], f"{c['rows_per_client']:.0f}", str(c["columns"]),
+              str(c["rounds"]), f"{c['d_star']:,.0f}"] for c in out["crossover"]]))
     return tables
 
 

@@ -68,9 +68,16 @@ def plot_rho_sweep(summary: Sequence[dict], *, measure: str, path: Path,
 
 
 def _style(label: str) -> dict:
+    """Colour by method (one-shot's order, DP-FedAvg, the baselines), a triangle for a budget
+    other than ε = 1, a smaller release lighter."""
     colours = {"fedavg": "tab:blue", "fairfed": "tab:orange"}
+    epsilon = label.split("ε=")[1].split()[0] if "ε=" in label else None
+    marker = "o" if epsilon in (None, "1") else "^"
     if label.startswith("oneshot"):
-        return {"color": "tab:green" if label.endswith("100%") else "tab:olive", "marker": "o"}
+        colour = "tab:purple" if " ptf" in label else "tab:green"
+        return {"color": colour if label.endswith("100%") else "tab:olive", "marker": marker}
+    if label.startswith("dp-fedavg"):
+        return {"color": "tab:red", "marker": "s" if marker == "o" else "v"}
     return {"color": colours.get(label, "tab:gray"), "marker": "s"}
 
 
@@ -90,6 +97,34 @@ def plot_accuracy_vs_spd(summary: list[dict], records: list[dict], path: Path) -
     ax.set_title("accuracy against |SPD| (mean ± sd; seeds faint)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_utility_vs_clients(summary: list[dict], path: Path) -> Path:
+    """Balanced accuracy and |SPD| against the number of clients K, one line per run (logistic
+    model, mean ± sd over seeds)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    labels = sorted({s["label"] for s in summary if s["model"] == "logistic"})
+    for label in labels:
+        rows = sorted((s for s in summary if s["label"] == label and s["model"] == "logistic"),
+                      key=lambda s: s["K"])
+        st = _style(label)
+        K = [s["K"] for s in rows]
+        for ax, key in zip(axes, ("balanced_accuracy", "spd")):
+            ax.errorbar(K, [s[key] for s in rows], yerr=[s[key + "_std"] for s in rows],
+                        label=label, capsize=3, **st)
+    for ax, name in zip(axes, ("balanced accuracy", "|SPD|")):
+        ax.set_xscale("log")
+        ax.set_xlabel("clients K")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].axhline(0.5, color="black", linewidth=0.8, linestyle=":")
+    axes[0].set_title("balanced accuracy (0.5: a constant model)")
+    axes[1].set_title("|SPD| (pooled test rows)")
+    axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

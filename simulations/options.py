@@ -92,9 +92,14 @@ def add_settings(parser: argparse.ArgumentParser, groups: Iterable[str] = GROUPS
         parser.set_defaults(order=ORDER_WITHOUT_FLAG)
 
 
-def add_clients(parser: argparse.ArgumentParser) -> None:
-    """``--clients K``: a runtime flag (the number of simulated nodes), not a run setting."""
-    parser.add_argument("--clients", type=int, default=2, help=CLIENTS_HELP)
+def add_clients(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
+    """``--clients K``: a runtime flag (the number of simulated nodes), not a run setting;
+    ``many``: one or more values (a list)."""
+    if many:
+        parser.add_argument("--clients", type=int, nargs="+", default=[2], metavar="K",
+                            help=CLIENTS_HELP + "; several values run the comparison for each")
+    else:
+        parser.add_argument("--clients", type=int, default=2, help=CLIENTS_HELP)
 
 
 def add_fault(parser: argparse.ArgumentParser) -> None:
@@ -105,12 +110,16 @@ def add_fault(parser: argparse.ArgumentParser) -> None:
                              "repeatable")
 
 
-def add_policy(parser: argparse.ArgumentParser, *, nonprivate: bool = False) -> None:
+def add_policy(parser: argparse.ArgumentParser, *, nonprivate: bool = False,
+               max_epsilon: float | None = None) -> None:
     """The clients' privacy policy (:mod:`clients.policy`). In a simulation or a local
     deployment one user holds every client, so the command line states the policy that every
     node applies; ``nonprivate`` is the default of ``--allow-nonprivate`` (true for the commands
-    that run the FedAvg and FairFed baselines)."""
+    that run the FedAvg and FairFed baselines), ``max_epsilon`` that of ``--allow-epsilon``
+    (default: the clients' own default)."""
     default = PrivacyPolicy()
+    if max_epsilon is not None:
+        default = dataclasses.replace(default, max_epsilon=max_epsilon)
     group = parser.add_argument_group("the clients' privacy policy (what every node agrees to)")
     group.add_argument("--allow-orders", nargs="+", choices=ORDERS, default=list(default.orders),
                        metavar="ORDER", help="orders the clients run (default: the private "

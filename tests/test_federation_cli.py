@@ -33,66 +33,95 @@ def test_simulate_rejects_bad_setups_before_starting(tmp_path, capsys, argv, mes
 
 
 def test_compare_plans_every_strategy_on_the_same_seeds():
-    runs = comparison.plan([0, 1], [1.0, 0.1], None)
+    runs = comparison.plan([0, 1], [1.0, 0.1], None, epsilons=[1.0, 4.0],
+                           orders=["fair-then-private", "private-then-fair"])
     labels = [(r["label"], r["model"], r["seed"]) for r in runs]
     for seed in (0, 1):
-        for label in ("oneshot-100%", "oneshot-10%", "fedavg", "fairfed"):
+        for label in ("oneshot ftp ε=1 100%", "oneshot ftp ε=1 10%", "oneshot ptf ε=1 100%",
+                      "oneshot ftp ε=4 100%", "oneshot ptf ε=4 100%", "dp-fedavg ε=1",
+                      "dp-fedavg ε=4", "fedavg", "fairfed"):
             assert (label, "logistic", seed) in labels
+        assert len([x for x in labels if x[1:] == ("logistic", seed)]) == 9
+    assert {(r["epsilon"], r["order"]) for r in runs
+            if r["label"] == "oneshot ptf ε=4 100%"} == {(4.0, "private-then-fair")}
     assert [x for x in labels if x[1] == "mlp"] == [
-        ("oneshot-100%", "mlp", 0), ("oneshot-10%", "mlp", 0), ("fedavg", "mlp", 0)]
+        ("oneshot ftp ε=1 100%", "mlp", 0), ("oneshot ftp ε=1 10%", "mlp", 0), ("fedavg", "mlp", 0)]
     assert not [r for r in comparison.plan([0, 1], [1.0, 0.1], []) if r["model"] == "mlp"]
     with pytest.raises(ConfigError, match="mlp-seeds"):
         comparison.plan([0, 1], [1.0, 0.1], [7])
+    assert comparison.oneshot_label("real", 1.0, 1.0) == "oneshot real 100%"
 
 
-def _record(label, strategy, model, seed, acc, spd, params, rows, n_exchanges, per_exchange):
-    exchanges = [Exchange(i, "train", 2, 2, per_exchange, per_exchange, 0, 0, 0.1).as_dict()
+def _record(label, strategy, model, seed, acc, spd, params, rows, n_exchanges, per_exchange,
+            K=2, bal=0.6, epsilon=None):
+    exchanges = [Exchange(i, "train", K, K, per_exchange, per_exchange, 0, 0, 0.1).as_dict()
                  for i in range(n_exchanges)]
     total = 2 * per_exchange * n_exchanges
-    return {"label": label, "strategy": strategy, "model": model, "seed": seed,
-            "stage2_fraction": None, "accuracy": acc, "spd": spd, "eod": spd / 2,
+    return {"label": label, "strategy": strategy, "model": model, "seed": seed, "K": K,
+            "stage2_fraction": None, "accuracy": acc, "balanced_accuracy": bal, "spd": spd,
+            "eod": spd / 2, "epsilon": epsilon,
             "rounds": n_exchanges - 1, "bytes_up": total / 2, "bytes_down": total / 2,
             "bytes_total": total, "ratio_bytes": 1.0, "ratio_payload": 1.0,
             "rows_released": rows, "seconds": 1.0, "params": params, "columns": 12,
-            "clients": 2, "exchanges": exchanges}
+            "clients": K, "exchanges": exchanges}
 
 
 def test_compare_verdicts_crossover_and_figures(tmp_path, capsys):
     records = []
     for seed in (0, 1):
         records += [
-            _record("oneshot-100%", "oneshot", "logistic", seed, 0.880, 0.10, 12, 16_000, 2,
-                    800_000),
-            _record("oneshot-10%", "oneshot", "logistic", seed, 0.860, 0.12, 12, 1_600, 2,
-                    80_000),
+            _record("oneshot ftp ε=1 100%", "oneshot", "logistic", seed, 0.880, 0.10, 12,
+                    16_000, 2, 800_000, bal=0.62, epsilon=1.0),
+            _record("oneshot ftp ε=1 10%", "oneshot", "logistic", seed, 0.860, 0.12, 12, 1_600,
+                    2, 80_000, epsilon=1.0),
+            _record("dp-fedavg ε=1", "dp-fedavg", "logistic", seed, 0.870 + 0.01 * seed, 0.20,
+                    12, None, 21, 1_000, bal=0.55 + 0.01 * seed, epsilon=0.999),
             _record("fedavg", "fedavg", "logistic", seed, 0.885, 0.40, 12, None, 22, 1_000),
             _record("fairfed", "fairfed", "logistic", seed, 0.884, 0.30, 12, None, 22, 1_500),
+            _record("fedavg", "fedavg", "logistic", seed, 0.70, 0.05, 12, None, 22, 1_000, K=10),
+            _record("dp-fedavg ε=1", "dp-fedavg", "logistic", seed, 0.60, 0.01, 12, None, 21,
+                    1_000, K=10, bal=0.5, epsilon=0.999),
         ]
     records.append(_record("fedavg", "fedavg", "mlp", 0, 0.89, 0.41, 107_201, None, 22,
                            1_800_000))
     out = comparison.payload(records, rounds=20, args={})
     verdicts = {v["label"]: v for v in out["verdicts"]}
     # 88.0 vs 88.5: −0.5 points, fairer than both → holds; 86.0: −2.5 points → does not.
-    assert verdicts["oneshot-100%"]["holds"] is True
-    assert verdicts["oneshot-100%"]["accuracy_points_vs_fedavg"] == pytest.approx(-0.5)
-    assert verdicts["oneshot-10%"]["lower_spd_than_both"] is True
-    assert verdicts["oneshot-10%"]["holds"] is False
+    assert verdicts["oneshot ftp ε=1 100%"]["holds"] is True
+    assert verdicts["oneshot ftp ε=1 100%"]["accuracy_points_vs_fedavg"] == pytest.approx(-0.5)
+    assert verdicts["oneshot ftp ε=1 10%"]["lower_spd_than_both"] is True
+    assert verdicts["oneshot ftp ε=1 10%"]["holds"] is False
+    # At equal ε: 88.0 against DP-FedAvg's mean 87.5, balanced 0.62 against 0.555.
+    equal = {e["label"]: e for e in out["equal_privacy"]}
+    top = equal["oneshot ftp ε=1 100%"]
+    assert top["dp_fedavg"] == "dp-fedavg ε=1" and top["K"] == 2
+    assert top["accuracy_points"] == pytest.approx(0.5)
+    assert top["balanced_accuracy_diff"] == pytest.approx(0.065)
+    assert top["spd_diff"] == pytest.approx(-0.10)
+    assert top["statement"] == "one-shot wins on balanced accuracy, |SPD|, accuracy"
+    assert equal["oneshot ftp ε=1 10%"]["statement"] == (
+        "one-shot wins on balanced accuracy, |SPD|; DP-FedAvg on accuracy")
+    assert {s["K"] for s in out["summary"]} == {2, 10}
     # d* = Ñ₂·q / (2R − 1) with Ñ₂ = 8,000 rows per client, q = 12, R = 20.
     cross = {c["label"]: c["d_star"] for c in out["crossover"]}
-    assert cross["oneshot-100%"] == pytest.approx(8000 * 12 / 39)
-    assert cross["oneshot-10%"] == pytest.approx(800 * 12 / 39)
+    assert cross["oneshot ftp ε=1 100%"] == pytest.approx(8000 * 12 / 39)
+    assert cross["oneshot ftp ε=1 10%"] == pytest.approx(800 * 12 / 39)
     paths = [figures.plot_accuracy_vs_spd(out["summary"], records, tmp_path / "a.png"),
              figures.plot_bytes_vs_rounds(records, tmp_path / "b.png"),
              figures.plot_bytes_vs_model_size(records, out["crossover"], tmp_path / "c.png",
-                                              rounds=20)]
+                                              rounds=20),
+             figures.plot_utility_vs_clients(out["summary"], tmp_path / "d.png")]
     assert all(p.stat().st_size > 10_000 for p in paths)
     page = write_tables(tmp_path / "tables.md", comparison.tables(out),
                         argv=["compare", "--seeds", "0", "1"]).read_text()
     assert page == capsys.readouterr().out
     assert page.startswith("Produced by `fairsynth compare --seeds 0 1` on ")
-    assert "| oneshot-100% | 0.1000 | 0.4000 | 0.3000 | -0.50 | holds |" in page
-    assert "| oneshot-10% | 0.1200 | 0.4000 | 0.3000 | -2.50 | does not hold |" in page
-    assert "| oneshot-100% | 8000 | 12 | 20 | 2,462 |" in page
+    assert ("| 2 | oneshot ftp ε=1 100% | 0.1000 | 0.4000 | 0.3000 | -0.50 | holds |"
+            in page)
+    assert ("| 2 | oneshot ftp ε=1 10% | 0.1200 | 0.4000 | 0.3000 | -2.50 | does not hold |"
+            in page)
+    assert "| 2 | oneshot ftp ε=1 100% | dp-fedavg ε=1 | +0.50 | +0.065 | -0.1000 |" in page
+    assert "| 2 | oneshot ftp ε=1 100% | 8000 | 12 | 20 | 2,462 |" in page
 
 
 @ray_test
