@@ -470,10 +470,16 @@ def _check_groups(real: TabularData, measure: Measure) -> None:
 
 
 def _decode(enc: Encoder, real: TabularData, init: np.ndarray, z: np.ndarray) -> TabularData:
-    """Synthetic rows in original units: continuous decoded, categorical copied from init rows."""
+    """Synthetic rows in original units: continuous decoded (and kept within the columns'
+    declared bounds: the learned values are free to drift past them, and a value outside its
+    public range is not a row of this table), categorical copied from init rows."""
     features = real.features.iloc[init].reset_index(drop=True).copy()
     cont = [c.name for c in enc.schema.continuous]
     if cont:
-        features[cont] = pd.DataFrame(enc.decode_continuous(z), columns=cont)
+        values = enc.decode_continuous(z)
+        for j, col in enumerate(enc.schema.continuous):
+            if col.bounds is not None:
+                values[:, j] = np.clip(values[:, j], *col.bounds)
+        features[cont] = pd.DataFrame(values, columns=cont)
     return TabularData(schema=real.schema, features=features, s=real.s[init].copy(),
                        y=real.y[init].copy())

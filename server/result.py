@@ -33,6 +33,8 @@ class FederationResult:
     history : per-round strategy state (FairFed: gaps and weights).
     seconds : wall time of the server flow.
     config : the run configuration (kebab-case).
+    runtime : where it ran (a simulation: the Ray address, or none for the embedded engine,
+        and the cluster's nodes and resources).
     privacy : what the run's guarantee is and what it spent (DP-FedAvg; empty otherwise:
         one-shot's guarantees are per client, in ``clients``).
     model_params : the final model's arrays (not written to JSON).
@@ -53,6 +55,7 @@ class FederationResult:
     seconds: float = 0.0
     config: dict = dataclasses.field(default_factory=dict)
     privacy: dict = dataclasses.field(default_factory=dict)
+    runtime: dict = dataclasses.field(default_factory=dict)
     model_params: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property

@@ -78,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{i}/{len(runs)}] K = {r['K']}: {r['label']} ({r['model']}), seed {r['seed']} "
               "...", flush=True)
         start = time.perf_counter()
-        result = simulate(config, clients=r["K"], verbose=args.verbose > 0, policy=rules)
-        records.append(comparison.record(r, result, time.perf_counter() - start))
+        result = simulate(config, clients=r["K"], verbose=args.verbose > 0, policy=rules,
+                          address=args.ray_address)
+        records.append({**comparison.record(r, result, time.perf_counter() - start),
+                        "runtime": result.runtime})
         write_json(path, comparison.payload(records, rounds=base.rounds, args=record_of_args))
     out = comparison.payload(records, rounds=base.rounds, args=record_of_args)
     write_json(path, out)

@@ -5,13 +5,23 @@
 the machine's cores), with the :class:`RunConfig` handed to both apps as an object (the
 engine's ``context.run_config`` is empty). :func:`preflight` checks, before the runtime
 starts, what every client would fail on.
+
+By default the engine starts its own Ray, inside this process tree, and stops it at the end.
+Given the address of an existing Ray cluster (``ray_address``, or the ``RAY_ADDRESS``
+environment variable), it connects to that cluster instead (:func:`connect_ray`): the
+ClientApps then run as actors on the cluster's nodes, one CPU each, and the cluster keeps
+running afterwards. Every node needs the same Python environment and the data at the same
+path; the driver passes ``PYTHONPATH`` and ``FAIRSYNTH_DATA_DIR`` to the actors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
+import socket
+import sys
 import tempfile
 import threading
 import time
@@ -22,6 +32,7 @@ from clients.faults import Fault
 from clients.node_data import NUM_PARTITIONS, PARTITION_ID, load_split
 from clients.policy import PrivacyPolicy
 from clients.synthesizers import make_synthesizer
+from common.datasets import DATA_ENV
 from common.errors import ConfigError, FairsynthError, PolicyError
 from common.run_config import RunConfig
 from server.result import FederationResult
@@ -112,9 +123,45 @@ class StuckClientStopper:
                 pass
 
 
+def ray_address(explicit: str | None = None) -> str | None:
+    """The Ray cluster to run on: ``explicit``, else ``$RAY_ADDRESS``, else None (embedded)."""
+    return explicit or os.environ.get("RAY_ADDRESS") or None
+
+
+def connect_ray(address: str, *, verbose: bool = False) -> dict:
+    """Connect this process to the existing Ray cluster at ``address``; returns what it is
+    (address, nodes, total resources). Flower's Ray backend then uses this connection."""
+    import ray
+
+    paths = [p for p in [*sys.path, os.environ.get("PYTHONPATH", "")] if p]
+    env = {**RUNTIME_ENV, "PYTHONPATH": os.pathsep.join(paths)}
+    if os.environ.get(DATA_ENV):
+        env[DATA_ENV] = os.environ[DATA_ENV]
+    fix = ("start one with `ray start --head`, or drop --ray-address (and RAY_ADDRESS) to "
+           "use the embedded engine.")
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit():  # Ray itself would wait for minutes on a closed port
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+        except OSError as exc:
+            raise ConfigError(f"cannot connect to the Ray cluster at {address!r} ({exc}); "
+                              + fix) from None
+    try:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=verbose,
+                 logging_level="INFO" if verbose else "ERROR")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"cannot connect to the Ray cluster at {address!r} ({exc}); "
+                          + fix) from None
+    resources = {k: float(v) for k, v in ray.cluster_resources().items()
+                 if not k.startswith("node:")}
+    return {"ray_address": address, "embedded": False,
+            "nodes": sum(1 for n in ray.nodes() if n.get("Alive")), "resources": resources}
+
+
 def simulate(config: RunConfig, *, clients: int, verbose: bool = False,
              faults: Mapping[int, Fault] | None = None,
-             policy: PrivacyPolicy | None = None) -> FederationResult:
+             policy: PrivacyPolicy | None = None,
+             address: str | None = None) -> FederationResult:
     """Run one federation in-process; returns the server's result.
 
     Parameters
@@ -125,6 +172,8 @@ def simulate(config: RunConfig, *, clients: int, verbose: bool = False,
     faults : partition id → a failure that node injects on purpose (:mod:`clients.faults`).
     policy : the privacy policy every client applies (:mod:`clients.policy`); None: the
         clients' default (private orders, ε ≤ 1, no non-private handlers).
+    address : an existing Ray cluster to run on (:func:`ray_address`); None: the embedded one.
+        The result's ``runtime`` says which ran, with the cluster's resources.
 
     Raises
     ------
@@ -135,6 +184,7 @@ def simulate(config: RunConfig, *, clients: int, verbose: bool = False,
     from flwr.simulation import run_simulation
 
     policy = policy or PrivacyPolicy()
+    address = ray_address(address)
     preflight(config, clients, policy)
     for k in faults or {}:
         if not 0 <= k < clients:
@@ -149,10 +199,15 @@ def simulate(config: RunConfig, *, clients: int, verbose: bool = False,
         os.environ.setdefault("FLWR_HOME", home)
         # A ClientApp process that dies is restarted by Ray (max_restarts); without it, the dead
         # actor would stay in Flower's pool and fail every later message sent to it.
+        cpus = max(1, min(clients, os.cpu_count() or 1))
         backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0, "max_restarts": 4},
-                   "init_args": {"num_cpus": max(1, min(clients, os.cpu_count() or 1)),
-                                 "log_to_driver": verbose,
+                   "init_args": {"num_cpus": cpus, "log_to_driver": verbose,
                                  "logging_level": "INFO" if verbose else "ERROR"}}
+        if address:  # Flower's backend finds Ray initialised and uses this connection
+            runtime = connect_ray(address, verbose=verbose)
+        else:
+            runtime = {"ray_address": None, "embedded": True, "nodes": 1,
+                       "resources": {"CPU": float(cpus)}}
         start = time.perf_counter()
 
         def done(result: FederationResult) -> None:
@@ -169,6 +224,10 @@ def simulate(config: RunConfig, *, clients: int, verbose: bool = False,
                            num_supernodes=clients, backend_config=backend)
         finally:
             stopper.cancel()
+            if address:
+                import ray
+
+                ray.shutdown()  # disconnects; the cluster keeps running
         logger.info("simulation finished in %.1f s", time.perf_counter() - start)
         if os.environ.get("FLWR_HOME") == home:
             del os.environ["FLWR_HOME"]
@@ -176,7 +235,7 @@ def simulate(config: RunConfig, *, clients: int, verbose: bool = False,
         raise errors[0]
     if not results:
         raise ConfigError("the simulation ended without a result; rerun with -v for the log.")
-    return results[0]
+    return dataclasses.replace(results[0], runtime=runtime)
 
 
 def quiet_flower(verbose: int) -> None:

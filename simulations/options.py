@@ -100,6 +100,9 @@ def add_clients(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
                             help=CLIENTS_HELP + "; several values run the comparison for each")
     else:
         parser.add_argument("--clients", type=int, default=2, help=CLIENTS_HELP)
+    parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="run on this existing Ray cluster (e.g. 127.0.0.1:6379, or auto) "
+                             "instead of an embedded one; default: $RAY_ADDRESS if set")
 
 
 def add_fault(parser: argparse.ArgumentParser) -> None:

@@ -37,12 +37,16 @@ def run(args: argparse.Namespace) -> int:
     rules = options.policy(args)
     start = time.perf_counter()
     result = simulate(config, clients=args.clients, verbose=args.verbose > 0, faults=faults,
-                      policy=rules)
+                      policy=rules, address=args.ray_address)
     wall = time.perf_counter() - start
     payload = {**result.as_dict(), "clients_requested": args.clients, "wall_seconds": wall,
                "client_policy": rules.describe()}
     path = write_json(args.out / "results.json", payload)
     report.print_result(result, wall=wall)
     print(f"the clients' privacy policy: {rules.describe()}")
+    where = result.runtime
+    print("ran on " + ("the embedded Ray engine" if where["embedded"] else
+                       f"the Ray cluster at {where['ray_address']} ({where['nodes']} node(s), "
+                       f"{where['resources'].get('CPU', 0):g} CPUs)"))
     print(f"wrote {path}")
     return 0

@@ -361,3 +361,20 @@ def test_lam_in_zero_is_chosen_by_cross_validation():
     fixed = FairDistiller(Stage1Config(rho=10.0, lam_in=0.5, iterations=5),
                           progress=False).fit(data)
     assert fixed.lam_in == 0.5
+
+
+def test_learned_values_stay_within_the_declared_bounds():
+    # A learned row pushed far past a column's public range comes back at the bound (the
+    # server rejects a release with values far outside it); inside the range, unchanged.
+    from clients.stage1 import _decode
+
+    data = make_synthetic(50, seed=2)
+    enc = Encoder.fit(data)
+    z = enc.encode_z(data)[:3].copy()
+    j = 0  # the first continuous column, bounds (-8, 8)
+    z[0, j] = (100.0 - enc.mean[j]) / enc.std[j]
+    z[1, j] = (-100.0 - enc.mean[j]) / enc.std[j]
+    out = _decode(enc, data, np.arange(3), z)
+    values = out.features[enc.schema.continuous[j].name].to_numpy()
+    np.testing.assert_allclose(values[:2], [8.0, -8.0])
+    assert values[2] == pytest.approx(data.features[enc.schema.continuous[j].name].iloc[2])
