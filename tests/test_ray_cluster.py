@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from federation_helpers import ray_test
 
 ROOT = Path(__file__).resolve().parent.parent
