@@ -15,7 +15,8 @@ eod, the ε spent, rounds, bytes_up, bytes_down, seconds and the per-exchange tr
 over seeds; the verdicts below) after every run, and four figures: ``accuracy_vs_spd.png``,
 ``bytes_vs_rounds.png``, ``bytes_vs_model_size.png`` (measured bytes against METHOD.md's
 formula, the crossover ``d* = Ñ₂·q / (2R − 1)`` marked) and, with more than one ``K``,
-``utility_vs_clients.png`` (balanced accuracy and |SPD| against K).
+``utility_vs_clients.png`` (balanced accuracy and |SPD| against K). A run that fails is
+listed under ``failed`` with its reason and the others go on; the command then exits with 1.
 The runs and what they record are :mod:`simulations.comparison`; the figures are
 :mod:`simulations.figures`.
 """
@@ -26,6 +27,7 @@ import argparse
 import time
 from pathlib import Path
 
+from common.errors import ConfigError, FairsynthError
 from common.jsonio import write_json
 from simulations import comparison, figures, options
 from simulations.engine import preflight, quiet_flower, simulate
@@ -72,18 +74,29 @@ def run(args: argparse.Namespace) -> int:
         preflight(config, r["K"], rules)
     print(f"the clients' privacy policy: {rules.describe()}")
     records: list[dict] = []
+    failed: list[dict] = []
     record_of_args = options.args_record(args)
     path = Path(args.out) / "compare.json"
     for i, (r, config) in enumerate(zip(runs, configs), 1):
         print(f"[{i}/{len(runs)}] K = {r['K']}: {r['label']} ({r['model']}), seed {r['seed']} "
               "...", flush=True)
         start = time.perf_counter()
-        result = simulate(config, clients=r["K"], verbose=args.verbose > 0, policy=rules,
-                          address=args.ray_address)
-        records.append({**comparison.record(r, result, time.perf_counter() - start),
-                        "runtime": result.runtime})
-        write_json(path, comparison.payload(records, rounds=base.rounds, args=record_of_args))
-    out = comparison.payload(records, rounds=base.rounds, args=record_of_args)
+        try:
+            result = simulate(config, clients=r["K"], verbose=args.verbose > 0, policy=rules,
+                              address=args.ray_address)
+        except FairsynthError as exc:  # one failed run does not cost the others
+            print(f"  failed: {exc}", flush=True)
+            failed.append({**{k: r[k] for k in ("K", "label", "model", "seed")},
+                           "error": str(exc)})
+        else:
+            records.append({**comparison.record(r, result, time.perf_counter() - start),
+                            "runtime": result.runtime})
+        write_json(path, {**comparison.payload(records, rounds=base.rounds,
+                                               args=record_of_args), "failed": failed})
+    if not records:
+        raise ConfigError(f"every run failed; the first: {failed[0]['error']}")
+    out = {**comparison.payload(records, rounds=base.rounds, args=record_of_args),
+           "failed": failed}
     write_json(path, out)
     figures.plot_accuracy_vs_spd(out["summary"], records, args.out / "accuracy_vs_spd.png")
     figures.plot_bytes_vs_rounds(records, args.out / "bytes_vs_rounds.png")
@@ -96,4 +109,8 @@ def run(args: argparse.Namespace) -> int:
     comparison.warn_missing_formula(out)
     tables = write_tables(args.out / "tables.md", comparison.tables(out), argv=args.argv)
     print(f"wrote {path}, {tables} and {count} figures")
+    if failed:
+        print(f"{len(failed)} run(s) failed (in compare.json, 'failed'): "
+              + "; ".join(f"K = {f['K']} {f['label']} seed {f['seed']}" for f in failed))
+        return 1
     return 0
