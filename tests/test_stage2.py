@@ -404,3 +404,15 @@ def test_law_school_client_end_to_end(law_school):
     on_syn = fit_global_model([rows]).evaluate(split.test)
     assert on_syn["accuracy"] >= on_real["accuracy"] - 0.01
     assert 0.5 * on_real["spd"] <= on_syn["spd"] <= 1.5 * on_real["spd"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_client_of_a_few_dozen_rows_trains(seed):
+    # About one expected row per DP-SGD batch: the generator still gets a batch of two or
+    # more (its batch norm needs them), as in a 500-way split of Adult.
+    small = datasets.make_synthetic(20, seed=seed)
+    gen = make_generator("dp-ctgan", epsilon=1.0, delta=1e-3, seed=seed, noise_seed=seed,
+                         epochs=2)
+    gen.fit(small)
+    rows = gen.sample(10)
+    assert len(rows) == 10 and rows.schema == small.schema

@@ -147,15 +147,18 @@ class DPCTGAN:
                                  betas=(0.5, 0.9))
         n_hat = float(self.stats.cell_counts.sum())
         expected_packs = max(1, int(round(sample_rate * n_hat / cfg.pac)))
+        # The generator's batch norm needs two rows at least: a small client (a few dozen
+        # rows) would otherwise generate one. Fake packs carry no private data.
+        fake_packs = max(expected_packs, 2)
         critic = PrivateCritic(
             Discriminator(self.transformer.width + conditioning.cond_dim, cfg.discriminator_dims,
                           cfg.pac),
             lr=cfg.lr_discriminator, noise_multiplier=self.noise_multiplier,
-            max_grad_norm=cfg.max_grad_norm, expected_batch_size=2 * expected_packs,
+            max_grad_norm=cfg.max_grad_norm, expected_batch_size=expected_packs + fake_packs,
             generator=gen, secure_mode=cfg.secure_mode)
         self.critic = critic
-        n_fake = expected_packs * cfg.pac
-        fake_target = torch.zeros(expected_packs)
+        n_fake = fake_packs * cfg.pac
+        fake_target = torch.zeros(fake_packs)
         n = len(real)
         steps_per_epoch = max(1, int(round(1.0 / sample_rate)))
         bar = tqdm(total=math.ceil(steps / steps_per_epoch), desc="dp-ctgan epochs",
