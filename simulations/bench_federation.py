@@ -1,12 +1,13 @@
-"""Benchmark: ``fairsynth simulate`` end to end, and a 50-client federation.
+"""Benchmark: ``fairsynth simulate`` end to end, a 50-client and a 500-client federation.
 
 Run as a script (it starts the command line in a subprocess and watches its process tree)::
 
     FAIRSYNTH_DATA_DIR=../shared/data python -m simulations.bench_federation \\
-        [--skip-k50] [--out results/bench_federation.json]
+        [--skip-k50] [--k500] [--out results/bench_federation.json]
 
 Measures, for the default run (Law School, 2 clients, fair-then-private, ε = 1; target
-≤ 60 s) and for Law School split 50 ways (target ≤ 10 min): wall time of the whole command
+≤ 60 s), for Law School split 50 ways (target ≤ 10 min) and, with ``--k500``, for Adult split
+500 ways (target ≤ 15 min): wall time of the whole command
 (Python start, Ray start, both stages on every client, server, evaluation) and peak memory,
 as the largest sum of resident set sizes over the command's process tree (the CLI and every
 Ray process it starts, sampled every 0.2 s from ``/proc``) and as the CLI process's own
@@ -111,7 +112,9 @@ def measure(argv: list[str], *, target_seconds: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("results/bench_federation.json"))
-    parser.add_argument("--skip-k50", action="store_true", help="only the default run")
+    parser.add_argument("--skip-k50", action="store_true", help="no 50-client run")
+    parser.add_argument("--k500", action="store_true",
+                        help="also Adult split 500 ways (about 10 minutes)")
     args = parser.parse_args(argv)
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -120,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.skip_k50:
         report["simulate_k50"] = measure(["simulate", "--clients", "50"], target_seconds=600)
+    if args.k500:
+        report["simulate_adult_k500"] = measure(["simulate", "--dataset", "adult",
+                                                 "--clients", "500"], target_seconds=900)
     write_json(args.out, report)
     print(json.dumps(report, indent=2))
     return 0
