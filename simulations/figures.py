@@ -116,8 +116,11 @@ def plot_utility_vs_clients(summary: list[dict], path: Path) -> Path:
         for ax, key in zip(axes, ("balanced_accuracy", "spd")):
             ax.errorbar(K, [s[key] for s in rows], yerr=[s[key + "_std"] for s in rows],
                         label=label, capsize=3, **st)
+    ks = sorted({s["K"] for s in summary})
     for ax, name in zip(axes, ("balanced accuracy", "|SPD|")):
         ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(ks, [str(k) for k in ks])
         ax.set_xlabel("clients K")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
