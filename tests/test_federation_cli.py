@@ -124,6 +124,47 @@ def test_compare_verdicts_crossover_and_figures(tmp_path, capsys):
     assert "| 2 | oneshot ftp ε=1 100% | 8000 | 12 | 20 | 2,462 |" in page
 
 
+def test_compare_records_a_failed_run_and_goes_on(tmp_path, monkeypatch, capsys):
+    from common.errors import ReplyError
+    from server.result import FederationResult
+    from simulations import compare
+
+    calls = []
+
+    def fake_simulate(config, *, clients, **_):
+        calls.append((config.strategy, config.epsilon, clients))
+        if config.strategy == "dp-fedavg":
+            raise ReplyError("only 1 of 2 clients sent valid rows")
+        return FederationResult(
+            strategy=config.strategy, model="logistic", params=6, columns=7,
+            metrics={"accuracy": 0.8, "balanced_accuracy": 0.7, "spd": 0.1, "eod": 0.05},
+            rounds=1, exchanges=(Exchange(0, "query", clients, clients, 100, 1000, 80, 900, 0.1),),
+            formula_numbers={"rows": 100}, covered=(("query", "up"),),
+            runtime={"ray_address": None, "embedded": True})
+
+    monkeypatch.setattr(compare, "simulate", fake_simulate)
+    code = main(["compare", "--dataset", "synthetic", "--seeds", "0", "--fraction", "1.0",
+                 "--epsilon", "1", "--order", "private-then-fair", "--mlp-seeds",
+                 "--out", str(tmp_path)])
+    assert code == 1
+    assert [c[0] for c in calls] == ["oneshot", "dp-fedavg", "fedavg", "fairfed"]
+    out = json.loads((tmp_path / "compare.json").read_text())
+    assert [r["label"] for r in out["records"]] == ["oneshot ptf ε=1 100%", "fedavg", "fairfed"]
+    assert out["failed"] == [{"K": 2, "label": "dp-fedavg ε=1", "model": "logistic", "seed": 0,
+                              "error": "only 1 of 2 clients sent valid rows"}]
+    assert "1 run(s) failed" in capsys.readouterr().out
+    # several K: each run at its own K (and min-clients), and the figure against K
+    calls.clear()
+    assert main(["compare", "--dataset", "synthetic", "--clients", "2", "3", "--seeds", "0",
+                 "--fraction", "1.0", "--epsilon", "1", "--order", "private-then-fair",
+                 "--mlp-seeds", "--out", str(tmp_path / "k")]) == 1
+    assert sorted({c[2] for c in calls}) == [2, 3]
+    out = json.loads((tmp_path / "k" / "compare.json").read_text())
+    assert sorted({(r["K"], r["label"]) for r in out["records"]})[:2] == [
+        (2, "fairfed"), (2, "fedavg")]
+    assert (tmp_path / "k" / "utility_vs_clients.png").stat().st_size > 10_000
+
+
 @ray_test
 def test_simulate_end_to_end_writes_results(tmp_path, capsys):
     out = tmp_path / "run"
