@@ -22,6 +22,8 @@ METRICS = ["accuracy", "balanced_accuracy", "spd", "eod", "epsilon", "rounds", "
            "rows_released", "seconds"]
 #: Accuracy points by which one-shot may trail FedAvg in the verdict.
 ACCURACY_MARGIN = 1.5
+#: A model whose balanced accuracy is within this of 0.5 is (nearly) constant.
+CONSTANT_MARGIN = 0.02
 
 
 #: Short names of the orders in run labels.
@@ -126,7 +128,7 @@ def _row(summary: list[dict], label: str, K: int, model: str = "logistic") -> di
 
 def verdicts(summary: list[dict]) -> list[dict]:
     """One-shot (logistic) against the non-private baselines of the same ``K``: fairer, at
-    accuracy within the margin?"""
+    accuracy within the margin, and not a (nearly) constant model?"""
     out = []
     for s in summary:
         fedavg, fairfed = _row(summary, "fedavg", s["K"]), _row(summary, "fairfed", s["K"])
@@ -134,13 +136,15 @@ def verdicts(summary: list[dict]) -> list[dict]:
             continue
         fairer = s["spd"] < fedavg["spd"] and (fairfed is None or s["spd"] < fairfed["spd"])
         diff = 100 * (s["accuracy"] - fedavg["accuracy"])
+        constant = s["balanced_accuracy"] < 0.5 + CONSTANT_MARGIN
         out.append({"K": s["K"], "label": s["label"], "spd": s["spd"],
                     "fedavg_spd": fedavg["spd"],
                     "fairfed_spd": fairfed["spd"] if fairfed else None,
                     "accuracy_points_vs_fedavg": diff,
                     "lower_spd_than_both": bool(fairer),
                     "accuracy_within_margin": bool(diff >= -ACCURACY_MARGIN),
-                    "holds": bool(fairer and diff >= -ACCURACY_MARGIN)})
+                    "constant_model": bool(constant),
+                    "holds": bool(fairer and diff >= -ACCURACY_MARGIN and not constant)})
     return out
 
 
@@ -164,6 +168,11 @@ def equal_privacy(summary: list[dict]) -> list[dict]:
                                  ("accuracy", d_acc < 0)) if ok]
         statement = ("one-shot wins on " + (", ".join(better) or "nothing")
                      + ("; DP-FedAvg on " + ", ".join(worse) if worse else ""))
+        constant = [name for name, row in (("one-shot", s), ("DP-FedAvg", dp))
+                    if row["balanced_accuracy"] < 0.5 + CONSTANT_MARGIN]
+        if constant:  # a constant model's small |SPD| is no fairness
+            statement = (f"{' and '.join(constant)}: (nearly) a constant model, balanced "
+                         f"accuracy below {0.5 + CONSTANT_MARGIN:g}; " + statement)
         out.append({"K": s["K"], "label": s["label"], "epsilon": float(eps),
                     "dp_fedavg": dp["label"], "accuracy_points": d_acc,
                     "balanced_accuracy_diff": d_bal, "spd_diff": d_spd,
@@ -215,13 +224,16 @@ def tables(out: dict) -> list[Table]:
     if out["verdicts"]:
         tables.append(Table(
             f"one-shot against the non-private baselines (holds: |SPD| below FedAvg's and "
-            f"FairFed's, and accuracy at most {ACCURACY_MARGIN} points below FedAvg's)",
+            f"FairFed's, accuracy at most {ACCURACY_MARGIN} points below FedAvg's, and balanced "
+            f"accuracy at least {0.5 + CONSTANT_MARGIN:g})",
             ["K", "run", "|SPD|", "FedAvg |SPD|", "FairFed |SPD|", "acc points vs FedAvg",
              "verdict"],
             [[str(v["K"]), v["label"], f"{v['spd']:.4f}", f"{v['fedavg_spd']:.4f}",
               "-" if v["fairfed_spd"] is None else f"{v['fairfed_spd']:.4f}",
               f"{v['accuracy_points_vs_fedavg']:+.2f}",
-              "holds" if v["holds"] else "does not hold"] for v in out["verdicts"]]))
+              "holds" if v["holds"] else
+              "does not hold (constant model)" if v["constant_model"] else "does not hold"]
+             for v in out["verdicts"]]))
     if out["crossover"]:
         tables.append(Table(
             "crossover: one-shot moves fewer bytes than FedAvg above d* = Ñ₂·q/(2R−1) weights",

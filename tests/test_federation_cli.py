@@ -81,6 +81,8 @@ def test_compare_verdicts_crossover_and_figures(tmp_path, capsys):
             _record("fedavg", "fedavg", "logistic", seed, 0.70, 0.05, 12, None, 22, 1_000, K=10),
             _record("dp-fedavg ε=1", "dp-fedavg", "logistic", seed, 0.60, 0.01, 12, None, 21,
                     1_000, K=10, bal=0.5, epsilon=0.999),
+            _record("oneshot ptf ε=1 100%", "oneshot", "logistic", seed, 0.61, 0.03, 12, 300, 2,
+                    1_000, K=10, bal=0.6, epsilon=1.0),
         ]
     records.append(_record("fedavg", "fedavg", "mlp", 0, 0.89, 0.41, 107_201, None, 22,
                            1_800_000))
@@ -101,7 +103,11 @@ def test_compare_verdicts_crossover_and_figures(tmp_path, capsys):
     assert top["statement"] == "one-shot wins on balanced accuracy, |SPD|, accuracy"
     assert equal["oneshot ftp ε=1 10%"]["statement"] == (
         "one-shot wins on balanced accuracy, |SPD|; DP-FedAvg on accuracy")
+    assert equal["oneshot ptf ε=1 100%"]["statement"] == (
+        "DP-FedAvg: (nearly) a constant model, balanced accuracy below 0.52; one-shot wins on "
+        "balanced accuracy, accuracy; DP-FedAvg on |SPD|")
     assert {s["K"] for s in out["summary"]} == {2, 10}
+    assert "oneshot ftp ε=1 100%" not in {e["label"] for e in out["equal_privacy"] if e["K"] == 10}
     # d* = Ñ₂·q / (2R − 1) with Ñ₂ = 8,000 rows per client, q = 12, R = 20.
     cross = {c["label"]: c["d_star"] for c in out["crossover"]}
     assert cross["oneshot ftp ε=1 100%"] == pytest.approx(8000 * 12 / 39)
