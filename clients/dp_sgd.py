@@ -100,12 +100,15 @@ def train(params: Mapping[str, np.ndarray], X: np.ndarray, y: np.ndarray, *, pla
         if i < len(layers) - 1:
             modules.append(torch.nn.ReLU())
     net = GradSampleModule(torch.nn.Sequential(*modules))
-    gen = None if secure_mode else torch.Generator().manual_seed(int(seed))
+    # The batches always come from this seeded generator (torch's global one starts from a
+    # fixed seed, which anyone could replay); in secure mode Opacus draws the noise itself.
+    gen = torch.Generator().manual_seed(int(seed))
     optimizer = DPOptimizer(torch.optim.SGD(net.parameters(), lr=lr, weight_decay=l2),
                             noise_multiplier=plan.noise_multiplier,
                             max_grad_norm=plan.max_grad_norm,
                             expected_batch_size=max(1, int(round(plan.sample_rate * len(X)))),
-                            loss_reduction="mean", generator=gen, secure_mode=secure_mode)
+                            loss_reduction="mean", generator=None if secure_mode else gen,
+                            secure_mode=secure_mode)
     dataset = torch.utils.data.TensorDataset(torch.as_tensor(np.asarray(X, np.float64)),
                                              torch.as_tensor(np.asarray(y, np.float64)))
     loader = DPDataLoader(dataset, sample_rate=plan.sample_rate, generator=gen)

@@ -168,3 +168,19 @@ def test_a_dp_fedavg_run_spends_at_most_its_budget(data_dir):
         [plan.epsilon_after(r) for r in (1, 2, 3)])
     assert result.privacy["epsilon"] <= config.epsilon
     assert math.isfinite(result.metrics["accuracy"]) and result.metrics["accuracy"] > 0.5
+
+
+def test_a_seeded_round_repeats_and_a_secure_one_does_not():
+    # Batches and noise follow the seed (drawn fresh by the client unless it seeds its noise);
+    # Opacus' secure noise cannot be replayed from it.
+    rng = np.random.default_rng(5)
+    X = np.c_[rng.normal(size=(200, 3)), np.ones(200)]
+    y = (rng.random(200) < 0.5).astype(float)
+    start = {"layer0.weight": np.zeros((1, 4))}
+    plan = _plan(sample_rate=0.1, steps_per_round=10, noise_multiplier=1.0)
+    a = dp_sgd.train(start, X, y, plan=plan, lr=0.5, l2=0.0, seed=1)
+    b = dp_sgd.train(start, X, y, plan=plan, lr=0.5, l2=0.0, seed=1)
+    np.testing.assert_array_equal(a["layer0.weight"], b["layer0.weight"])
+    c = dp_sgd.train(start, X, y, plan=plan, lr=0.5, l2=0.0, seed=1, secure_mode=True)
+    d = dp_sgd.train(start, X, y, plan=plan, lr=0.5, l2=0.0, seed=1, secure_mode=True)
+    assert not np.array_equal(c["layer0.weight"], d["layer0.weight"])
