@@ -11,8 +11,8 @@ steps, and the noise multiplier ``σ`` is the smallest for which the RDP account
 What the server may learn. ``q``, ``T``, ``σ`` and the ε spent after ``r`` rounds are
 functions of the run configuration alone — never of the client's row count — so the reply
 may carry the ε spent, and the model is averaged with equal weights (a weight of ``N_k`` would
-give the row count away). The expected batch ``q·N`` that divides the noisy sum stays on the
-client.
+give the row count away). The noisy sum is divided by ``q·N̂``, ``N̂`` the run's noisy row
+count (drawn once, kept in the node state, never sent).
 
 State across rounds. A ClientApp is rebuilt for every message; the node's ``Context.state``
 survives between the messages of a run, and holds this run's plan and the rounds already
@@ -39,8 +39,8 @@ STATE_KEY = "dp-fedavg"
 class RoundLedger:
     """The rounds a node has trained in this run, kept in its ``Context.state``.
 
-    ``state`` is the context's ``RecordDict``; the plan and the round count live in a
-    ``ConfigRecord`` under :data:`STATE_KEY`.
+    ``state`` is the context's ``RecordDict``; the plan, the round count and the noisy row
+    count live in a ``ConfigRecord`` under :data:`STATE_KEY`.
     """
 
     def __init__(self, state) -> None:
@@ -64,6 +64,14 @@ class RoundLedger:
                               "planned rounds done.")
         return done
 
+    def row_count(self, plan: DPSGDPlan, n: int, noise) -> float:
+        """The run's noisy row count ``max(1, n + N(0, σ_n²))``: drawn from ``noise`` (a
+        :class:`common.privacy.NoiseSource`) in the first round, read back afterwards."""
+        record = self.state[STATE_KEY]
+        if "n-hat" not in record:
+            record["n-hat"] = max(1.0, float(n + noise.normal(0.0, plan.count_noise)))
+        return float(record["n-hat"])
+
     def end_round(self) -> int:
         """Count the round just trained; returns the rounds done."""
         record = self.state[STATE_KEY]
@@ -72,10 +80,12 @@ class RoundLedger:
 
 
 def train(params: Mapping[str, np.ndarray], X: np.ndarray, y: np.ndarray, *, plan: DPSGDPlan,
-          lr: float, l2: float, seed: int, secure_mode: bool = False
-          ) -> dict[str, np.ndarray]:
+          expected_batch_size: float, lr: float, l2: float, seed: int,
+          secure_mode: bool = False) -> dict[str, np.ndarray]:
     """One round of DP-SGD from ``params`` (``plan.steps_per_round`` steps); new arrays.
 
+    ``expected_batch_size`` divides the noisy gradient sum: ``q·N̂`` with a DP row count
+    (:meth:`RoundLedger.row_count`), not the true ``q·N``.
     ``seed`` seeds the Poisson batches and Opacus' noise (draw it from a
     :class:`common.privacy.NoiseSource`: fresh unless the client seeded its noise);
     ``secure_mode`` is Opacus' hardened noise. ``l2`` is weight decay, applied after the
@@ -106,7 +116,7 @@ def train(params: Mapping[str, np.ndarray], X: np.ndarray, y: np.ndarray, *, pla
     optimizer = DPOptimizer(torch.optim.SGD(net.parameters(), lr=lr, weight_decay=l2),
                             noise_multiplier=plan.noise_multiplier,
                             max_grad_norm=plan.max_grad_norm,
-                            expected_batch_size=max(1, int(round(plan.sample_rate * len(X)))),
+                            expected_batch_size=max(1, int(round(expected_batch_size))),
                             loss_reduction="mean", generator=None if secure_mode else gen,
                             secure_mode=secure_mode)
     dataset = torch.utils.data.TensorDataset(torch.as_tensor(np.asarray(X, np.float64)),

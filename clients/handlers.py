@@ -117,9 +117,11 @@ def dp_train_content(train: TabularData, content: RecordDict, config: RunConfig,
     encoder = protocol.read_scaling(content[protocol.CONFIG], train.schema)
     noise = NoiseSource(policy.noise_seed, secure=policy.secure_mode,
                         purpose=f"dp-fedavg round {done} of seed {seed}")
+    n_hat = ledger.row_count(plan, len(train), noise)
     new = dp_sgd.train(protocol.model_params(content[protocol.MODEL]), encoder.design(train),
-                       train.y, plan=plan, lr=config.local_lr, l2=config.l2,
-                       seed=noise.torch_seed(), secure_mode=policy.secure_mode)
+                       train.y, plan=plan, expected_batch_size=plan.sample_rate * n_hat,
+                       lr=config.local_lr, l2=config.l2, seed=noise.torch_seed(),
+                       secure_mode=policy.secure_mode)
     done = ledger.end_round()
     spent = plan.epsilon_after(done)
     logger.info("DP-FedAvg round %d of %d: ε spent %.4f of %g (σ = %.4g, q = %g, %d steps a "

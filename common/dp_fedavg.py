@@ -4,6 +4,12 @@ Every figure here is a function of the run configuration alone (ε, δ, the samp
 ``q``, local epochs ``E``, rounds ``R``, the clipping norm ``C``), never of a client's rows, so
 the server can compute it too, and a client may report the ε it has spent. The training that
 follows the plan is :mod:`clients.dp_sgd`.
+
+Two mechanisms share the budget: once per run, a noisy row count ``N̂ = N + N(0, σ_n²)``
+(:data:`COUNT_SHARE` of the zCDP budget), which sets DP-SGD's expected batch ``q·N̂`` — the
+divisor of the noisy gradient sum; dividing by the true ``q·N`` would make every model a
+function of the row count outside the mechanism — and then the ``T`` DP-SGD steps, whose
+noise multiplier is calibrated on what remains (the RDP ledger composes both).
 """
 
 from __future__ import annotations
@@ -14,18 +20,22 @@ import functools
 from common.errors import ConfigError
 from common.privacy import Mechanism, PrivacyLedger, epsilon_of
 
-#: Name of the accountant's mechanism.
+#: Names of the accountant's mechanisms.
 MECHANISM = "DP-FedAvg local DP-SGD"
+COUNT = "DP-FedAvg row count"
+#: zCDP share of the noisy row count (σ_n ≈ 53 at ε = 1, δ = 1e-6: a batch size off by a few
+#: percent on a client of a few thousand rows).
+COUNT_SHARE = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
 class DPSGDPlan:
     """The run's DP-SGD schedule: public, the same on every client.
 
-    An epoch is ``round(1/q)`` Poisson-sampled steps; ``noise_multiplier`` is the smallest
-    ``σ`` (bisection to 0.1 %) for which ``rounds × steps_per_round`` steps at ``sample_rate``
-    spend at most ``epsilon`` at ``delta`` under the RDP accountant
-    (:meth:`common.privacy.PrivacyLedger.calibrate`).
+    An epoch is ``round(1/q)`` Poisson-sampled steps; ``count_noise`` is the noisy row
+    count's σ_n; ``noise_multiplier`` is the smallest ``σ`` (bisection to 0.1 %) for which the
+    count and ``rounds × steps_per_round`` steps at ``sample_rate`` spend at most ``epsilon``
+    at ``delta`` under the RDP accountant (:meth:`common.privacy.PrivacyLedger.calibrate`).
     """
 
     epsilon: float
@@ -35,6 +45,7 @@ class DPSGDPlan:
     rounds: int
     max_grad_norm: float
     noise_multiplier: float
+    count_noise: float
 
     @classmethod
     def for_config(cls, config) -> DPSGDPlan:
@@ -55,10 +66,12 @@ class DPSGDPlan:
         return self.rounds * self.steps_per_round
 
     def epsilon_after(self, rounds_done: int) -> float:
-        """ε spent (RDP accountant, at ``delta``) once ``rounds_done`` rounds have run."""
+        """ε spent (RDP accountant, at ``delta``) once ``rounds_done`` rounds have run (the
+        row count is drawn in the first)."""
         if rounds_done <= 0:
             return 0.0
-        return epsilon_of([Mechanism(MECHANISM, self.noise_multiplier, self.sample_rate,
+        return epsilon_of([Mechanism(COUNT, self.count_noise),
+                           Mechanism(MECHANISM, self.noise_multiplier, self.sample_rate,
                                      rounds_done * self.steps_per_round)], self.delta)[0]
 
     def as_dict(self) -> dict:
@@ -74,8 +87,11 @@ def _plan(epsilon: float, delta: float, sample_rate: float, local_epochs: int, r
         raise ConfigError(f"run config: dp-clip = {max_grad_norm:g} must be > 0.")
     steps_per_round = local_epochs * max(1, int(round(1.0 / sample_rate)))
     ledger = PrivacyLedger(epsilon=epsilon, delta=delta)
+    count_noise = ledger.noise_for(COUNT, COUNT_SHARE)
+    ledger.record(Mechanism(COUNT, count_noise))
     sigma = ledger.calibrate(MECHANISM, sample_rate=sample_rate,
                              steps=rounds * steps_per_round)
     return DPSGDPlan(epsilon=epsilon, delta=delta, sample_rate=sample_rate,
                      steps_per_round=steps_per_round, rounds=rounds,
-                     max_grad_norm=max_grad_norm, noise_multiplier=sigma)
+                     max_grad_norm=max_grad_norm, noise_multiplier=sigma,
+                     count_noise=count_noise)

@@ -32,13 +32,18 @@ def test_the_plan_spends_the_target_by_opacus_own_accountant(epsilon, q, epochs,
     plan = DPSGDPlan.for_run(epsilon=epsilon, delta=1e-6, sample_rate=q, local_epochs=epochs,
                              rounds=rounds, max_grad_norm=1.0)
     assert plan.steps == rounds * epochs * round(1 / q)
-    # Opacus' own calibration (its default orders) lands within 3 % of the same σ
+    # The row count's Gaussian: 1 % of the zCDP budget ρ, σ_n = 1/√(2·0.01·ρ) (Bun–Steinke).
+    rho = (math.sqrt(epsilon + math.log(1e6)) - math.sqrt(math.log(1e6))) ** 2
+    assert plan.count_noise == pytest.approx(1 / math.sqrt(2 * 0.01 * rho))
+    # Opacus' own calibration of DP-SGD alone (its default orders) gives a σ a little below
+    # the plan's, which also pays for the count
     theirs = get_noise_multiplier(target_epsilon=epsilon, target_delta=1e-6, sample_rate=q,
                                   steps=plan.steps, accountant="rdp", epsilon_tolerance=0.001)
-    assert plan.noise_multiplier == pytest.approx(theirs, rel=0.03)
-    # and its accountant, fed the plan's steps, puts them at the target (to its coarser orders)
+    assert theirs * 0.97 <= plan.noise_multiplier <= theirs * 1.05
+    # and its accountant, fed the count and the plan's steps, puts them at the target (to its
+    # coarser orders)
     acc = RDPAccountant()
-    acc.history = [(plan.noise_multiplier, q, plan.steps)]
+    acc.history = [(plan.count_noise, 1.0, 1), (plan.noise_multiplier, q, plan.steps)]
     assert acc.get_epsilon(1e-6) == pytest.approx(epsilon, rel=0.03)
     spent = [plan.epsilon_after(r) for r in range(rounds + 1)]
     assert spent[0] == 0 and all(a < b for a, b in zip(spent, spent[1:]))
@@ -58,7 +63,7 @@ def test_the_plan_refuses_impossible_settings():
 
 def _plan(**changes) -> DPSGDPlan:
     values = {"epsilon": 1.0, "delta": 1e-6, "sample_rate": 1.0, "steps_per_round": 1,
-              "rounds": 1, "max_grad_norm": 1.0, "noise_multiplier": 1e-12}
+              "rounds": 1, "max_grad_norm": 1.0, "noise_multiplier": 1e-12, "count_noise": 50.0}
     return DPSGDPlan(**{**values, **changes})
 
 
@@ -68,8 +73,8 @@ def test_one_step_is_the_mean_of_the_clipped_per_sample_gradients():
     y = (rng.random(50) < 0.5).astype(float)
     w = rng.normal(size=5) * 0.3
     lr, clip = 0.7, 2.0
-    new = dp_sgd.train({"layer0.weight": w[None, :]}, X, y,
-                       plan=_plan(max_grad_norm=clip), lr=lr, l2=0.0, seed=1)
+    new = dp_sgd.train({"layer0.weight": w[None, :]}, X, y, plan=_plan(max_grad_norm=clip),
+                       expected_batch_size=50, lr=lr, l2=0.0, seed=1)
     p = 1 / (1 + np.exp(-X @ w))
     g = (p - y)[:, None] * X  # per-sample gradients of the logistic loss
     norms = np.linalg.norm(g, axis=1)
@@ -85,9 +90,10 @@ def test_the_noise_has_the_planned_scale():
     X = np.zeros((n, width))
     y = np.ones(n)
     new = dp_sgd.train({"layer0.weight": np.zeros((1, width))}, X, y,
-                       plan=_plan(noise_multiplier=sigma, max_grad_norm=clip), lr=lr, l2=0.0,
-                       seed=3)
-    sd = np.std(new["layer0.weight"]) / (lr * sigma * clip / n)
+                       plan=_plan(noise_multiplier=sigma, max_grad_norm=clip),
+                       expected_batch_size=25, lr=lr, l2=0.0, seed=3)
+    # divided by the given expected batch (a noisy q·N̂), not by the true batch of 40
+    sd = np.std(new["layer0.weight"]) / (lr * sigma * clip / 25)
     assert 0.85 < sd < 1.15
 
 
@@ -101,6 +107,12 @@ def test_the_round_ledger_lives_in_the_node_state_and_stops_at_the_plan():
     again = dp_sgd.RoundLedger(state)  # a new ClientApp call, the same node state
     with pytest.raises(PolicyError, match="budget is spent: 2 of 2"):
         again.begin_round(plan)
+    # the noisy row count is drawn once per run and read back in later rounds
+    from common.privacy import NoiseSource
+
+    first = dp_sgd.RoundLedger(state).row_count(plan, 1000, NoiseSource(1))
+    assert first != 1000 and abs(first - 1000) < 6 * plan.count_noise
+    assert dp_sgd.RoundLedger(state).row_count(plan, 1000, NoiseSource(2)) == first
     other = RecordDict()
     dp_sgd.RoundLedger(other).begin_round(plan)
     with pytest.raises(PolicyError, match="plan changed"):
@@ -178,9 +190,8 @@ def test_a_seeded_round_repeats_and_a_secure_one_does_not():
     y = (rng.random(200) < 0.5).astype(float)
     start = {"layer0.weight": np.zeros((1, 4))}
     plan = _plan(sample_rate=0.1, steps_per_round=10, noise_multiplier=1.0)
-    a = dp_sgd.train(start, X, y, plan=plan, lr=0.5, l2=0.0, seed=1)
-    b = dp_sgd.train(start, X, y, plan=plan, lr=0.5, l2=0.0, seed=1)
+    kwargs = {"plan": plan, "expected_batch_size": 20, "lr": 0.5, "l2": 0.0, "seed": 1}
+    a, b = (dp_sgd.train(start, X, y, **kwargs) for _ in range(2))
     np.testing.assert_array_equal(a["layer0.weight"], b["layer0.weight"])
-    c = dp_sgd.train(start, X, y, plan=plan, lr=0.5, l2=0.0, seed=1, secure_mode=True)
-    d = dp_sgd.train(start, X, y, plan=plan, lr=0.5, l2=0.0, seed=1, secure_mode=True)
+    c, d = (dp_sgd.train(start, X, y, secure_mode=True, **kwargs) for _ in range(2))
     assert not np.array_equal(c["layer0.weight"], d["layer0.weight"])
