@@ -115,15 +115,18 @@ def record(run: dict, result, wall: float) -> dict:
 def payload(records: list[dict], *, rounds: int, args: dict) -> dict:
     """compare.json: the records, their means over seeds, the verdicts (against the non-private
     baselines and at equal ε) and the crossovers; all per number of clients ``K``."""
-    summary = mean_over_seeds(records, ["K", "label", "model"], METRICS)
+    summary = mean_over_seeds(records, ["K", "label", "model", "strategy", "epsilon_target"],
+                              METRICS)
     return {"records": records, "summary": summary, "verdicts": verdicts(summary),
             "equal_privacy": equal_privacy(summary),
             "crossover": crossover(records, rounds=rounds), "args": args}
 
 
-def _row(summary: list[dict], label: str, K: int, model: str = "logistic") -> dict | None:
-    return next((s for s in summary
-                 if s["label"] == label and s["model"] == model and s["K"] == K), None)
+def _row(summary: list[dict], strategy: str, K: int, epsilon: float | None = None
+         ) -> dict | None:
+    """The logistic row of ``strategy`` at ``K`` (and target ``epsilon``), if it ran."""
+    return next((s for s in summary if s["strategy"] == strategy and s["K"] == K
+                 and s["model"] == "logistic" and s["epsilon_target"] == epsilon), None)
 
 
 def verdicts(summary: list[dict]) -> list[dict]:
@@ -132,7 +135,7 @@ def verdicts(summary: list[dict]) -> list[dict]:
     out = []
     for s in summary:
         fedavg, fairfed = _row(summary, "fedavg", s["K"]), _row(summary, "fairfed", s["K"])
-        if not s["label"].startswith("oneshot") or s["model"] != "logistic" or fedavg is None:
+        if s["strategy"] != "oneshot" or s["model"] != "logistic" or fedavg is None:
             continue
         fairer = s["spd"] < fedavg["spd"] and (fairfed is None or s["spd"] < fairfed["spd"])
         diff = 100 * (s["accuracy"] - fedavg["accuracy"])
@@ -153,10 +156,9 @@ def equal_privacy(summary: list[dict]) -> list[dict]:
     differences in accuracy, balanced accuracy and |SPD|, and a plain statement."""
     out = []
     for s in summary:
-        if not s["label"].startswith("oneshot") or s["model"] != "logistic":
+        if s["strategy"] != "oneshot" or s["model"] != "logistic":
             continue
-        eps = s["label"].split("ε=")[1].split()[0] if "ε=" in s["label"] else None
-        dp = _row(summary, f"dp-fedavg ε={eps}", s["K"]) if eps else None
+        dp = _row(summary, "dp-fedavg", s["K"], s["epsilon_target"])
         if dp is None:
             continue
         d_acc = 100 * (s["accuracy"] - dp["accuracy"])
@@ -173,7 +175,7 @@ def equal_privacy(summary: list[dict]) -> list[dict]:
         if constant:  # a constant model's small |SPD| is no fairness
             statement = (f"{' and '.join(constant)}: (nearly) a constant model, balanced "
                          f"accuracy below {0.5 + CONSTANT_MARGIN:g}; " + statement)
-        out.append({"K": s["K"], "label": s["label"], "epsilon": float(eps),
+        out.append({"K": s["K"], "label": s["label"], "epsilon": s["epsilon_target"],
                     "dp_fedavg": dp["label"], "accuracy_points": d_acc,
                     "balanced_accuracy_diff": d_bal, "spd_diff": d_spd,
                     "oneshot_epsilon_spent": s["epsilon"], "dp_fedavg_epsilon_spent": dp["epsilon"],

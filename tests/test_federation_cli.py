@@ -59,7 +59,7 @@ def _record(label, strategy, model, seed, acc, spd, params, rows, n_exchanges, p
     total = 2 * per_exchange * n_exchanges
     return {"label": label, "strategy": strategy, "model": model, "seed": seed, "K": K,
             "stage2_fraction": None, "accuracy": acc, "balanced_accuracy": bal, "spd": spd,
-            "eod": spd / 2, "epsilon": epsilon,
+            "eod": spd / 2, "epsilon": epsilon, "epsilon_target": 1.0 if epsilon else None,
             "rounds": n_exchanges - 1, "bytes_up": total / 2, "bytes_down": total / 2,
             "bytes_total": total, "ratio_bytes": 1.0, "ratio_payload": 1.0,
             "rows_released": rows, "seconds": 1.0, "params": params, "columns": 12,
