@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from flwr.app import Message, MessageType
+from flwr.common.constant import ErrorCode
 
 from common import comm, mlp, protocol
 from common.encoding import Encoder
@@ -71,8 +72,10 @@ def run_oneshot(grid: CountingGrid, config: RunConfig) -> FederationResult:
     params, encoder = train_server_model(parts, config)
     t_fit = time.perf_counter() - t_fit
     # The model goes to every node that answered; one that did not (hung, crashed, cut off)
-    # would only make the evaluation wait for the timeout a second time.
-    responsive = sorted({m.metadata.src_node_id for m in replies})
+    # would only make the evaluation wait for the timeout a second time, and one that the
+    # SuperLink reported offline is gone.
+    responsive = sorted({m.metadata.src_node_id for m in replies
+                         if not (m.has_error() and m.error.code == ErrorCode.NODE_UNAVAILABLE)})
     metrics, per_node, eval_rejected = evaluate_on_clients(
         grid, node_ids=responsive, params=params, encoder=encoder, timeout=config.timeout)
     evaluated = {c["node_id"]: c["evaluation_epsilon"] for c in per_node}

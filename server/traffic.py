@@ -10,6 +10,13 @@ item size.
 :class:`CountingGrid` wraps the real ``Grid``: every strategy (the one-shot flow, Flower's own
 FedAvg and FairFed) talks through it unchanged, and each ``send_and_receive`` call is logged as
 one :class:`common.comm.Exchange`, labelled by the message type of what was sent.
+
+It also gives every reply the node it answers for. When a SuperNode stops sending heartbeats
+(Flower's node liveness: ``HEARTBEAT_PATIENCE`` × 30 s), the SuperLink answers the messages
+still waiting for it with an error reply of its own, ``NODE_UNAVAILABLE``, sent from the
+SuperLink's node ID; the grid re-addresses it as an error reply from the node the message was
+for, so the flows reject that node by name (and do not wait for it again) instead of waiting
+for their timeout.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections.abc import Iterable
 
 import numpy as np
 from flwr.app import Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid
 
@@ -46,6 +54,21 @@ def payload_bytes(content: RecordDict | None) -> int:
 
 def _content(message: Message) -> RecordDict | None:
     return message.content if message.has_content() else None
+
+
+def readdressed(replies: list[Message], sent: list[Message]) -> list[Message]:
+    """``replies`` with each error reply that the SuperLink wrote itself (for a node that went
+    offline, or a reply that expired) turned into an error reply from the node that the
+    message it answers was sent to."""
+    by_id = {m.metadata.message_id: m for m in sent}
+    out = []
+    for reply in replies:
+        query = by_id.get(reply.metadata.reply_to_message_id)
+        if (reply.has_error() and reply.metadata.src_node_id == SUPERLINK_NODE_ID
+                and query is not None and query.metadata.dst_node_id != SUPERLINK_NODE_ID):
+            reply = Message(reply.error, reply_to=query)
+        out.append(reply)
+    return out
 
 
 class CountingGrid(Grid):
@@ -105,7 +128,7 @@ class CountingGrid(Grid):
         start = time.perf_counter()
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
         self._record(messages, replies, time.perf_counter() - start)
-        return replies
+        return readdressed(replies, messages)
 
     def _record(self, sent: list[Message], received: list[Message], seconds: float) -> None:
         phase = sent[0].metadata.message_type if sent else "reply"

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from flwr.app import Message
+from flwr.common.constant import ErrorCode
 
 from common import datasets, protocol
 from common.errors import DataError, ReplyError
@@ -68,6 +69,9 @@ class Rejection:
 def client_failure(message: Message) -> str:
     """A one-line reason for an error reply: the client's own message when it sent one, else
     the runtime's error class and first sentence (without tracebacks and terminal colours)."""
+    if message.error.code == ErrorCode.NODE_UNAVAILABLE:
+        return ("its SuperNode went offline before it replied (no heartbeat within Flower's "
+                "liveness window)")
     text = _ANSI.sub("", message.error.reason or "").strip()
     found = re.search(r"Message: (.*?)(?:'>)?\s*$", text, re.S)  # a ClientApp exception
     if found:

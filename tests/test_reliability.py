@@ -94,6 +94,39 @@ def test_a_raising_and_a_silent_client_are_skipped_and_named():
                                rtol=1e-12, atol=1e-14)
 
 
+def test_a_node_the_superlink_reports_offline_is_named_and_not_asked_again():
+    """A SuperNode that died mid-round: after Flower's liveness window the SuperLink answers
+    the query in its place, with an error reply from its own node ID (Flower's own function
+    makes it here). The server names the dead node, proceeds with the others, and does not
+    send it the model (nor send anything to the SuperLink's node ID)."""
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.server.superlink.linkstate.utils import (
+        create_message_error_unavailable_res_message,
+    )
+
+    config = RunConfig.from_mapping(RUN)
+
+    def offline(partition_id, request, reply):
+        if partition_id != 2:
+            return reply
+        gone = create_message_error_unavailable_res_message(request.metadata, "node_unavail")
+        assert gone.metadata.src_node_id == SUPERLINK_NODE_ID
+        return gone
+
+    local = LocalGrid(open_app(config), 3, tamper=offline)
+    result = run_oneshot(CountingGrid(local), config)
+    assert [(r["node_id"], r["phase"], r["reason"]) for r in result.rejected] == [
+        (1002, "query", "its SuperNode went offline before it replied (no heartbeat within "
+                        "Flower's liveness window)")]
+    assert sorted(c["node_id"] for c in result.clients) == [1000, 1001]
+    evaluated = sorted(n for n, t in local.delivered if t == MessageType.EVALUATE)
+    assert evaluated == [1000, 1001]
+    splits = _splits(config, 3)
+    expected = fit_global_model([splits[0].train, splits[1].train], lam=config.lam_server)
+    np.testing.assert_allclose(result.model_params["layer0.weight"][0], expected.w,
+                               rtol=1e-12, atol=1e-14)
+
+
 def test_too_few_replies_fail_with_each_failed_node_and_its_reason():
     config = RunConfig.from_mapping({**RUN, "min-clients": 3})
     local = LocalGrid(open_app(config, faults={0: Fault("raise")}), 3,
