@@ -52,8 +52,9 @@ CLIENTS = 3  # docker-compose.yml's SuperNodes
 # --------------------------------------------------------------------------- compose files
 
 
-def compose_config(*files: str) -> dict:
-    """``docker-compose -f … config``: the merged, validated configuration."""
+def compose_config(*files: str, settings: dict[str, str] | None = None) -> dict:
+    """``docker-compose -f … config``: the merged, validated configuration (no -f: what
+    ``docker-compose up`` reads by default), with the FAIRSYNTH_* ``settings`` only."""
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.skip("docker-compose is absent (apt-get install -y --no-install-recommends "
@@ -63,7 +64,7 @@ def compose_config(*files: str) -> dict:
         args += ["-f", str(ROOT / f)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRSYNTH_")}
     proc = subprocess.run([*args, "config"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env=env)
+                          timeout=120, env={**env, **(settings or {})})
     assert proc.returncode == 0, proc.stderr
     return yaml.safe_load(proc.stdout)
 
@@ -111,7 +112,8 @@ def flower_services(config: dict) -> dict[str, argparse.Namespace]:
 
 
 def test_secure_compose_file_validates_and_wires_tls_auth_and_data(tmp_path):
-    config = compose_config("docker-compose.yml")
+    config = compose_config()  # docker-compose.yml with docker-compose.override.yml
+    assert config == compose_config("docker-compose.yml", "docker-compose.override.yml")
     services = config["services"]
     expected = {"superlink", "serverapp", "register",
                 *(f"supernode-{k}" for k in range(1, CLIENTS + 1)),
@@ -176,8 +178,45 @@ def test_secure_compose_file_validates_and_wires_tls_auth_and_data(tmp_path):
                         assert (creds.folder(name) / token.removeprefix("/certs/")).is_file()
 
 
+def test_host_override_runs_every_service_on_loopback_with_the_given_ports():
+    """What CI runs (tests/test_docker.py): host networking, 127.0.0.1, distinct ports, and
+    the clients' policy from FAIRSYNTH_POLICY_k — the same TLS and authentication."""
+    ports = {"FAIRSYNTH_SUPERLINK_PORT": "19091", "FAIRSYNTH_SUPERNODE_1_PORT": "19094",
+             "FAIRSYNTH_SUPERNODE_2_PORT": "19095", "FAIRSYNTH_SUPERNODE_3_PORT": "19096"}
+    config = compose_config(
+        "docker-compose.yml", "deploy/docker-compose.host.yml",
+        settings={"FAIRSYNTH_BIND": "127.0.0.1", **ports,
+                  "FAIRSYNTH_POLICY_2": 'privacy-nonprivate=true privacy-orders="fair-only"'})
+    services = config["services"]
+    names = {f"supernode-{k}" for k in range(1, CLIENTS + 1)} | {"superlink"}
+    for name, service in services.items():
+        assert service["network_mode"] == "host", name
+        assert not service.get("networks") and not service.get("ports"), name
+        hosts = service["extra_hosts"]  # compose v1 prints a mapping, v2 a list
+        hosts = dict(h.split(":", 1) for h in hosts) if isinstance(hosts, list) else hosts
+        assert hosts == dict.fromkeys(names, "127.0.0.1"), name
+    assert "networks" not in config
+    parsed = flower_services(config)
+    link = parsed["superlink"]
+    assert (link.host, link.port) == ("127.0.0.1", 19091)
+    assert link.enable_supernode_auth and link.ssl_certfile and not link.insecure
+    assert parsed["serverapp"].runtime_api_address == "superlink:19091"
+    for k in range(1, CLIENTS + 1):
+        node = parsed[f"supernode-{k}"]
+        port = int(ports[f"FAIRSYNTH_SUPERNODE_{k}_PORT"])
+        assert (node.host, node.port, node.superlink) == ("127.0.0.1", port, "superlink:19091")
+        assert node.auth_supernode_private_key and not node.insecure
+        assert parsed[f"clientapp-{k}"].runtime_api_address == f"supernode-{k}:{port}"
+        policy = ({"privacy-nonprivate": True, "privacy-orders": "fair-only"} if k == 2 else {})
+        assert tomllib.loads(node.node_config.replace(" ", "\n")) == {
+            "data-path": "/data/client.csv", "partition-id": k - 1, **policy}
+    register = " ".join(command(services["register"]))
+    assert 'address = "superlink:19091"' in register
+
+
 def test_insecure_override_turns_off_tls_and_needs_no_credentials():
-    config = compose_config("docker-compose.yml", "deploy/docker-compose.insecure.yml")
+    config = compose_config("docker-compose.yml", "docker-compose.override.yml",
+                            "deploy/docker-compose.insecure.yml")
     parsed = flower_services(config)
     assert set(parsed) == set(config["services"]) - {"register"}
     for name, args in parsed.items():
