@@ -48,6 +48,18 @@ if [ "$mode" = online ]; then
     exec docker build -t "$tag" .
 fi
 
+# The first Debian archive apt uses (deb822 "URIs:" lines, or one-line "deb" entries); comments
+# and the security archive are skipped.
+apt_mirror() {
+    {
+        grep -hE '^[[:space:]]*URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
+            | sed -E 's/^[[:space:]]*URIs:[[:space:]]*//' | tr ' ' '\n'
+        grep -hE '^[[:space:]]*deb[[:space:]]' /etc/apt/sources.list \
+            /etc/apt/sources.list.d/*.list 2>/dev/null \
+            | awk '{ for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; break } }'
+    } | grep -E '/debian/?$' | head -n1 || true
+}
+
 base="${BASE_IMAGE:-fairsynth-base:bookworm}"
 suite="${SUITE:-bookworm}"
 if ! docker image inspect "$base" >/dev/null 2>&1; then
@@ -55,8 +67,7 @@ if ! docker image inspect "$base" >/dev/null 2>&1; then
         echo "build-image.sh: the offline base needs debootstrap (apt-get install debootstrap)." >&2
         exit 1
     }
-    mirror="${DEBIAN_MIRROR:-$(grep -rhoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list \
-        /etc/apt/sources.list.d 2>/dev/null | grep -v security | head -n1)}"
+    mirror="${DEBIAN_MIRROR:-$(apt_mirror)}"
     [ -n "$mirror" ] || {
         echo "build-image.sh: set DEBIAN_MIRROR (no Debian mirror in apt's sources)." >&2
         exit 1
