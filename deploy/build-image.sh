@@ -74,6 +74,7 @@ if ! docker image inspect "$base" >/dev/null 2>&1; then
     }
     root="$(mktemp -d)"
     trap 'rm -rf "$root"' EXIT
+    chmod 0755 "$root"  # mktemp makes it 0700: the image's / would shut out non-root users
     echo "build-image.sh: debootstrap $suite from $mirror"
     debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
         "$suite" "$root" "$mirror" >/dev/null
@@ -81,7 +82,13 @@ if ! docker image inspect "$base" >/dev/null 2>&1; then
 fi
 
 python="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
-image_py="$(docker run --rm "$base" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+# As a non-root user, as the services run: a base whose files only root can reach fails here.
+image_py="$(docker run --rm --user 49999:49999 "$base" \
+    python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" || {
+    echo "build-image.sh: $base does not run python3 as a non-root user; remove it" \
+         "(docker rmi $base) and run this script again to rebuild it." >&2
+    exit 1
+}
 host_py="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 if [ "$image_py" != "$host_py" ]; then
     echo "build-image.sh: the base image has Python $image_py but $python is $host_py; wheels" \
