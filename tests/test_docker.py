@@ -34,6 +34,8 @@ from simulations.deployment.supervisor import flower_executable, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = "fairsynth:latest"
+#: The image's own user (Dockerfile: USER 49999:49999).
+IMAGE_USER = (49999, 49999)
 CLIENTS = 3
 #: The clients' privacy policy (node config): the non-private order and exact statistics, so
 #: that the deployed runs must give exactly the simulation's metrics.
@@ -86,6 +88,9 @@ class Compose:
     def __init__(self, root: Path, data_dir: Path) -> None:
         self.root, self.data_dir = root, data_dir
         self.project = f"fsci{uuid.uuid4().hex[:8]}"
+        # The services run as the owner of the credentials, never as root: as root (CI), the
+        # folder is handed to the image's own non-root user first (prepare()).
+        self.uid, self.gid = (IMAGE_USER if os.getuid() == 0 else (os.getuid(), os.getgid()))
         ports = set()
         while len(ports) < 1 + CLIENTS:
             ports.add(free_port())
@@ -94,7 +99,7 @@ class Compose:
             **os.environ,
             "FAIRSYNTH_BIND": "127.0.0.1",
             "FAIRSYNTH_SUPERLINK_PORT": str(self.link_port),
-            "FAIRSYNTH_UID": str(os.getuid()), "FAIRSYNTH_GID": str(os.getgid()),
+            "FAIRSYNTH_UID": str(self.uid), "FAIRSYNTH_GID": str(self.gid),
             **{f"FAIRSYNTH_SUPERNODE_{k}_PORT": str(p)
                for k, p in enumerate(self.node_ports, start=1)},
             **{f"FAIRSYNTH_POLICY_{k}": POLICY for k in range(1, CLIENTS + 1)},
@@ -118,6 +123,9 @@ class Compose:
         (self.flwr_home / "config.toml").write_text(
             '[superlink]\ndefault = "fairsynth-docker"\n\n[superlink.fairsynth-docker]\n'
             f'address = "127.0.0.1:{self.link_port}"\nroot-certificates = "{ca}"\n')
+        if os.getuid() == 0:
+            for path in [self.root, *self.root.rglob("*")]:
+                os.chown(path, self.uid, self.gid)
 
     def compose(self, *args: str, timeout: float = 300, check: bool = True):
         return run([*self.base, *args], timeout=timeout, env=self.env, check=check)
@@ -242,11 +250,14 @@ def test_fedavg_three_rounds_in_containers_gives_the_simulations_metrics(federat
 
 def test_a_supernode_with_an_unregistered_key_is_refused(federation, tmp_path):
     before = federation.online()
-    key = generate_auth_key(tmp_path / "fresh" / "auth.key")
+    key = tmp_path / "fresh" / "auth.key"
+    generate_auth_key(key)
+    for path in (key.parent, key, key.with_suffix(".pub")):
+        os.chown(path, federation.uid, federation.gid)
     certs = federation.root / "deploy" / "certs" / "supernode-1"
     proc = run(["docker", "run", "--rm", "--name", f"{federation.project}_unregistered",
                 "--network", "host", "--add-host", "superlink:127.0.0.1",
-                "--user", f"{os.getuid()}:{os.getgid()}",
+                "--user", f"{federation.uid}:{federation.gid}",
                 "-v", f"{certs}:/certs:ro", "-v", f"{key.parent}:/fresh:ro", IMAGE,
                 "flower-supernode", "--superlink", f"superlink:{federation.link_port}",
                 "--root-certificates", "/certs/ca.crt",
@@ -259,7 +270,19 @@ def test_a_supernode_with_an_unregistered_key_is_refused(federation, tmp_path):
     assert federation.online() == before == CLIENTS
     (link,) = federation.containers("superlink")
     logs = run(["docker", "logs", link], timeout=60)
-    assert "No SuperNode found with the given public key" in logs.stdout + logs.stderr
+    assert "No SuperNode found with the given public key" in logs.stdout + logs.stderr, (
+        f"the SuperLink did not log the refusal; the SuperNode said:\n{proc.stderr[-2000:]}")
+
+
+def test_the_image_and_every_service_run_as_a_non_root_user(federation):
+    (image,) = json.loads(run(["docker", "image", "inspect", IMAGE], timeout=60).stdout)
+    assert image["Config"]["User"] == "{}:{}".format(*IMAGE_USER)
+    for info in federation.inspect(federation.containers()):
+        if not info["State"]["Running"]:  # the one-shot `register` service has exited
+            continue
+        status = Path(f"/proc/{info['State']['Pid']}/status").read_text()
+        uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
+        assert int(uid) == federation.uid != 0, info["Name"]
 
 
 def test_each_clients_data_is_mounted_only_in_its_own_clientapp(federation):
