@@ -42,6 +42,7 @@ class BilevelProblem:
         # Per-row weights of the outer loss (None: the plain mean, the accuracy utility).
         self.weights = (np.ones(len(self.ybar_real)) if weights is None
                         else np.asarray(weights, dtype=np.float64))
+        self._row_scale = -self.weights * self.ybar_real / len(self.ybar_real)  # of ∇ loss
         self.y_syn = np.asarray(y_syn, dtype=np.float64)
         self.ybar_syn = 2.0 * self.y_syn - 1.0
         self.relaxation = relaxation
@@ -110,10 +111,10 @@ class BilevelProblem:
         """``f(w)`` and ``∇f(w)`` (real-data loss plus the fairness term); records the loss,
         the relaxation and the measured gap in :attr:`last`."""
         scores = self.X_real @ w
-        margin = self.ybar_real * scores
-        n = len(margin)
-        loss = float(np.mean(self.weights * logistic.log1pexp(-margin)))
-        rows = -self.weights * self.ybar_real * logistic.sigmoid(-margin) / n
+        neg_margin = -self.ybar_real * scores
+        loss = float(self.weights @ logistic.log1pexp(neg_margin)) / len(scores)
+        rows = logistic.sigmoid(neg_margin)
+        rows *= self._row_scale
         g, g_rows = self.relaxation.value_rows(scores)
         if self.target is None:
             p, dp = self.phi(g)

@@ -315,7 +315,7 @@ class FairDistiller:
         # Adam runs on r; the learned block is u = standardise(r) when moments are kept.
         r = np.asfortranarray(z0[:, :L])
         u, scale = problem.standardise_into(r) if cfg.keep_moments else (r, None)
-        w = problem.inner(u)
+        w = w_prev = problem.inner(u)
         cov_start = float(c @ w)
         objective, covariance, gaps = (np.empty(cfg.iterations) for _ in range(3))
         best = _BestStep(cfg.target, cfg.keep)
@@ -339,7 +339,9 @@ class FairDistiller:
             problem.update_multiplier()
             adam.step(grad)
             u, scale = problem.standardise_into(r) if cfg.keep_moments else (r, None)
-            w = problem.inner(u, w0=w)
+            # Warm start on the secant through the last two solutions: r moves smoothly under
+            # Adam, so w*(r) does too, and the inner Newton needs a step fewer than from w.
+            w, w_prev = problem.inner(u, w0=2.0 * w - w_prev), w
             if debug:
                 logger.debug("stage 1 step %d: f=%.6f cov=%.3e gap=%.4f mu=%.3g |grad|=%.3e", t,
                              f, covariance[t], gaps[t], problem.multiplier,
