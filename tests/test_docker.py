@@ -285,6 +285,40 @@ def test_the_image_and_every_service_run_as_a_non_root_user(federation):
         assert int(uid) == federation.uid != 0, info["Name"]
 
 
+def listening_sockets(pids: list[int]) -> set[tuple[str, int]]:
+    """``(address, port)`` of every TCP socket these processes listen on, from ``/proc``
+    (host networking: the containers share the host's network namespace)."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:  # the process ended meanwhile
+            continue
+    found = set()
+    for table, width in (("tcp", 8), ("tcp6", 32)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            address, port = fields[1].split(":")
+            raw = bytes.fromhex(address)
+            words = [raw[i:i + 4][::-1] for i in range(0, len(raw), 4)]  # little-endian words
+            ip = socket.inet_ntop(socket.AF_INET if width == 8 else socket.AF_INET6,
+                                  b"".join(words))
+            found.add((ip, int(port, 16)))
+    return found
+
+
+def test_every_service_listens_on_loopback_only(federation):
+    sockets = listening_sockets(processes_of(federation.containers()))
+    assert sockets, "no listening socket found for the federation's processes"
+    assert {ip for ip, _ in sockets} <= {"127.0.0.1", "::1"}, sockets
+    assert {port for _, port in sockets} >= {federation.link_port, *federation.node_ports}
+
+
 def test_each_clients_data_is_mounted_only_in_its_own_clientapp(federation):
     data = federation.root / "deploy" / "data"
     mounted: dict[str, set[str]] = {}
