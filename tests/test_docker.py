@@ -58,6 +58,7 @@ def engine_answers() -> bool:
 REQUIRED = os.environ.get("FAIRSYNTH_REQUIRE_DOCKER") == "1"
 pytestmark = [
     pytest.mark.docker,
+    pytest.mark.slow,  # minutes, and an image build when there is none: not in -m "not slow"
     pytest.mark.skipif(not REQUIRED and not engine_answers(),
                        reason="no Docker engine answers `docker info` (README.md, § Containers; "
                               "FAIRSYNTH_REQUIRE_DOCKER=1 makes this a failure)"),
