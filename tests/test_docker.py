@@ -212,6 +212,26 @@ def federation(tmp_path_factory, data_dir):
         run(["docker", "rm", "-f", f"{fed.project}_unregistered"], timeout=60, check=False)
 
 
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def processes_of(container_ids: list[str]) -> list[int]:
+    """Host PIDs of processes inside these containers (their cgroup paths name the IDs)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cgroup = (entry / "cgroup").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if any(i in cgroup for i in container_ids):
+            found.append(int(entry.name))
+    return found
+
+
 def simulate(tmp_path: Path, data_dir: Path, *flags: str) -> dict:
     out = tmp_path / "simulate"
     run([sys.executable, "-m", "simulations.cli", "simulate", "--clients", str(CLIENTS),
@@ -334,13 +354,18 @@ def test_each_clients_data_is_mounted_only_in_its_own_clientapp(federation):
 
 
 def test_a_dead_supernode_costs_the_liveness_window_not_the_timeout(federation):
-    """SuperNode 3 is killed (SIGKILL: no goodbye to the SuperLink) while the one-shot query is
-    out. The SuperLink marks it offline after 2 missed heartbeats and answers in its place; the
-    server rejects it by name and proceeds with the two others, long before its timeout."""
+    """SuperNode 3 is killed (SIGKILL: no goodbye to the SuperLink) as soon as its ClientApp
+    has started on the one-shot query. The SuperLink marks it offline after 2 missed heartbeats
+    and answers in its place; the server rejects it by name and proceeds with the two others,
+    long before its timeout."""
     timeout = 600
     run_id, path = federation.submit("dead", {"min-clients": 2, "timeout": timeout,
                                               **ONESHOT, "iterations": 400})
-    time.sleep(5)
+    (executor,) = federation.containers("clientapp-3")
+    deadline = time.monotonic() + 180
+    while not [pid for pid in processes_of([executor]) if "flwr-clientapp" in cmdline(pid)]:
+        assert time.monotonic() < deadline, "client 3's ClientApp did not start on the query"
+        time.sleep(0.2)
     (node,) = federation.containers("supernode-3")
     run(["docker", "kill", node], timeout=60)
     killed = time.monotonic()
@@ -353,19 +378,6 @@ def test_a_dead_supernode_costs_the_liveness_window_not_the_timeout(federation):
     print(f"\ndead SuperNode: run finished {finished:.1f} s after the kill (query exchange "
           f"{query['seconds']:.1f} s; timeout {timeout} s)")
     assert finished < LIVENESS_WINDOW + 60 < timeout
-
-
-def processes_of(container_ids: list[str]) -> list[int]:
-    """Host PIDs of processes inside these containers (their cgroup paths name the IDs)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cgroup = (entry / "cgroup").read_text() if entry.name.isdigit() else ""
-        except OSError:
-            continue
-        if any(i in cgroup for i in container_ids):
-            found.append(int(entry.name))
-    return found
 
 
 def test_down_leaves_no_container_volume_or_process(federation):
