@@ -33,7 +33,7 @@ done
 
 docker info >/dev/null 2>&1 || {
     echo "build-image.sh: no Docker engine answers (docker info failed); start one first" \
-         "(README.md, § Containers)." >&2
+         "(docs/containers.md)." >&2
     exit 1
 }
 if [ "$mode" = auto ]; then

@@ -1,9 +1,9 @@
 """The compose federation for real: ``docker-compose.yml`` on a Docker engine.
 
 The image (``deploy/build-image.sh``, built if absent), the credentials and the per-client data
-are made as README.md's Docker section says; the SuperLink, the three SuperNodes and every
-executor start with TLS and SuperNode authentication, on the host's network on 127.0.0.1
-(``deploy/docker-compose.host.yml``, distinct ports). From the host, ``flwr run`` submits the
+are made as docs/containers.md says ("What CI runs, step by step"); the SuperLink, the three
+SuperNodes and every executor start with TLS and SuperNode authentication, on the host's
+network on 127.0.0.1 (``deploy/docker-compose.host.yml``, distinct ports). From the host, ``flwr run`` submits the
 one-shot job and FedAvg (R = 3), whose metrics must equal ``fairsynth simulate``'s for the same
 split and seeds (non-private order and exact evaluation: the compose clients' policy allows it,
 so the comparison is exact). Then: a SuperNode with an unregistered key is refused; client k's
@@ -60,7 +60,7 @@ pytestmark = [
     pytest.mark.docker,
     pytest.mark.slow,  # minutes, and an image build when there is none: not in -m "not slow"
     pytest.mark.skipif(not REQUIRED and not engine_answers(),
-                       reason="no Docker engine answers `docker info` (README.md, § Containers; "
+                       reason="no Docker engine answers `docker info` (docs/containers.md; "
                               "FAIRSYNTH_REQUIRE_DOCKER=1 makes this a failure)"),
 ]
 
@@ -111,7 +111,7 @@ class Compose:
                      "-f", str(REPO / "docker-compose.yml"),
                      "-f", str(REPO / "deploy" / "docker-compose.host.yml")]
 
-    # -- the README's steps
+    # -- the steps of docs/containers.md
     def prepare(self) -> None:
         cli = [sys.executable, "-m", "simulations.cli"]
         run([*cli, "deploy-certs", "--out", str(self.root / "deploy" / "certs"),
