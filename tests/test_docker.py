@@ -3,10 +3,11 @@
 The image (``deploy/build-image.sh``, built if absent), the credentials and the per-client data
 are made as docs/containers.md says ("What CI runs, step by step"); the SuperLink, the three
 SuperNodes and every executor start with TLS and SuperNode authentication, on the host's
-network on 127.0.0.1 (``deploy/docker-compose.host.yml``, distinct ports). From the host, ``flwr run`` submits the
-one-shot job and FedAvg (R = 3), whose metrics must equal ``fairsynth simulate``'s for the same
-split and seeds (non-private order and exact evaluation: the compose clients' policy allows it,
-so the comparison is exact). Then: a SuperNode with an unregistered key is refused; client k's
+network on 127.0.0.1 (``deploy/docker-compose.host.yml``, distinct ports). From the host,
+``flwr run`` submits the one-shot job and FedAvg (R = 3), whose metrics must equal
+``fairsynth simulate``'s for the same split and seeds (non-private order and exact evaluation:
+the compose clients' policy allows it, so the comparison is exact). Then: a SuperNode with an
+unregistered key is refused; the services run non-root and listen on loopback only; client k's
 data is mounted only in ``clientapp-k``; a SuperNode killed mid-round costs the server Flower's
 liveness window, not its timeout; ``down -v`` leaves no container, volume or process.
 
