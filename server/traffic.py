@@ -64,8 +64,8 @@ def readdressed(replies: list[Message], sent: list[Message]) -> list[Message]:
     out = []
     for reply in replies:
         query = by_id.get(reply.metadata.reply_to_message_id)
-        if (reply.has_error() and reply.metadata.src_node_id == SUPERLINK_NODE_ID
-                and query is not None and query.metadata.dst_node_id != SUPERLINK_NODE_ID):
+        from_link = reply.has_error() and reply.metadata.src_node_id == SUPERLINK_NODE_ID
+        if from_link and query is not None:
             reply = Message(reply.error, reply_to=query)
         out.append(reply)
     return out

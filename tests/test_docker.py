@@ -32,6 +32,7 @@ import pytest
 
 from simulations.deployment.credentials import generate_auth_key
 from simulations.deployment.supervisor import flower_executable, free_port
+from simulations.processes import stat
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = "fairsynth:latest"
@@ -213,13 +214,6 @@ def federation(tmp_path_factory, data_dir):
         run(["docker", "rm", "-f", f"{fed.project}_unregistered"], timeout=60, check=False)
 
 
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 def processes_of(container_ids: list[str]) -> list[int]:
     """Host PIDs of processes inside these containers (their cgroup paths name the IDs)."""
     found = []
@@ -364,7 +358,7 @@ def test_a_dead_supernode_costs_the_liveness_window_not_the_timeout(federation):
                                               **ONESHOT, "iterations": 400})
     (executor,) = federation.containers("clientapp-3")
     deadline = time.monotonic() + 180
-    while not [pid for pid in processes_of([executor]) if "flwr-clientapp" in cmdline(pid)]:
+    while "flwr-clientapp" not in {s.command for p in processes_of([executor]) if (s := stat(p))}:
         assert time.monotonic() < deadline, "client 3's ClientApp did not start on the query"
         time.sleep(0.2)
     (node,) = federation.containers("supernode-3")
