@@ -3,7 +3,10 @@
 Orders (a registry keyed by the run-config string, like Opacus' accountants):
 
 * ``fair-then-private`` — the paper: stage 1 on the real rows, then the DP generator on the
-  stage-1 rows. The (ε, δ) covers stage 2's input (the stage-1 rows) only.
+  stage-1 rows. The (ε, δ) covers stage 2's input (the stage-1 rows) only. With
+  ``Stage2Config.repair``, stage 1 runs once more on the DP generator's rows, which it reads
+  alone (post-processing: same (ε, δ)), because the generator re-learns the group gap that
+  stage 1 removed.
 * ``private-then-fair`` — the DP generator on the real rows, then stage 1 with the DP rows in
   place of the real rows. End-to-end (ε, δ)-DP for the real rows (post-processing).
 * ``fair-only`` — stage 1 only; no formal privacy.
@@ -71,7 +74,8 @@ class Stage2Config:
     ``fraction`` is ``Ñ₂ / N`` (paper: 1.0 and 0.1). ``generator`` names a registered DP
     generator; ``options`` holds that generator's own hyperparameters. ``noise_seed`` and
     ``secure_mode`` come from the client's privacy policy (:mod:`clients.policy`), never from
-    the run config: the DP noise is fresh OS entropy unless the client seeds it.
+    the run config: the DP noise is fresh OS entropy unless the client seeds it. ``repair``
+    (fair-then-private only): stage 1 again on the DP rows before they are released.
     """
 
     epsilon: float = 1.0
@@ -81,6 +85,7 @@ class Stage2Config:
     options: dict = dataclasses.field(default_factory=dict)
     noise_seed: int | None = None
     secure_mode: bool = False
+    repair: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.epsilon) and self.epsilon > 0):
@@ -166,6 +171,7 @@ def pipeline_config(config: RunConfig) -> PipelineConfig:
     stage2 = Stage2Config(
         epsilon=config.epsilon, delta=config.delta, fraction=config.stage2_fraction,
         generator=config.generator, options=config.generator_kwargs,
+        repair=config.repairs,
     )
     return PipelineConfig(order=config.order, stage1=stage1, stage2=stage2)
 
@@ -278,12 +284,24 @@ def _private_only(train: TabularData, config: PipelineConfig, seed: int,
 def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
                        fractions: Sequence[float]) -> list[PipelineResult]:
     """Stage 1 on the real rows, the DP generator on the stage-1 rows; ``fraction · N̂`` rows
-    (``N̂``: the generator's DP estimate of its input size, scaled back by ``Ñ/N``)."""
+    (``N̂``: the generator's DP estimate of its input size, scaled back by ``Ñ/N``). With
+    ``repair``, ``N̂`` DP rows go through stage 1 once more at fraction ``Ñ₂/N``, as in
+    private-then-fair: it reads only the DP rows, so the (ε, δ) is unchanged."""
     fair = _stage1(train, config, seed)
     generator, fit = _fit_generator(fair.data, config, seed)
-    report = _dp_report("fair-then-private", generator, COVERS_STAGE1)
+    repair = config.stage2.repair
+    report = _dp_report("fair-then-private", generator, COVERS_STAGE1, repair=repair)
     n_hat = generator.noisy_rows() / config.stage1.fraction  # the stage-1 rows are Ñ = fraction·N
     out = []
+    if repair:
+        private, t = _sample(generator, _n_out(1.0, n_hat), seed + 1)
+        for f in fractions:
+            again = _stage1(private, config, seed, fraction=f)
+            out.append(PipelineResult(
+                again.data, report,
+                {"stage1": fair.seconds, "stage2": fit + t, "repair": again.seconds},
+                intermediate={"stage1": fair.data, "stage2": private}, stage1_gap=fair.gap))
+        return out
     for i, f in enumerate(fractions):
         rows, t = _sample(generator, _n_out(f, n_hat), seed + 1 + i)
         out.append(PipelineResult(rows, report, {"stage1": fair.seconds, "stage2": fit + t},

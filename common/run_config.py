@@ -168,6 +168,10 @@ class RunConfig:
     generator: str = setting("dp-ctgan", "the DP generator", group="stage 2")
     generator_options: str = setting("", "the generator's own options as a JSON object",
                                      group="stage 2")
+    repair: str = setting("auto", "fair-then-private: stage 1 again on the DP generator's rows, "
+                                  "which it reads alone (post-processing, same ε and δ): on, "
+                                  "off (the paper), or auto (on unless utility is balanced)",
+                          group="stage 2", choices=("auto", "on", "off"))
     # server model
     model: str = setting("logistic", "the server's model (and the baselines' shared model)",
                          group="server model", choices=MODELS)
@@ -224,10 +228,21 @@ class RunConfig:
                 "schema.json`, review it and delete its draft key, then pass `--schema "
                 "schema.json` (run config: schema = \"schema.json\"); or use order fair-only or "
                 "real.")
+        if self.repair == "on" and self.utility == "balanced":
+            raise ConfigError(
+                "run config: repair = 'on' with utility = 'balanced': the balanced utility's "
+                "stage-1 rows are label-balanced on purpose, so a DP generator fitted on them "
+                "draws label-balanced rows, and a gap measured on those is not the real rows' "
+                "gap. Use repair = 'auto' or 'off' with the balanced utility.")
         self.hidden_sizes  # noqa: B018 (validates mlp-hidden)
         self.generator_kwargs  # noqa: B018 (validates generator-options)
 
     # ------------------------------------------------------------------ derived values
+
+    @property
+    def repairs(self) -> bool:
+        """Whether fair-then-private repairs its DP rows (``repair`` with auto resolved)."""
+        return self.repair == "on" or (self.repair == "auto" and self.utility != "balanced")
 
     @property
     def hidden_sizes(self) -> tuple[int, ...]:

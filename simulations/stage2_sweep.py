@@ -165,7 +165,8 @@ def _one(config, splits, test, fractions: list[float]) -> list[dict]:
     for i, fraction in enumerate(fractions):
         released = [results[i].rows for results in per_client]
         if order == "fair-then-private":
-            inputs, outputs = [r[i].intermediate["stage1"] for r in per_client], released
+            inputs = [r[i].intermediate["stage1"] for r in per_client]
+            outputs = [r[i].intermediate.get("stage2", r[i].rows) for r in per_client]
         elif order == "private-then-fair":
             inputs = [s.train for s in splits]
             outputs = [r[i].intermediate["stage2"] for r in per_client]

@@ -58,15 +58,30 @@ def test_the_server_checks_the_strategy_against_its_flows():
 
 def test_pipeline_defaults_are_the_stage_defaults():
     """The run's default is a fairness target on the smooth gap; the rest are the stages' own
-    defaults. target = 0 gives the paper's penalty form."""
+    defaults, but for fair-then-private's repair (auto: on unless the utility is balanced).
+    target = 0 gives the paper's penalty form."""
     built = pipeline_config(RunConfig())
     assert built.stage1 == Stage1Config(target=0.02, relaxation="gap")
-    assert built.stage2 == Stage2Config()
+    assert built.stage2 == Stage2Config(repair=True)
     assert built.order == "fair-then-private"
     tuned = pipeline_config(RunConfig(target=0, relaxation="covariance", tolerance=0.01,
                                       delta=1e-6, rho=100.0))
     assert tuned.stage1 == Stage1Config(tolerance=0.01, rho=100.0)
     assert tuned.stage2.delta == 1e-6
+
+
+@pytest.mark.parametrize("repair, utility, repairs", [
+    ("auto", "accuracy", True), ("auto", "balanced", False), ("off", "accuracy", False),
+    ("on", "accuracy", True), ("off", "balanced", False)])
+def test_repair_auto_is_on_except_with_the_balanced_utility(repair, utility, repairs):
+    config = RunConfig(repair=repair, utility=utility)
+    assert config.repairs is repairs
+    assert pipeline_config(config).stage2.repair is repairs
+
+
+def test_repair_on_with_the_balanced_utility_is_refused():
+    with pytest.raises(ConfigError, match="label-balanced.*repair = 'auto' or 'off'"):
+        RunConfig(repair="on", utility="balanced")
 
 
 def test_a_target_and_a_tolerance_are_refused_together():

@@ -94,10 +94,39 @@ def test_the_generator_of_fair_then_private_reads_only_the_stage_one_rows(toy, m
     assert len(seen) == 1 and seen[0] is result.intermediate["stage1"]
 
 
-@pytest.mark.parametrize("order", ["private-only", "fair-then-private", "private-then-fair"])
-def test_release_sizes_follow_the_fraction_and_cells_keep_their_shares(toy, order):
+def test_the_repair_of_fair_then_private_reads_only_the_dp_rows(toy, monkeypatch):
+    """With repair, stage 1 runs twice: on the real rows, then on the generator's rows alone;
+    the release is the second run's output and the (ε, δ) is the generator's."""
+    seen = []
+    original = FairDistiller.fit
+
+    def spy(self, data):
+        seen.append((data, self.config.fraction))
+        return original(self, data)
+
+    monkeypatch.setattr(FairDistiller, "fit", spy)
+    cfg = config("fair-then-private", repair=True, fraction=0.5, noise_seed=6)
+    result = run_pipeline(toy, cfg, seed=2)
+    assert len(seen) == 2 and seen[0][0] is toy
+    dp_rows, fraction = seen[1]
+    assert dp_rows is result.intermediate["stage2"] and fraction == 0.5
+    assert not dp_rows.features.equals(result.intermediate["stage1"].features)
+    assert len(result.rows) == round(0.5 * len(dp_rows))
+    plain = run_pipeline(toy, config("fair-then-private", noise_seed=6), seed=2)
+    assert result.privacy.epsilon == plain.privacy.epsilon
+    assert result.privacy.covers == pipeline.COVERS_STAGE1
+    assert result.privacy.details["repair"] is True
+    assert plain.privacy.details["repair"] is False
+    assert set(result.seconds) == {"stage1", "stage2", "repair"}
+
+
+@pytest.mark.parametrize("order, repair", [
+    ("private-only", False), ("fair-then-private", False), ("fair-then-private", True),
+    ("private-then-fair", False)])
+def test_release_sizes_follow_the_fraction_and_cells_keep_their_shares(toy, order, repair):
     # A pinned noise seed: the tolerances below are about the sizing logic, not a draw.
-    results = run_pipeline_fractions(toy, config(order, noise_seed=4), [1.0, 0.1], seed=4)
+    results = run_pipeline_fractions(toy, config(order, noise_seed=4, repair=repair),
+                                     [1.0, 0.1], seed=4)
     # Sizes follow the DP row count N̂ (noise σ ≈ 2·17 on this 500-row set), not N itself.
     full, tenth = (len(r.rows) for r in results)
     assert abs(full - len(toy)) <= 0.2 * len(toy)
