@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 from clients import fairness_terms
 from clients.bilevel_problem import BilevelProblem
+from clients.outer_steps import Adam, BestStep, Box
 from common import logistic
 from common.encoding import Encoder, design_matrix
 from common.errors import ConfigError, DataError
@@ -312,14 +313,18 @@ class FairDistiller:
             anchor=anchor, weights=utility_weights(real.y, cfg.utility), target=cfg.target,
             multiplier_lr=cfg.multiplier_lr,
         )
-        # Adam runs on r; the learned block is u = standardise(r) when moments are kept.
+        # Adam runs on r; the learned block is u = standardise(r) when moments are kept, then
+        # projected onto the columns' declared bounds: the model stage 1 fits, and the gap it
+        # meets, are those of rows that can be released as they are.
         r = np.asfortranarray(z0[:, :L])
+        box = Box(*(b[order[:L]] for b in enc.z_bounds()))
         u, scale = problem.standardise_into(r) if cfg.keep_moments else (r, None)
+        box.project(u)
         w = w_prev = problem.inner(u)
         cov_start = float(c @ w)
         objective, covariance, gaps = (np.empty(cfg.iterations) for _ in range(3))
-        best = _BestStep(cfg.target, cfg.keep)
-        adam = _Adam(r, lr=cfg.lr)
+        best = BestStep(cfg.target, cfg.keep)
+        adam = Adam(r, lr=cfg.lr)
         debug = logger.isEnabledFor(logging.DEBUG)
         steps = tqdm(range(cfg.iterations), desc="stage 1", disable=_no_bar(self.progress),
                      leave=False)
@@ -329,6 +334,7 @@ class FairDistiller:
                 grad, f = problem.hypergradient_standardised(u, w, scale)
             else:
                 grad, f = problem.hypergradient(u, w)
+            box.hold(grad)
             objective[t], covariance[t], gaps[t] = f, float(c @ w), problem.last["gap"]
             best.offer(problem.last, u, w)
             if best.locked:  # the real rows already meet the target: they are the answer
@@ -339,6 +345,7 @@ class FairDistiller:
             problem.update_multiplier()
             adam.step(grad)
             u, scale = problem.standardise_into(r) if cfg.keep_moments else (r, None)
+            box.project(u)
             # Warm start on the secant through the last two solutions: r moves smoothly under
             # Adam, so w*(r) does too, and the inner Newton needs a step fewer than from w.
             w, w_prev = problem.inner(u, w0=2.0 * w - w_prev), w
@@ -379,67 +386,6 @@ class FairDistiller:
             return np.arange(len(real))
         alloc = allocate_cells(real.s, real.y, n_syn, balanced=balanced)
         return draw_cells(real.s, real.y, alloc, np.random.default_rng(cfg.seed))
-
-
-class _BestStep:
-    """The outer step a target run returns (copies of ``u`` and ``w``).
-
-    If the starting rows (the real rows) already meet the target, they are returned unchanged:
-    a target is a constraint, and moving rows that meet it only fits the inner model closer to
-    the training rows. Otherwise, with ``keep="loss"``, the step with the lowest real-data loss
-    among those whose measured gap met the target; with ``keep="first"``, the first of them;
-    if none met it, the smallest excess."""
-
-    def __init__(self, target: float | None, keep: str = "loss"):
-        self.target, self.keep, self.key = target, keep, (math.inf, math.inf)
-        self.u = self.w = None
-        self.gap = self.excess = math.nan
-        self.step, self.locked = -1, False
-
-    def offer(self, last: dict, u: np.ndarray, w: np.ndarray) -> None:
-        if self.target is None or self.locked:
-            return
-        self.step += 1
-        excess = max(0.0, abs(last["gap"]) - self.target)
-        key = (excess, last["loss"] if self.keep == "loss" else self.step)
-        if key < self.key:
-            self.key, self.gap, self.excess = key, last["gap"], excess
-            self.u, self.w = u.copy(), w.copy()
-        self.locked = self.step == 0 and excess == 0
-
-
-class _Adam:
-    """Adam (Kingma & Ba) updating ``param`` in place, with preallocated buffers: the update
-    runs on ``Ñ × L`` arrays every outer step, where temporaries would dominate the cost.
-
-    The moments are kept unscaled, ``m' = m/(1−β₁)`` and ``v' = v/(1−β₂)`` (``m' ← β₁m' + g``,
-    ``v' ← β₂v' + g²``), which saves three passes over the arrays a step; the update
-    ``lr·m̂/(√v̂ + ε)`` is the same, with the constants folded into two scalars.
-    """
-
-    def __init__(self, param: np.ndarray, *, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.param, self.lr, self.eps = param, lr, eps
-        self.b1, self.b2 = betas
-        self.m, self.v, self.tmp = (np.zeros_like(param) for _ in range(3))
-        self.t = 0
-
-    def step(self, grad: np.ndarray) -> None:
-        self.t += 1
-        m, v, tmp = self.m, self.v, self.tmp
-        m *= self.b1
-        m += grad  # m' ← β₁m' + g
-        np.multiply(grad, grad, out=tmp)
-        v *= self.b2
-        v += tmp  # v' ← β₂v' + g²
-        # m̂ = m'(1−β₁)/(1−β₁ᵗ), v̂ = v'·c with c = (1−β₂)/(1−β₂ᵗ):
-        # lr·m̂/(√v̂ + ε) = k·m'/(√v' + ε/√c) with k = lr(1−β₁)/((1−β₁ᵗ)√c).
-        root_c = np.sqrt((1 - self.b2) / (1 - self.b2**self.t))
-        k = self.lr * (1 - self.b1) / ((1 - self.b1**self.t) * root_c)
-        np.sqrt(v, out=tmp)
-        tmp += self.eps / root_c
-        np.divide(m, tmp, out=tmp)
-        tmp *= k
-        self.param -= tmp
 
 
 def standardise(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

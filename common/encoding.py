@@ -96,6 +96,20 @@ class Encoder:
         """The ``N × p`` design matrix ``[z, s, 1]``."""
         return design_matrix(self.encode_z(data), data.s)
 
+    def z_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The declared bounds of each continuous column in ``z``'s units (``−∞, ∞`` for the
+        one-hot entries and for columns declared without bounds)."""
+        lo, hi = np.full(self.n_z, -np.inf), np.full(self.n_z, np.inf)
+        ci = 0
+        for col, (_, sl) in zip(self.schema.features, self.blocks):
+            if col.kind != "continuous":
+                continue
+            if col.bounds is not None:
+                lo[sl.start] = (col.bounds[0] - self.mean[ci]) / self.std[ci]
+                hi[sl.start] = (col.bounds[1] - self.mean[ci]) / self.std[ci]
+            ci += 1
+        return lo, hi
+
     def decode_continuous(self, z: np.ndarray) -> np.ndarray:
         """Continuous entries of ``z`` back in original units (``N × n_continuous``)."""
         return z[:, self.continuous_mask] * self.std + self.mean
