@@ -294,8 +294,10 @@ class FairDistiller:
         # for a label-balanced start, the balanced sample's (its own scaler).
         enc = Encoder.fit(real.subset(init) if cfg.utility == "balanced" else real)
         z_real = enc.encode_z(real)
-        # Learned columns (continuous, not constant among the initial rows) first.
-        learn = enc.continuous_mask & (z_real[init].std(axis=0) > 0)
+        # Learned columns (continuous, not constant among the initial rows) first. "Constant"
+        # is decided exactly (max = min): a computed std of equal values rounds to 0 or to
+        # ~1e-17 depending on the summation order, so it cannot decide it.
+        learn = enc.continuous_mask & (np.ptp(z_real[init], axis=0) > 0)
         order = np.concatenate([np.flatnonzero(learn), np.flatnonzero(~learn)])
         L = int(learn.sum())
         X_real = design_matrix(z_real[:, order], real.s)

@@ -34,7 +34,8 @@ class Encoder:
                   else np.empty((len(data), 0)))
         mean = values.mean(axis=0) if len(values) else np.zeros(len(cont))
         std = values.std(axis=0) if len(values) else np.ones(len(cont))
-        std = np.where(std > 0, std, 1.0)  # a constant column stays constant (zero) after scaling
+        varies = np.ptp(values, axis=0) > 0 if len(values) else np.zeros(len(cont), bool)
+        std = np.where(varies, std, 1.0)  # a constant column stays constant (zero) after scaling
         return cls(schema=data.schema, mean=mean, std=std)
 
     @classmethod

@@ -239,6 +239,31 @@ def test_categorical_columns_are_kept_from_initial_rows():
     assert not np.allclose(syn.features["x"], data.features["x"])
 
 
+@pytest.mark.parametrize("seed", [3, 7, 10])
+def test_a_column_constant_among_the_initial_rows_is_held_fixed(seed):
+    """A skewed column (capital-loss: nearly all 0) can be constant among the sampled initial
+    rows without being constant in the data. Its std then rounds to 0 or to ~1e-17 depending
+    on the summation order; stage 1 must hold it fixed, not divide by it."""
+    import pandas as pd
+
+    from common.schema import Column, Schema, from_frame
+
+    rng = np.random.default_rng(seed)
+    n = 1000
+    k = np.zeros(n)
+    k[:3] = rng.uniform(100, 5000, 3)
+    frame = pd.DataFrame({"x": rng.normal(size=n), "k": k, "g": rng.integers(0, 2, n),
+                          "t": rng.integers(0, 2, n)})
+    schema = Schema("t", (Column("x"), Column("k")), sensitive="g", privileged="1", label="t",
+                    favourable="1")
+    data = from_frame(frame, schema)
+    config = Stage1Config(rho=10.0, iterations=10, fraction=0.1, seed=seed)
+    syn = FairDistiller(config, progress=False).fit(data).data
+    assert len(syn) == 100
+    assert np.isfinite(syn.features["x"]).all()
+    assert syn.features["k"].nunique() == 1
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"rho": -1.0}, "rho"),
     ({"fraction": 0.0}, "fraction"),
