@@ -100,6 +100,10 @@ class Compose:
         self.link_port, *self.node_ports = sorted(ports)
         self.env = {
             **os.environ,
+            # dockerd answers slowly on a loaded 2-core machine (removing a container on the
+            # vfs storage driver deletes a full copy of the image): compose's 60 s per request
+            # is too short there, and the step's own timeout still bounds the wait.
+            "COMPOSE_HTTP_TIMEOUT": "300", "DOCKER_CLIENT_TIMEOUT": "300",
             "FAIRSYNTH_BIND": "127.0.0.1",
             "FAIRSYNTH_SUPERLINK_PORT": str(self.link_port),
             "FAIRSYNTH_UID": str(self.uid), "FAIRSYNTH_GID": str(self.gid),
@@ -378,7 +382,7 @@ def test_a_dead_supernode_costs_the_liveness_window_not_the_timeout(federation):
 def test_down_leaves_no_container_volume_or_process(federation):
     ids = federation.containers()
     assert ids and processes_of(ids), "the federation's processes are not visible"
-    federation.compose("down", "-v", "--remove-orphans")
+    federation.compose("down", "-v", "--remove-orphans", timeout=900)
     assert federation.containers() == []
     volumes = run(["docker", "volume", "ls", "-q", "--filter",
                    f"label=com.docker.compose.project={federation.project}"], timeout=60)
