@@ -243,6 +243,15 @@ def _sample(generator, n: int, seed: int) -> tuple[TabularData, float]:
     return rows, time.perf_counter() - start
 
 
+def _stage1_on_dp_rows(generator, n: float, config: PipelineConfig, seed: int,
+                       fractions: Sequence[float]):
+    """Draw ``n`` DP rows once and run stage 1 on them alone at each fraction: post-processing,
+    so the generator's (ε, δ) covers the result. Returns the rows, the sampling's seconds and
+    one stage-1 result per fraction (shared by private-then-fair and the repair)."""
+    private, t = _sample(generator, _n_out(1.0, n), seed + 1)
+    return private, t, [_stage1(private, config, seed, fraction=f) for f in fractions]
+
+
 def _dp_report(order: str, generator, covers: str, **details) -> PrivacyReport:
     spent = generator.privacy_spent()
     return PrivacyReport(order, spent["epsilon"], spent["delta"], covers, {**spent, **details})
@@ -292,16 +301,13 @@ def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
     repair = config.stage2.repair
     report = _dp_report("fair-then-private", generator, COVERS_STAGE1, repair=repair)
     n_hat = generator.noisy_rows() / config.stage1.fraction  # the stage-1 rows are Ñ = fraction·N
-    out = []
     if repair:
-        private, t = _sample(generator, _n_out(1.0, n_hat), seed + 1)
-        for f in fractions:
-            again = _stage1(private, config, seed, fraction=f)
-            out.append(PipelineResult(
-                again.data, report,
-                {"stage1": fair.seconds, "stage2": fit + t, "repair": again.seconds},
-                intermediate={"stage1": fair.data, "stage2": private}, stage1_gap=fair.gap))
-        return out
+        private, t, again = _stage1_on_dp_rows(generator, n_hat, config, seed, fractions)
+        return [PipelineResult(a.data, report,
+                               {"stage1": fair.seconds, "stage2": fit + t, "repair": a.seconds},
+                               intermediate={"stage1": fair.data, "stage2": private},
+                               stage1_gap=fair.gap) for a in again]
+    out = []
     for i, f in enumerate(fractions):
         rows, t = _sample(generator, _n_out(f, n_hat), seed + 1 + i)
         out.append(PipelineResult(rows, report, {"stage1": fair.seconds, "stage2": fit + t},
@@ -316,11 +322,8 @@ def _private_then_fair(train: TabularData, config: PipelineConfig, seed: int,
     generator's DP estimate of ``N``), then stage 1 on them at fraction ``Ñ₂/N`` (so the
     released size is ``fraction · N̂``)."""
     generator, fit = _fit_generator(train, config, seed)
-    private, t = _sample(generator, generator.noisy_rows(), seed + 1)
+    private, t, fair = _stage1_on_dp_rows(generator, generator.noisy_rows(), config, seed,
+                                          fractions)
     report = _dp_report("private-then-fair", generator, COVERS_REAL_POST)
-    out = []
-    for f in fractions:
-        fair = _stage1(private, config, seed, fraction=f)
-        out.append(PipelineResult(fair.data, report, {"stage2": fit + t, "stage1": fair.seconds},
-                                  intermediate={"stage2": private}, stage1_gap=fair.gap))
-    return out
+    return [PipelineResult(a.data, report, {"stage2": fit + t, "stage1": a.seconds},
+                           intermediate={"stage2": private}, stage1_gap=a.gap) for a in fair]
