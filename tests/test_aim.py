@@ -305,3 +305,14 @@ def test_too_few_rounds_and_unfitted_use_are_refused():
         AIM(AIMConfig(delta=1e-4, rounds=3)).fit(data)
     with pytest.raises(ConfigError, match="call fit"):
         AIM(AIMConfig()).sample(10)
+
+
+def test_secure_mode_fits_from_os_noise():
+    """secure_mode draws the Gaussian and the Gumbel noise from os.urandom: a fit runs and,
+    unseeded, two fits differ."""
+    data = _dependent_table(400)
+    fits = [AIM(AIMConfig(delta=1e-4, rounds=6, iters=20, final_iters=20,
+                          secure_mode=True)).fit(data) for _ in range(2)]
+    assert fits[0].model.total != fits[1].model.total
+    assert all(f.privacy_spent()["rho_spent"] == pytest.approx(f.privacy_spent()["rho"])
+               for f in fits)
