@@ -7,8 +7,9 @@ Every generator follows one small protocol::
     rows = gen.sample(n)        # post-processing: same schema, (s, y) cells in noisy proportions
                                 #   (seed=... for an independent draw)
     gen.noisy_rows()            # the DP estimate of the input's row count (sizes releases)
-    gen.privacy_spent()         # dict: epsilon, delta, noise_multiplier, sample_rate, steps,
-                                #       epochs, accountant, budget_split, ...
+    gen.privacy_spent()         # dict: epsilon, delta, accountant, and the mechanism's own
+                                #   figures (dp-ctgan: noise_multiplier, sample_rate, steps,
+                                #   budget_split, ...; aim: rho, rounds, per_round σ and ε, ...)
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ def _dp_ctgan(*, epsilon: float, delta: float, seed: int, **options) -> DPGenera
     from clients.dp_ctgan import DPCTGAN, DPCTGANConfig
 
     return DPCTGAN(DPCTGANConfig.from_options(epsilon=epsilon, delta=delta, seed=seed, **options))
+
+
+@register_generator("aim")
+def _aim(*, epsilon: float, delta: float, seed: int, **options) -> DPGenerator:
+    from clients.aim import AIM, AIMConfig
+
+    return AIM(AIMConfig.from_options(epsilon=epsilon, delta=delta, seed=seed, **options))
 
 
 def make_generator(name: str, *, epsilon: float, delta: float, seed: int = 0,

@@ -439,6 +439,17 @@ class NoiseSource:
         total = sum(self._urandom_normal(count) for _ in range(4)) / 2.0
         return loc + scale * total.reshape(shape)
 
+    def gumbel(self, size=None) -> np.ndarray:
+        """Standard Gumbel draws ``−log(−log U)`` (the exponential mechanism's Gumbel-max);
+        in secure mode ``U`` is a 53-bit uniform in (0, 1) from os.urandom."""
+        if not self.secure:
+            return self._rng.gumbel(0.0, 1.0, size=size)
+        shape = () if size is None else size
+        count = int(np.prod(shape, dtype=np.int64))
+        bits = np.frombuffer(os.urandom(8 * count), dtype=np.uint64) >> np.uint64(11)
+        u = (bits.astype(np.float64) + 0.5) / 2.0**53
+        return (-np.log(-np.log(u))).reshape(shape)
+
     @staticmethod
     def _urandom_normal(count: int) -> np.ndarray:
         """``count`` standard normal draws by Box–Muller from 53-bit uniforms of os.urandom."""

@@ -165,7 +165,8 @@ class RunConfig:
     stage2_fraction: float = setting(1.0, "released rows Ñ₂/N (paper: 1.0 and 0.1)",
                                      group="stage 2", low=0, high=1, low_open=True,
                                      aliases=("--fraction",))
-    generator: str = setting("dp-ctgan", "the DP generator", group="stage 2")
+    generator: str = setting("dp-ctgan", "the DP generator: dp-ctgan (DP-SGD) or aim "
+                                         "(adaptive noisy marginals)", group="stage 2")
     generator_options: str = setting("", "the generator's own options as a JSON object",
                                      group="stage 2")
     repair: str = setting("auto", "fair-then-private: stage 1 again on the DP generator's rows, "

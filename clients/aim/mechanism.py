@@ -1,0 +1,219 @@
+"""AIM: :meth:`AIM.fit` spends the budget on noisy marginals; the rest is post-processing."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+
+import numpy as np
+
+from clients.aim import graphical
+from clients.aim.budget import Schedule, zcdp_epsilon
+from clients.aim.config import AIMConfig
+from clients.aim.discretise import Discretiser, S, Y
+from common import privacy
+from common.errors import ConfigError
+from common.schema import Schema, TabularData
+
+logger = logging.getLogger(__name__)
+
+Clique = graphical.Clique
+
+
+def workload(sizes: dict[str, int], config: AIMConfig) -> list[Clique]:
+    """The workload's marginals in domain order (weight 1 each): see :class:`AIMConfig`."""
+    order = list(sizes)
+    if config.workload == "fair":
+        marginals = [cl for r in (2, 3) for cl in itertools.combinations(order, r)
+                     if S in cl or Y in cl]
+    else:
+        marginals = list(itertools.combinations(order, 3))
+    marginals = [cl for cl in marginals if math.prod(sizes[a] for a in cl) <= config.max_cells]
+    if len(marginals) > config.max_workload:
+        keep = np.random.default_rng(config.seed).choice(len(marginals), config.max_workload,
+                                                         replace=False)
+        marginals = [marginals[i] for i in sorted(keep)]
+    if not marginals:
+        raise ConfigError(f"aim: no workload marginal has at most max_cells = {config.max_cells} "
+                          "cells; raise max_cells or lower bins.")
+    return marginals
+
+
+def candidates(marginals: list[Clique]) -> dict[Clique, float]:
+    """Every non-empty subset of a workload marginal, weighted by its overlap with the workload,
+    ``w_r = Σ_{W} |r ∩ W|`` (the paper's ``compile_workload``)."""
+    closure = {sub for cl in marginals for k in range(1, len(cl) + 1)
+               for sub in itertools.combinations(cl, k)}
+    return {r: float(sum(len(set(r) & set(w)) for w in marginals))
+            for r in sorted(closure, key=lambda c: (len(c), c))}
+
+
+def select(scores: dict[Clique, float], sensitivity: float, epsilon: float,
+           noise: privacy.NoiseSource) -> Clique:
+    """The exponential mechanism, ``P(r) ∝ exp(ε · q_r / (2Δ))``, by the Gumbel-max trick:
+    ``argmax_r ε q_r / (2Δ) + G_r`` with independent standard Gumbel ``G_r``."""
+    keys = list(scores)
+    q = np.array([scores[k] for k in keys])
+    return keys[int(np.argmax(0.5 * epsilon / sensitivity * q + noise.gumbel(len(keys))))]
+
+
+def total_estimate(measurements) -> float:
+    """Minimum-variance unbiased row count from the noisy marginals (each one's sum, weighted
+    by ``1/(σ² · cells)``), at least 1 (``mbi.estimation.minimum_variance_unbiased_total``)."""
+    sums = np.array([float(np.sum(y)) for _, y, _ in measurements])
+    var = np.array([s**2 * np.size(y) for _, y, s in measurements])
+    return max(1.0, float(np.average(sums, weights=1.0 / var)))
+
+
+class AIM:
+    """AIM (McKenna, Mullins, Sheldon & Miklau, PVLDB 2022): :meth:`fit` spends ``(ε, δ)``;
+    :meth:`sample` is post-processing. The method is in :mod:`clients.aim`.
+
+    Attributes
+    ----------
+    config : AIMConfig
+    domain : Discretiser or None
+        The public domain (None until :meth:`fit`, as every attribute below).
+    schedule : Schedule or None
+        The budget, round by round.
+    model : clients.aim.graphical.GraphicalModel or None
+        The final model.
+    measured : list of tuple
+        The measured cliques, in order.
+    seconds : float or None
+    """
+
+    def __init__(self, config: AIMConfig):
+        self.config = config
+        self.schema: Schema | None = None
+        self.domain: Discretiser | None = None
+        self.schedule: Schedule | None = None
+        self.model: graphical.GraphicalModel | None = None
+        self.measured: list[Clique] = []
+        self.workload: list[Clique] = []
+        self.seconds: float | None = None
+
+    def fit(self, data: TabularData) -> AIM:
+        """Measure the 1-way marginals, then select and measure marginals until ``ρ`` is
+        spent; the final model is estimated from every measurement."""
+        cfg = self.config
+        privacy.check_budget(epsilon=cfg.epsilon, delta=cfg.delta, n=len(data))
+        start = time.perf_counter()
+        noise = privacy.NoiseSource(cfg.noise_seed, secure=cfg.secure_mode, purpose="aim fit")
+        self.schema, self.domain = data.schema, Discretiser(data.schema, cfg.bins)
+        sizes = self.domain.sizes
+        codes = self.domain.encode(data)
+        self.workload = workload(sizes, cfg)
+        pool = candidates(self.workload)
+        rho = privacy.zcdp_rho(cfg.epsilon, cfg.delta)
+        schedule = Schedule(rho, rounds=cfg.rounds or 16 * len(sizes), attributes=len(sizes))
+        answers: dict[Clique, np.ndarray] = {}
+
+        def answer(cl: Clique) -> np.ndarray:  # the true marginal: private
+            if cl not in answers:
+                shape = [sizes[a] for a in cl]
+                flat = np.ravel_multi_index([codes[a] for a in cl], shape)
+                answers[cl] = np.bincount(flat, minlength=math.prod(shape)).astype(np.float64)
+            return answers[cl]
+
+        def measure(cl: Clique, sigma: float) -> None:
+            x = answer(cl)
+            measurements.append((cl, x + noise.normal(0.0, sigma, size=x.size), sigma))
+            self.measured.append(cl)
+
+        measurements: list = []
+        self.measured = []
+        for a in sizes:
+            measure((a,), schedule.sigma)
+        model = graphical.estimate(sizes, measurements, total=total_estimate(measurements),
+                                   iters=cfg.iters)
+        last = False
+        while not last:
+            sigma, epsilon, last = schedule.next_round()
+            cl = self._select(pool, model, answer, sigma, epsilon,
+                              schedule.size_limit(cfg.max_model_size), noise)
+            measure(cl, sigma)
+            before = model.project(cl).ravel()
+            model = graphical.estimate(sizes, measurements, total=total_estimate(measurements),
+                                       iters=cfg.iters, warm_start=model)
+            moved = float(np.abs(model.project(cl).ravel() - before).sum())
+            annealed = moved <= math.sqrt(2.0 / math.pi) * sigma * before.size
+            schedule.history[-1].update(clique=list(cl), annealed=annealed)
+            if annealed:
+                schedule.anneal()
+            logger.debug("aim: round %d measured %s (σ = %.2f, ε = %.4f)%s",
+                         len(schedule.history), cl, sigma, epsilon, ", annealed" * annealed)
+        self.model = graphical.estimate(sizes, measurements, total=total_estimate(measurements),
+                                        iters=cfg.final_iters, warm_start=model)
+        self.schedule = schedule
+        self.seconds = time.perf_counter() - start
+        logger.info("aim: %d rows, %d rounds, ρ = %.5f (ε = %.3f, δ = %.2e), %d cliques in "
+                    "%.2fs", len(data), len(schedule.history), schedule.used, cfg.epsilon,
+                    cfg.delta, len(self.model.cliques), self.seconds)
+        return self
+
+    def _select(self, pool: dict[Clique, float], model: graphical.GraphicalModel, answer,
+                sigma: float, epsilon: float, size_limit: float,
+                noise: privacy.NoiseSource) -> Clique:
+        """The worst-approximated candidate that keeps the model under ``size_limit`` MB:
+        quality ``w_r (‖μ_r − μ̂_r‖₁ − \\sqrt{2/π} σ n_r)``, sensitivity ``max_r w_r``."""
+        free = {sub for cl in model.cliques for k in range(1, len(cl) + 1)
+                for sub in itertools.combinations(cl, k)}
+        scores, sizes = {}, model.sizes
+        for cl, weight in pool.items():
+            if cl not in free and graphical.model_size(sizes, [*model.cliques, cl]) > size_limit:
+                continue
+            error = float(np.abs(answer(cl) - model.project(cl).ravel()).sum())
+            bias = math.sqrt(2.0 / math.pi) * sigma * math.prod(sizes[a] for a in cl)
+            scores[cl] = weight * (error - bias)
+        sensitivity = max(abs(pool[cl]) for cl in scores)
+        return select(scores, sensitivity, epsilon, noise)
+
+    # -- post-processing -------------------------------------------------------------------
+
+    def _check_fitted(self, what: str) -> None:
+        if self.model is None:
+            raise ConfigError(f"aim: call fit() before {what}().")
+
+    def sample(self, n: int, *, seed: int | None = None) -> TabularData:
+        """``n`` rows drawn from the model; its ``(s, y)`` cells in exact proportions."""
+        self._check_fitted("sample")
+        if not (isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1):
+            raise ConfigError(f"aim: the number of rows to sample must be ≥ 1, got {n!r}.")
+        rng = np.random.default_rng(self.config.seed + 1 if seed is None else seed)
+        codes = graphical.sample(self.model, int(n), rng, first=(S, Y))
+        return self.domain.decode(codes, rng)
+
+    def noisy_rows(self) -> int:
+        """The DP estimate of the input's row count: the model's total, the minimum-variance
+        combination of the noisy marginals' sums (never the true count)."""
+        self._check_fitted("noisy_rows")
+        return max(1, int(round(self.model.total)))
+
+    def privacy_spent(self) -> dict:
+        """The budget spent and how.
+
+        Keys: ``epsilon`` (the zCDP total converted at ``delta``), ``delta``, ``accountant``
+        ("zcdp"), ``rho`` (the budget), ``rho_spent`` (initialisation plus rounds),
+        ``target_epsilon``; ``rounds_planned`` (``T``), ``rounds`` (selections made),
+        ``annealed`` (how many halved σ), ``one_way`` (count, σ and ρ of the initial 1-way
+        measurements), ``sigma_initial`` / ``epsilon_em_initial`` (the first round's),
+        ``per_round`` (each round's clique, σ, exponential-mechanism ε and ρ), and the
+        workload's name and size.
+        """
+        self._check_fitted("privacy_spent")
+        sch, cfg = self.schedule, self.config
+        return {
+            "generator": "aim", "accountant": "zcdp",
+            "epsilon": zcdp_epsilon(sch.used, cfg.delta), "delta": cfg.delta,
+            "target_epsilon": cfg.epsilon, "rho": sch.rho, "rho_spent": sch.used,
+            "rounds_planned": sch.rounds, "rounds": len(sch.history),
+            "annealed": sum(bool(h.get("annealed")) for h in sch.history),
+            "one_way": {"count": len(self.domain.sizes), "sigma": sch.initial_sigma,
+                        "rho": sch.initial_rho},
+            "sigma_initial": sch.initial_sigma, "epsilon_em_initial": sch.initial_epsilon,
+            "per_round": [dict(h) for h in sch.history],
+            "workload": cfg.workload, "workload_size": len(self.workload),
+        }
