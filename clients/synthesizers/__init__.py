@@ -13,7 +13,8 @@ The interface a synthesizer implements::
     synth = make_synthesizer(config, noise_seed=None, secure_mode=False)
                                             # the client's own noise settings (its privacy
                                             #   policy, never the run config)
-    synth.check(n_train)                    # what would fail on a client of n_train rows
+    synth.check(train)                      # what would fail on this client's rows (their
+                                            #   count and public schema), before any work
     [release] = synth.release(train, seed=..., fractions=[config.stage2_fraction])
     release.rows                            # TabularData: the rows the client may send
     release.privacy                         # PrivacyReport: what (ε, δ) covers, if anything
@@ -55,9 +56,9 @@ class Synthesizer(abc.ABC):
         self.noise_seed = noise_seed
         self.secure_mode = secure_mode
 
-    def check(self, n_train: int) -> None:  # noqa: B027 (optional hook: nothing to check)
+    def check(self, train: TabularData) -> None:  # noqa: B027 (optional hook)
         """Raise a :class:`common.errors.FairsynthError` for what would fail on a client with
-        ``n_train`` training rows, before any work."""
+        these training rows (from their count and public schema only), before any work."""
 
     @abc.abstractmethod
     def release(self, train: TabularData, *, seed: int,

@@ -28,8 +28,8 @@ class Bilevel(Synthesizer):
         if self.pipeline.order not in ("real", "fair-only"):
             self.pipeline.stage2.check_options()
 
-    def check(self, n_train: int) -> None:
-        self.pipeline.check_delta(n_train)
+    def check(self, train: TabularData) -> None:
+        self.pipeline.check_delta(len(train))
 
     def release(self, train: TabularData, *, seed: int,
                 fractions: Sequence[float]) -> list[Release]:
