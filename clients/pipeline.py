@@ -170,7 +170,7 @@ def pipeline_config(config: RunConfig) -> PipelineConfig:
     )
     stage2 = Stage2Config(
         epsilon=config.epsilon, delta=config.delta, fraction=config.stage2_fraction,
-        generator=config.generator, options=config.generator_kwargs,
+        generator=config.dp_generator, options=config.generator_kwargs,
         repair=config.repairs,
     )
     return PipelineConfig(order=config.order, stage1=stage1, stage2=stage2)

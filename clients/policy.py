@@ -8,8 +8,9 @@ The policy is the client's own, read from its **node config** (``flower-supernod
 before any data is read:
 
 ``privacy-orders``
-    The release orders this client runs, comma-separated. Default: the private ones,
-    ``fair-then-private,private-then-fair,private-only``.
+    The releases this client runs, comma-separated: the bilevel pipeline's orders and the other
+    synthesizers by name (``safes``). Default: the private ones,
+    ``fair-then-private,private-then-fair,private-only,safes``.
 ``privacy-max-epsilon``, ``privacy-max-delta``
     The largest ε and δ a release, or a DP-FedAvg run's whole training, may spend. Defaults:
     1.0 and 1e-5.
@@ -41,9 +42,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from common.errors import ConfigError, PolicyError
-from common.run_config import ORDERS, PRIVATE_ORDERS, RunConfig
+from common.run_config import PRIVATE_RELEASES, RELEASES, RunConfig
 
-__all__ = ["PRIVATE_ORDERS", "PolicyError", "PrivacyPolicy"]
+__all__ = ["PRIVATE_RELEASES", "PolicyError", "PrivacyPolicy"]
 
 
 def _flag(value: Any, key: str) -> bool:
@@ -61,7 +62,7 @@ def _flag(value: Any, key: str) -> bool:
 class PrivacyPolicy:
     """See the module docstring; :meth:`from_node_config` reads it."""
 
-    orders: tuple[str, ...] = PRIVATE_ORDERS
+    orders: tuple[str, ...] = PRIVATE_RELEASES
     max_epsilon: float = 1.0
     max_delta: float = 1e-5
     nonprivate: bool = False
@@ -76,10 +77,10 @@ class PrivacyPolicy:
             "secure_mode": "dp-secure-mode"}
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.orders) - set(ORDERS))
+        unknown = sorted(set(self.orders) - set(RELEASES))
         if unknown or not self.orders:
             raise ConfigError(f"node config: {self.KEYS['orders']} names {unknown or 'nothing'}; "
-                              f"choose among {list(ORDERS)}.")
+                              f"choose among {list(RELEASES)}.")
         if not self.max_epsilon > 0:  # may be inf: no limit
             raise ConfigError(f"node config: {self.KEYS['max_epsilon']} must be > 0, got "
                               f"{self.max_epsilon}.")
@@ -139,7 +140,7 @@ class PrivacyPolicy:
     def open(cls) -> PrivacyPolicy:
         """Everything allowed (every order, any ε and δ, exact statistics): for experiments in
         which one user holds every client's data."""
-        return cls(orders=ORDERS, max_epsilon=math.inf, max_delta=1.0 - 1e-12, nonprivate=True)
+        return cls(orders=RELEASES, max_epsilon=math.inf, max_delta=1.0 - 1e-12, nonprivate=True)
 
     # ------------------------------------------------------------------ checks
 
@@ -155,10 +156,10 @@ class PrivacyPolicy:
 
     def check_release(self, config: RunConfig) -> None:
         """Raise :class:`PolicyError` unless this client may run ``config``'s release."""
-        if config.order not in self.orders:
-            raise PolicyError(f"order {config.order!r} is outside this client's privacy policy "
+        if config.release not in self.orders:
+            raise PolicyError(f"release {config.release!r} is outside this client's privacy policy "
                               f"(allowed: {list(self.orders)}).")
-        if config.order in PRIVATE_ORDERS:
+        if config.release in PRIVATE_RELEASES:
             self.check_budget(config)
 
     def check_budget(self, config: RunConfig) -> None:

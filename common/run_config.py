@@ -44,9 +44,15 @@ MEASURES = ("sp", "eo")
 ORDERS = ("fair-then-private", "private-then-fair", "private-only", "fair-only", "real")
 #: The orders whose release carries an (ε, δ) guarantee.
 PRIVATE_ORDERS = ORDERS[:3]
+#: What a client's privacy policy may allow: the bilevel pipeline's orders, and the other
+#: client synthesizers by name (``RunConfig.release`` names the one a run asks for).
+RELEASES = (*ORDERS, "safes")
+#: The releases that carry an (ε, δ) guarantee on the real rows.
+PRIVATE_RELEASES = (*PRIVATE_ORDERS, "safes")
 
 #: Settings groups, in the order the documentation and ``--help`` show them.
-GROUPS = ("federation", "data", "stage 1", "stage 2", "server model", "baselines", "output")
+GROUPS = ("federation", "data", "stage 1", "stage 2", "safes", "server model", "baselines",
+          "output")
 
 
 def setting(default: Any, help: str, *, group: str, choices: tuple | None = None,
@@ -118,7 +124,8 @@ class RunConfig:
                                    low=0, high=1, low_open=True, high_open=True)
     # stage 1
     synthesizer: str = setting(
-        "bilevel", "the client synthesizer: bilevel (the two-stage pipeline, see order)",
+        "bilevel", "the client synthesizer: bilevel (the two-stage pipeline, see order) or "
+                   "safes (a DP generator, then the fairness transform TOT)",
         group="stage 1")
     order: str = setting("fair-then-private", "what a client releases (the pipeline's order)",
                          group="stage 1", choices=ORDERS)
@@ -165,14 +172,29 @@ class RunConfig:
     stage2_fraction: float = setting(1.0, "released rows Ñ₂/N (paper: 1.0 and 0.1)",
                                      group="stage 2", low=0, high=1, low_open=True,
                                      aliases=("--fraction",))
-    generator: str = setting("dp-ctgan", "the DP generator: dp-ctgan (DP-SGD) or aim "
-                                         "(adaptive noisy marginals)", group="stage 2")
+    generator: str = setting("auto", "the DP generator: dp-ctgan (DP-SGD), aim (adaptive "
+                                     "noisy marginals), or auto (dp-ctgan for bilevel, aim for "
+                                     "safes)", group="stage 2")
     generator_options: str = setting("", "the generator's own options as a JSON object",
                                      group="stage 2")
     repair: str = setting("auto", "fair-then-private: stage 1 again on the DP generator's rows, "
                                   "which it reads alone (post-processing, same ε and δ): on, "
                                   "off (the paper), or auto (on unless utility is balanced)",
                           group="stage 2", choices=("auto", "on", "off"))
+    # safes
+    safes_eta: float = setting(0.1, "safes: the largest statistical parity difference of the "
+                                    "labels after the transform (η)", group="safes", low=0,
+                               high=1)
+    safes_distortion: float = setting(0.1, "safes: the share of each (s, x, y) cell's rows the "
+                                           "transform may move one step (half of it two steps)",
+                                      group="safes", low=0, high=1)
+    safes_columns: str = setting("", "safes: the feature columns the transform may change, "
+                                     "comma-separated (empty: the most informative about the "
+                                     "label, within safes-cells)", group="safes")
+    safes_cells: int = setting(256, "safes: the largest domain of the transform (values of its "
+                                    "columns × 2 labels)", group="safes", low=4)
+    safes_bins: int = setting(4, "safes: equal-width bins of a continuous column on its declared "
+                                 "bounds", group="safes", low=2)
     # server model
     model: str = setting("logistic", "the server's model (and the baselines' shared model)",
                          group="server model", choices=MODELS)
@@ -220,9 +242,9 @@ class RunConfig:
         if self.partition == "column" and not self.partition_column:
             raise ConfigError("run config: partition = 'column' needs partition-column, the "
                               "name of the column to split by.")
-        if self.csv and not self.schema and self.order in PRIVATE_ORDERS:
+        if self.csv and not self.schema and self.release in PRIVATE_RELEASES:
             raise ConfigError(
-                f"run config: order = {self.order!r} releases differentially private rows, but "
+                f"run config: {self.release!r} releases differentially private rows, but "
                 f"csv = {self.csv!r} has no declared schema: a schema read from the rows (their "
                 "categories, which columns hold numbers, their ranges) goes to the server and "
                 "discloses them. Draft one with `fairsynth schema draft --csv FILE ... --out "
@@ -239,6 +261,19 @@ class RunConfig:
         self.generator_kwargs  # noqa: B018 (validates generator-options)
 
     # ------------------------------------------------------------------ derived values
+
+    @property
+    def release(self) -> str:
+        """What a client releases in this run: the order for ``bilevel``, else the synthesizer's
+        name (what a privacy policy allows or refuses)."""
+        return self.order if self.synthesizer == "bilevel" else self.synthesizer
+
+    @property
+    def dp_generator(self) -> str:
+        """``generator`` with auto resolved: aim for safes, dp-ctgan otherwise."""
+        if self.generator != "auto":
+            return self.generator
+        return "aim" if self.synthesizer == "safes" else "dp-ctgan"
 
     @property
     def repairs(self) -> bool:

@@ -57,17 +57,23 @@ def run(args: argparse.Namespace) -> int:
     for k in args.clients:
         options.check_clients(k)
     seeds = options.grid_values(args, "seed")
+    # another synthesizer than the bilevel pipeline has no orders: its name stands for them
+    synthesizer = getattr(args, "synthesizer", "bilevel")
+    orders = (options.grid_values(args, "order") if synthesizer == "bilevel"
+              else [synthesizer])
     runs = [{**r, "K": k} for k in args.clients for r in comparison.plan(
         seeds, options.grid_values(args, "stage2_fraction"), args.mlp_seeds,
-        epsilons=options.grid_values(args, "epsilon"), orders=options.grid_values(args, "order"))]
+        epsilons=options.grid_values(args, "epsilon"), orders=orders)]
     base = options.run_config(args, epsilon=options.grid_values(args, "epsilon")[0],
                               order=options.grid_values(args, "order")[0])
+    bilevel = synthesizer == "bilevel"
     min_clients = "min_clients" not in vars(args)  # default: every client must reply
     configs = [base.replace(seed=r["seed"], strategy=r["strategy"], model=r["model"],
                             **({"min_clients": r["K"]} if min_clients else {}),
                             **{k: v for k, v in (("stage2_fraction", r["fraction"]),
                                                  ("epsilon", r["epsilon"]),
-                                                 ("order", r["order"])) if v is not None})
+                                                 ("order", r["order"] if bilevel else None))
+                                  if v is not None})
                for r in runs]
     rules = options.policy(args)
     for r, config in zip(runs, configs):  # every run within the clients' policy, before any

@@ -12,7 +12,7 @@ import numpy as np
 
 from common import comm
 from common.errors import ConfigError
-from common.run_config import PRIVATE_ORDERS
+from common.run_config import PRIVATE_RELEASES
 from simulations.results import Table, mean_over_seeds
 
 logger = logging.getLogger(__name__)
@@ -28,12 +28,13 @@ CONSTANT_MARGIN = 0.02
 
 #: Short names of the orders in run labels.
 ORDER_SHORT = {"fair-then-private": "ftp", "private-then-fair": "ptf", "private-only": "po",
-               "fair-only": "fo", "real": "real"}
+               "fair-only": "fo", "real": "real", "safes": "safes"}
 
 
 def oneshot_label(order: str, epsilon: float, fraction: float) -> str:
-    """``oneshot ftp ε=1 100%``: order, budget (private orders only) and release size."""
-    budget = f" ε={epsilon:g}" if order in PRIVATE_ORDERS else ""
+    """``oneshot ftp ε=1 100%``: order (or synthesizer), budget (private releases only) and
+    release size."""
+    budget = f" ε={epsilon:g}" if order in PRIVATE_RELEASES else ""
     return f"oneshot {ORDER_SHORT[order]}{budget} {100 * fraction:g}%"
 
 

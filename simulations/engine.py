@@ -75,7 +75,7 @@ def preflight(config: RunConfig, clients: int, policy: PrivacyPolicy | None = No
         if k == 0:
             split.train.check_measure(measure)
         if synthesizer is not None:
-            synthesizer.check(len(split.train))
+            synthesizer.check(split.train)
 
 
 class StuckClientStopper:

@@ -19,6 +19,7 @@ import logging
 import time
 
 from clients.pipeline import pipeline_config, run_pipeline_fractions
+from clients.synthesizers import make_synthesizer
 from common.global_model import fit_global_model
 from common.jsonio import write_json
 from common.schema import concat
@@ -30,7 +31,9 @@ logger = logging.getLogger(__name__)
 
 GRID = {"seed": [0, 1, 2], "measure": ["sp"], "target": [0.1, 0.05, 0.02], "rho": [],
         "epsilon": [1.0]}
-RELEASES = ("fair-then-private", "private-then-fair")
+RELEASES = ("fair-then-private", "private-then-fair", "safes")
+#: The releases run by default (safes, which has no stage 1, on request).
+DEFAULT_RELEASES = RELEASES[:2]
 METRICS = ["accuracy", "balanced_accuracy", "positive_rate", "spd", "eod"]
 
 
@@ -38,12 +41,14 @@ def register(sub) -> None:
     parser = sub.add_parser("frontier", help="the pipeline's trade-off beside central fair "
                                              "references (fairlearn) on the same split")
     options.add_clients(parser)
-    options.add_settings(parser, ("data", "stage 1", "stage 2"), grid=GRID,
+    options.add_settings(parser, ("data", "stage 1", "stage 2", "safes"), grid=GRID,
                          include=("lam_server",), skip=("synthesizer", "order",
                                                         "stage2_fraction"))
-    parser.add_argument("--releases", nargs="*", choices=RELEASES, default=list(RELEASES),
-                        help="release orders to run at each ε (default: both; none: stage 1 "
-                             "only, syn_1 is always shown)")
+    parser.add_argument("--releases", nargs="*", choices=RELEASES,
+                        default=list(DEFAULT_RELEASES),
+                        help="releases to run at each ε: the two orders (the default) and "
+                             "safes, once per seed and ε; none: stage 1 only, syn_1 is always "
+                             "shown")
     options.add_out(parser)
     parser.set_defaults(func=run)
 
@@ -53,7 +58,10 @@ def run(args) -> int:
     options.check_measures(base, points, args.clients)
     for point in points:
         for order in args.releases:
-            pipeline_config(base.replace(**point, order=order)).stage2.check_options()
+            if order == "safes":
+                make_synthesizer(base.replace(**point, synthesizer="safes"))  # its options
+            else:
+                pipeline_config(base.replace(**point, order=order)).stage2.check_options()
     records, references = sweep(base, points, args.clients, args.releases)
     summary = mean_over_seeds(records, ["measure", "curve", "target", "rho", "epsilon"],
                               METRICS + ["local_gap"])
@@ -91,7 +99,7 @@ def _label(s: dict) -> str:
 
 def sweep(base, points: list[dict], clients: int, releases) -> tuple[list[dict], list[dict]]:
     """The pipeline's records and the central references, per seed."""
-    records, references, done = [], [], set()
+    records, references, done, done_safes = [], [], set(), set()
     splits = seed = test = None
     for point in points:
         if point["seed"] != seed:
@@ -110,11 +118,18 @@ def sweep(base, points: list[dict], clients: int, releases) -> tuple[list[dict],
                 references.append({**ref, "seed": seed, "measure": config.measure})
             logger.info("central references (seed %d): %.1f s", seed,
                         time.perf_counter() - start)
+        if "safes" in releases and (seed, config.measure, config.epsilon) not in done_safes:
+            done_safes.add((seed, config.measure, config.epsilon))  # no stage 1: once
+            rows = [make_synthesizer(config.replace(synthesizer="safes", seed=seed + 1000 * k))
+                    .release(s.train, seed=seed + 1000 * k, fractions=[1.0])[0].rows
+                    for k, s in enumerate(splits)]
+            records.append(_record(config.replace(target=0.0, rho=0.0), "safes",
+                                   config.epsilon, rows, test))
         if not config.target and config.rho == 0:
             continue  # the real rows, recorded above
         # syn_1 comes with fair-then-private's stage 1, else from a stage-1-only run.
         orders = [*releases] + ([] if "fair-then-private" in releases else ["fair-only"])
-        for order in orders:
+        for order in [o for o in orders if o != "safes"]:
             results = [run_pipeline_fractions(
                 s.train, pipeline_config(config.replace(order=order, seed=seed + 1000 * k)),
                 [1.0], seed=seed + 1000 * k)[0] for k, s in enumerate(splits)]

@@ -23,7 +23,7 @@ from clients.policy import PrivacyPolicy
 from common import datasets, partition
 from common.errors import ConfigError
 from common.partition import ClientSplit
-from common.run_config import GROUPS, ORDERS, RunConfig, expected, key_of, settings
+from common.run_config import GROUPS, RELEASES, RunConfig, expected, key_of, settings
 from common.schema import TabularData
 
 #: Runtime flags that are not run settings: how many clients a simulation has.
@@ -124,8 +124,10 @@ def add_policy(parser: argparse.ArgumentParser, *, nonprivate: bool = False,
     if max_epsilon is not None:
         default = dataclasses.replace(default, max_epsilon=max_epsilon)
     group = parser.add_argument_group("the clients' privacy policy (what every node agrees to)")
-    group.add_argument("--allow-orders", nargs="+", choices=ORDERS, default=list(default.orders),
-                       metavar="ORDER", help="orders the clients run (default: the private "
+    group.add_argument("--allow-orders", nargs="+", choices=RELEASES,
+                       default=list(default.orders), metavar="RELEASE",
+                       help="orders (and other synthesizers, by name) the clients run (default: "
+                       "the private "
                        f"ones, {' '.join(default.orders)})")
     group.add_argument("--allow-epsilon", type=float, default=default.max_epsilon, metavar="X",
                        help=f"largest ε a release may spend (default: {default.max_epsilon:g})")

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.pipeline import pipeline_config, run_pipeline_fractions
+from clients.pipeline import pipeline_config
+from clients.synthesizers import make_synthesizer
 from common.errors import ConfigError
 from common.global_model import fit_global_model
 from common.jsonio import write_json
@@ -36,7 +37,7 @@ from simulations.results import Table, mean_over_seeds, write_tables
 logger = logging.getLogger(__name__)
 
 #: Orders a sweep can run (``real`` is its baseline record, always written).
-SWEEP_ORDERS = ("fair-then-private", "private-then-fair", "private-only", "fair-only")
+SWEEP_ORDERS = ("fair-then-private", "private-then-fair", "private-only", "fair-only", "safes")
 METRICS = ["accuracy", "spd", "eod", "cov", "corr", "cov_eo", "corr_eo", "dpr", "eor",
            "balanced_accuracy", "positive_rate", "seconds", "epsilon_spent",
            "ks_mean", "tvd_mean", "cell_tvd", "tstr_accuracy", "gen_ks_mean", "gen_tvd_mean"]
@@ -52,7 +53,7 @@ def register(sub) -> None:
     parser = sub.add_parser("stage2-sweep",
                             help="stage 1 + DP stage 2 over a grid of ρ (paper Figs. 2/3)")
     options.add_clients(parser)
-    options.add_settings(parser, ("data", "stage 1", "stage 2"),
+    options.add_settings(parser, ("data", "stage 1", "stage 2", "safes"),
                          grid={**GRID, "stage2_fraction": [1.0, 0.1]}, include=("lam_server",),
                          skip=("synthesizer",))
     options.add_out(parser)
@@ -71,6 +72,8 @@ def run(args) -> int:
         base.replace(stage2_fraction=fraction)
     for point in points:
         pipeline_config(base.replace(**point)).stage2.check_options()
+    if "safes" in orders:
+        make_synthesizer(base.replace(synthesizer="safes"))  # checks its options up front
     options.check_measures(base, points, args.clients)
     records = sweep(base, args, fractions)
     summary = mean_over_seeds(records, KEYS, METRICS)
@@ -132,11 +135,14 @@ def sweep(base, args, fractions: list[float]) -> list[dict]:
             for measure in grid["measure"]:
                 for knob in options.knob_points(args, ("target", "rho")):
                     no_stage1 = not knob.get("target") and knob["rho"] == 0
-                    orders = (["private-only"] if no_stage1 else
-                              [o for o in grid["order"] if o != "private-only"])
+                    # private-only and safes have no stage 1: they run at ρ = 0 only
+                    orders = (["private-only"] + [o for o in grid["order"] if o == "safes"]
+                              if no_stage1 else
+                              [o for o in grid["order"] if o not in ("private-only", "safes")])
                     for order in orders:
-                        point = config.replace(epsilon=eps, measure=measure, order=order,
-                                               **knob)
+                        which = ({"synthesizer": "safes"} if order == "safes"
+                                 else {"order": order})
+                        point = config.replace(epsilon=eps, measure=measure, **which, **knob)
                         records += _one(point, splits, test, fractions)
     return records
 
@@ -147,10 +153,10 @@ def _one(config, splits, test, fractions: list[float]) -> list[dict]:
     per_client = []
     for k, s in enumerate(splits):
         seed = config.seed + 1000 * k
-        per_client.append(run_pipeline_fractions(
-            s.train, pipeline_config(config.replace(seed=seed)), fractions, seed=seed))
+        per_client.append(make_synthesizer(config.replace(seed=seed)).release(
+            s.train, seed=seed, fractions=fractions))
     elapsed = (time.perf_counter() - start) / len(splits)
-    order, lam = config.order, config.lam_server
+    order, lam = config.release, config.lam_server
     common = {"order": order, "measure": config.measure, "target": float(config.target),
               "rho": 0.0 if config.target else float(config.rho),
               "seed": config.seed, "epsilon": config.epsilon}
@@ -167,7 +173,7 @@ def _one(config, splits, test, fractions: list[float]) -> list[dict]:
         if order == "fair-then-private":
             inputs = [r[i].intermediate["stage1"] for r in per_client]
             outputs = [r[i].intermediate.get("stage2", r[i].rows) for r in per_client]
-        elif order == "private-then-fair":
+        elif order in ("private-then-fair", "safes"):
             inputs = [s.train for s in splits]
             outputs = [r[i].intermediate["stage2"] for r in per_client]
         else:

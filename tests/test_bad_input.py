@@ -217,6 +217,8 @@ CASES: dict[str, Callable[[Path], str]] = {
     "noise-seed-from-the-server": simulate_with("--generator-options", '{"noise_seed": 1}'),
     "fraction-out-of-range": simulate_with("--stage2-fraction", "1.5"),
     "repair-on-balanced": simulate_with("--repair", "on", "--utility", "balanced"),
+    "safes-column-unknown": simulate_with("--synthesizer", "safes", "--safes-columns", "nope"),
+    "safes-eta-out-of-range": simulate_with("--synthesizer", "safes", "--safes-eta", "1.5"),
     "sweep-fraction-zero": lambda t: run_cli(
         t, ["stage2-sweep", "--dataset", "synthetic", "--fraction", "1.0", "0"]),
     "alpha-not-positive": simulate_with("--partition", "dirichlet", "--alpha", "0"),

@@ -194,4 +194,4 @@ def test_deployed_clients_refuse_what_their_policy_does_not_allow(tmp_path):
                           run_config=config.to_mapping(), strategies=["oneshot"],
                           client_data=client_data(config, 2),
                           policy=PrivacyPolicy().to_node_config(), run_timeout=150.0)
-    assert "policy: order 'real' is outside this client's privacy policy" in str(info.value)
+    assert "policy: release 'real' is outside this client's privacy policy" in str(info.value)

@@ -169,8 +169,8 @@ def test_the_policy_reads_the_node_config_and_refuses_bad_values():
 
 
 @pytest.mark.parametrize("settings, match", [
-    ({"order": "real"}, "order 'real' is outside"),
-    ({"order": "fair-only"}, "order 'fair-only' is outside"),
+    ({"order": "real"}, "release 'real' is outside"),
+    ({"order": "fair-only"}, "release 'fair-only' is outside"),
     ({"epsilon": 8.0}, "epsilon = 8 exceeds this client's limit 1"),
     ({"delta": 1e-3}, "delta = 0.001 exceeds this client's limit 1e-05"),
 ])
@@ -232,7 +232,7 @@ def test_the_evaluation_noise_is_calibrated_to_its_epsilon():
 
 def test_in_process_the_clients_refuse_a_run_outside_their_default_policy():
     config = RunConfig(dataset="synthetic", order="real", min_clients=1)
-    with pytest.raises(ReplyError, match="policy: order 'real' is outside"):
+    with pytest.raises(ReplyError, match="policy: release 'real' is outside"):
         run_oneshot(CountingGrid(LocalGrid(make_client_app(config), 2)), config)
 
 
@@ -272,7 +272,7 @@ def test_on_ray_the_clients_refuse_a_run_outside_their_default_policy():
                        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                        "init_args": {"num_cpus": 2, "log_to_driver": False}})
     (error,) = errors
-    assert str(error).count("policy: order 'real' is outside this client's privacy policy") == 2
+    assert str(error).count("policy: release 'real' is outside this client's privacy policy") == 2
 
 
 def test_the_command_line_refuses_a_run_the_clients_would_refuse(capsys):
@@ -280,7 +280,7 @@ def test_the_command_line_refuses_a_run_the_clients_would_refuse(capsys):
 
     assert main(["simulate", "--dataset", "synthetic", "--order", "real"]) == 2
     err = capsys.readouterr().err
-    assert "order 'real' is outside" in err and "--allow-orders" in err
+    assert "release 'real' is outside" in err and "--allow-orders" in err
 
 
 def test_secure_mode_reaches_opacus_and_the_statistics():
