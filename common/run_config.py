@@ -50,6 +50,12 @@ RELEASES = (*ORDERS, "safes")
 #: The releases that carry an (ε, δ) guarantee on the real rows.
 PRIVATE_RELEASES = (*PRIVATE_ORDERS, "safes")
 
+
+def release_settings(release: str) -> dict[str, str]:
+    """The settings that ask for ``release``: an order of the bilevel pipeline, or another
+    synthesizer by name (a sweep's or comparison's grid of releases)."""
+    return {"order": release} if release in ORDERS else {"synthesizer": release}
+
 #: Settings groups, in the order the documentation and ``--help`` show them.
 GROUPS = ("federation", "data", "stage 1", "stage 2", "safes", "server model", "baselines",
           "output")

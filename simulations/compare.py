@@ -29,6 +29,7 @@ from pathlib import Path
 
 from common.errors import ConfigError, FairsynthError
 from common.jsonio import write_json
+from common.run_config import ORDERS, release_settings
 from simulations import comparison, figures, options
 from simulations.engine import preflight, quiet_flower, simulate
 from simulations.results import write_tables
@@ -61,19 +62,19 @@ def run(args: argparse.Namespace) -> int:
     synthesizer = getattr(args, "synthesizer", "bilevel")
     orders = (options.grid_values(args, "order") if synthesizer == "bilevel"
               else [synthesizer])
+    first_order = next((o for o in orders if o in ORDERS), ORDERS[0])
     runs = [{**r, "K": k} for k in args.clients for r in comparison.plan(
         seeds, options.grid_values(args, "stage2_fraction"), args.mlp_seeds,
         epsilons=options.grid_values(args, "epsilon"), orders=orders)]
     base = options.run_config(args, epsilon=options.grid_values(args, "epsilon")[0],
-                              order=options.grid_values(args, "order")[0])
-    bilevel = synthesizer == "bilevel"
+                              order=first_order)
     min_clients = "min_clients" not in vars(args)  # default: every client must reply
     configs = [base.replace(seed=r["seed"], strategy=r["strategy"], model=r["model"],
                             **({"min_clients": r["K"]} if min_clients else {}),
                             **{k: v for k, v in (("stage2_fraction", r["fraction"]),
-                                                 ("epsilon", r["epsilon"]),
-                                                 ("order", r["order"] if bilevel else None))
-                                  if v is not None})
+                                                 ("epsilon", r["epsilon"]))
+                                  if v is not None},
+                            **(release_settings(r["order"]) if r["order"] else {}))
                for r in runs]
     rules = options.policy(args)
     for r, config in zip(runs, configs):  # every run within the clients' policy, before any

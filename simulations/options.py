@@ -23,7 +23,15 @@ from clients.policy import PrivacyPolicy
 from common import datasets, partition
 from common.errors import ConfigError
 from common.partition import ClientSplit
-from common.run_config import GROUPS, RELEASES, RunConfig, expected, key_of, settings
+from common.run_config import (
+    GROUPS,
+    RELEASES,
+    RunConfig,
+    expected,
+    key_of,
+    release_settings,
+    settings,
+)
 from common.schema import TabularData
 
 #: Runtime flags that are not run settings: how many clients a simulation has.
@@ -76,6 +84,8 @@ def add_settings(parser: argparse.ArgumentParser, groups: Iterable[str] = GROUPS
             kwargs["type"] = kind
             if meta["choices"]:
                 kwargs["choices"] = meta["choices"]
+            if field.name == "order" and field.name in grid:  # a grid of releases: safes too
+                kwargs["choices"] = RELEASES
             default = field.default
         if field.name in grid:
             kwargs["nargs"] = "*" if field.name in KNOBS else "+"
@@ -192,6 +202,14 @@ def grid_values(args: argparse.Namespace, name: str) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
+def release_point(point: Mapping[str, Any]) -> dict[str, Any]:
+    """``point`` with its ``order`` (if any) read as a release: safes becomes the synthesizer."""
+    point = dict(point)
+    if "order" in point:
+        point.update(release_settings(point.pop("order")))
+    return point
+
+
 def sweep_points(args: argparse.Namespace, names: Sequence[str]
                  ) -> tuple[RunConfig, list[dict[str, Any]]]:
     """A sweep's base configuration and its grid: every combination of the values of the grid
@@ -217,7 +235,7 @@ def sweep_points(args: argparse.Namespace, names: Sequence[str]
         raise ConfigError(f"the grid is empty: give at least one value of {flags}.")
     for point in points:
         try:
-            base.replace(**point)
+            base.replace(**release_point(point))
         except ConfigError as exc:
             raise ConfigError(str(exc).replace("run config: ", "", 1)) from exc
     return base, points

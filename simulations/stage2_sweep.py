@@ -29,6 +29,7 @@ from common.errors import ConfigError
 from common.global_model import fit_global_model
 from common.jsonio import write_json
 from common.quality import column_distances, quality_report
+from common.run_config import release_settings
 from common.schema import TabularData, concat
 from simulations import options
 from simulations.figures import plot_rho_sweep
@@ -71,7 +72,7 @@ def run(args) -> int:
     for fraction in fractions:
         base.replace(stage2_fraction=fraction)
     for point in points:
-        pipeline_config(base.replace(**point)).stage2.check_options()
+        pipeline_config(base.replace(**options.release_point(point))).stage2.check_options()
     if "safes" in orders:
         make_synthesizer(base.replace(synthesizer="safes"))  # checks its options up front
     options.check_measures(base, points, args.clients)
@@ -140,9 +141,8 @@ def sweep(base, args, fractions: list[float]) -> list[dict]:
                               if no_stage1 else
                               [o for o in grid["order"] if o not in ("private-only", "safes")])
                     for order in orders:
-                        which = ({"synthesizer": "safes"} if order == "safes"
-                                 else {"order": order})
-                        point = config.replace(epsilon=eps, measure=measure, **which, **knob)
+                        point = config.replace(epsilon=eps, measure=measure, **knob,
+                                               **release_settings(order))
                         records += _one(point, splits, test, fractions)
     return records
 
@@ -233,6 +233,7 @@ def tables(summary: list[dict]) -> list[Table]:
                     for c in curves:
                         hit = [r for r in rows if (r["target"], r["rho"]) == knob
                                and r["curve"] == c and r["epsilon"] in (eps, None)]
+                        hit.sort(key=lambda r: r["order"] != order)  # this table's own first
                         line.append(f"{100 * hit[0]['accuracy']:.2f} / {hit[0][gap]:.4f} / "
                                     f"{hit[0]['balanced_accuracy']:.3f}" if hit else "")
                     cells.append(line)
