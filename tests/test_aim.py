@@ -243,7 +243,7 @@ def test_fit_and_sample_give_valid_rows():
         assert rows.features[col.name].isin(col.categories).all()
     assert set(np.unique(rows.s)) <= {0, 1} and set(np.unique(rows.y)) <= {0, 1}
     spent = gen.privacy_spent()
-    assert spent["epsilon"] == pytest.approx(1.0, rel=1e-9)
+    assert spent["epsilon"] == pytest.approx(1.0, rel=1e-9) and spent["epsilon"] <= 1.0
     assert spent["rho_spent"] == pytest.approx(spent["rho"], rel=1e-12)
     assert spent["accountant"] == "zcdp" and spent["rounds"] == len(spent["per_round"])
     assert abs(gen.noisy_rows() - 800) < 400  # noisy, but of the right size

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+from federation_helpers import ray_test
 
 from clients.dp_generators import GENERATORS, register_generator
 from clients.policy import PrivacyPolicy
@@ -16,6 +17,7 @@ from common.datasets import make_synthetic
 from common.errors import ConfigError, PolicyError
 from common.run_config import RunConfig
 from common.schema import Column, Schema, from_frame
+from simulations.engine import simulate
 
 # No features: the cells are the label alone. p(d) = ½ each, P(y=1|d=0) = 0.2, P(y=1|d=1) = 0.6.
 TWO_GROUPS = np.array([[0.5 * 0.8, 0.5 * 0.2], [0.5 * 0.4, 0.5 * 0.6]])
@@ -207,3 +209,18 @@ def test_a_policy_allows_safes_by_default_and_can_refuse_it():
         PrivacyPolicy(orders=("private-only",)).check_release(RunConfig(synthesizer="safes"))
     with pytest.raises(PolicyError, match="epsilon = 2 exceeds"):
         PrivacyPolicy().check_release(RunConfig(synthesizer="safes", epsilon=2.0))
+
+
+@ray_test
+def test_a_safes_federation_runs_under_the_clients_default_policy():
+    """Flower's simulation engine, two clients, the default policy (private releases only):
+    each client runs AIM then TOT and says what its (ε, δ) covers."""
+    config = RunConfig(dataset="synthetic", synthesizer="safes", seed=2,
+                       generator_options='{"iters": 100, "final_iters": 100}')
+    result = simulate(config, clients=2)
+    assert len(result.clients) == 2
+    for client in result.clients:
+        privacy = client["privacy"]
+        assert privacy["order"] == "safes" and privacy["epsilon"] <= 1.0
+        assert "real training rows" in privacy["covers"]
+    assert 0.5 < result.metrics["accuracy"] <= 1.0

@@ -205,9 +205,12 @@ class AIM:
         """
         self._check_fitted("privacy_spent")
         sch, cfg = self.schedule, self.config
+        epsilon = zcdp_epsilon(sch.used, cfg.delta)
+        if sch.used <= sch.rho * (1 + 1e-12):  # within the budget: ρ → ε → ρ rounds by an ulp
+            epsilon = min(epsilon, cfg.epsilon)
         return {
             "generator": "aim", "accountant": "zcdp",
-            "epsilon": zcdp_epsilon(sch.used, cfg.delta), "delta": cfg.delta,
+            "epsilon": epsilon, "delta": cfg.delta,
             "target_epsilon": cfg.epsilon, "rho": sch.rho, "rho_spent": sch.used,
             "rounds_planned": sch.rounds, "rounds": len(sch.history),
             "annealed": sum(bool(h.get("annealed")) for h in sch.history),
