@@ -122,10 +122,31 @@ class Stage2Config:
 
 
 @dataclasses.dataclass(frozen=True)
+class FairRows:
+    """What a fair step other than stage 1 returns: its rows, seconds, and the gap (SPD or EOD)
+    that a logistic model fitted on those rows has on the rows it read."""
+
+    data: TabularData
+    seconds: float
+    gap: float
+
+
+#: Fair steps that can stand in for stage 1: ``(rows, n_out, measure, seed, options) ->
+#: FairRows`` (``clients/synthesizers/`` registers them with their synthesizer).
+FAIR_STEPS: dict[str, Callable[..., FairRows]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
+    """An order, stage 1 and stage 2; ``fair`` names the fair step (``"bilevel"``: stage 1,
+    else one of :data:`FAIR_STEPS`, with ``fair_options``), which plays stage 1's role in every
+    order."""
+
     order: str = "fair-then-private"
     stage1: Stage1Config = dataclasses.field(default_factory=Stage1Config)
     stage2: Stage2Config = dataclasses.field(default_factory=Stage2Config)
+    fair: str = "bilevel"
+    fair_options: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.order not in ORDERS:
@@ -214,8 +235,13 @@ def run_pipeline_fractions(train: TabularData, config: PipelineConfig,
     return _MULTI[config.order](train, config, seed, list(fractions))
 
 
-def _stage1(data: TabularData, config: PipelineConfig, seed: int, **changes) -> Stage1Result:
-    return FairDistiller(dataclasses.replace(config.stage1, seed=seed, **changes)).fit(data)
+def _stage1(data: TabularData, config: PipelineConfig, seed: int, **changes
+            ) -> Stage1Result | FairRows:
+    stage1 = dataclasses.replace(config.stage1, seed=seed, **changes)
+    if config.fair == "bilevel":
+        return FairDistiller(stage1).fit(data)
+    return FAIR_STEPS[config.fair](data, stage1.synthetic_rows(len(data)), stage1.measure, seed,
+                                   config.fair_options)
 
 
 def _n_out(fraction: float, n: float) -> int:

@@ -57,8 +57,10 @@ def release_settings(release: str) -> dict[str, str]:
     return {"order": release} if release in ORDERS else {"synthesizer": release}
 
 #: Settings groups, in the order the documentation and ``--help`` show them.
-GROUPS = ("federation", "data", "stage 1", "stage 2", "safes", "server model", "baselines",
-          "output")
+GROUPS = ("federation", "data", "stage 1", "stage 2", "safes", "fair4free", "server model",
+          "baselines", "output")
+#: Synthesizers that run the bilevel pipeline's orders (their fair step in stage 1's place).
+ORDERED_SYNTHESIZERS = ("bilevel", "fair4free")
 
 
 def setting(default: Any, help: str, *, group: str, choices: tuple | None = None,
@@ -130,8 +132,9 @@ class RunConfig:
                                    low=0, high=1, low_open=True, high_open=True)
     # stage 1
     synthesizer: str = setting(
-        "bilevel", "the client synthesizer: bilevel (the two-stage pipeline, see order) or "
-                   "safes (a DP generator, then the fairness transform TOT)",
+        "bilevel", "the client synthesizer: bilevel (the two-stage pipeline, see order), "
+                   "fair4free (the same orders, Fair4Free in stage 1's place) or safes (a DP "
+                   "generator, then the fairness transform TOT)",
         group="stage 1")
     order: str = setting("fair-then-private", "what a client releases (the pipeline's order)",
                          group="stage 1", choices=ORDERS)
@@ -201,6 +204,14 @@ class RunConfig:
                                     "columns × 2 labels)", group="safes", low=4)
     safes_bins: int = setting(4, "safes: equal-width bins of a continuous column on its declared "
                                  "bounds", group="safes", low=2)
+    # fair4free
+    fair4free_beta: float = setting(1.0, "fair4free: weight β of the distance correlation "
+                                         "between the latent codes and s", group="fair4free",
+                                    low=0)
+    fair4free_epochs: int = setting(60, "fair4free: epochs of the teacher VAE and of the student",
+                                    group="fair4free", low=1)
+    fair4free_latent: int = setting(8, "fair4free: size of the fair representation",
+                                    group="fair4free", low=1)
     # server model
     model: str = setting("logistic", "the server's model (and the baselines' shared model)",
                          group="server model", choices=MODELS)
@@ -272,7 +283,7 @@ class RunConfig:
     def release(self) -> str:
         """What a client releases in this run: the order for ``bilevel``, else the synthesizer's
         name (what a privacy policy allows or refuses)."""
-        return self.order if self.synthesizer == "bilevel" else self.synthesizer
+        return self.order if self.synthesizer in ORDERED_SYNTHESIZERS else self.synthesizer
 
     @property
     def dp_generator(self) -> str:
