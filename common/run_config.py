@@ -57,10 +57,10 @@ def release_settings(release: str) -> dict[str, str]:
     return {"order": release} if release in ORDERS else {"synthesizer": release}
 
 #: Settings groups, in the order the documentation and ``--help`` show them.
-GROUPS = ("federation", "data", "stage 1", "stage 2", "safes", "fair4free", "server model",
-          "baselines", "output")
+GROUPS = ("federation", "data", "stage 1", "stage 2", "safes", "fair4free", "fadm",
+          "server model", "baselines", "output")
 #: Synthesizers that run the bilevel pipeline's orders (their fair step in stage 1's place).
-ORDERED_SYNTHESIZERS = ("bilevel", "fair4free")
+ORDERED_SYNTHESIZERS = ("bilevel", "fair4free", "fadm")
 
 
 def setting(default: Any, help: str, *, group: str, choices: tuple | None = None,
@@ -133,8 +133,8 @@ class RunConfig:
     # stage 1
     synthesizer: str = setting(
         "bilevel", "the client synthesizer: bilevel (the two-stage pipeline, see order), "
-                   "fair4free (the same orders, Fair4Free in stage 1's place) or safes (a DP "
-                   "generator, then the fairness transform TOT)",
+                   "fair4free or fadm (the same orders, Fair4Free or FADM in stage 1's place), "
+                   "or safes (a DP generator, then the fairness transform TOT)",
         group="stage 1")
     order: str = setting("fair-then-private", "what a client releases (the pipeline's order)",
                          group="stage 1", choices=ORDERS)
@@ -212,6 +212,17 @@ class RunConfig:
                                     group="fair4free", low=1)
     fair4free_latent: int = setting(8, "fair4free: size of the fair representation",
                                     group="fair4free", low=1)
+    # fadm
+    fadm_lambda_y: float = setting(1.0, "fadm: guidance strength of the label classifier λ_y",
+                                   group="fadm", low=0)
+    fadm_lambda_z: float = setting(1.0, "fadm: guidance strength of the sensitive classifier's "
+                                        "entropy λ_z", group="fadm", low=0)
+    fadm_domain: str = setting("", "fadm: the categorical column whose categories are the "
+                                   "meta-learning domains (Adult: race; empty: one domain, no "
+                                   "meta-step)", group="fadm")
+    fadm_iterations: int = setting(2000, "fadm: training iterations (batches)", group="fadm",
+                                   low=1)
+    fadm_steps: int = setting(100, "fadm: diffusion steps T", group="fadm", low=1)
     # server model
     model: str = setting("logistic", "the server's model (and the baselines' shared model)",
                          group="server model", choices=MODELS)
