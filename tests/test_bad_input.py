@@ -219,6 +219,7 @@ CASES: dict[str, Callable[[Path], str]] = {
     "repair-on-balanced": simulate_with("--repair", "on", "--utility", "balanced"),
     "safes-column-unknown": simulate_with("--synthesizer", "safes", "--safes-columns", "nope"),
     "safes-eta-out-of-range": simulate_with("--synthesizer", "safes", "--safes-eta", "1.5"),
+    "fadm-domain-unknown": simulate_with("--synthesizer", "fadm", "--fadm-domain", "nope"),
     "sweep-fraction-zero": lambda t: run_cli(
         t, ["stage2-sweep", "--dataset", "synthetic", "--fraction", "1.0", "0"]),
     "alpha-not-positive": simulate_with("--partition", "dirichlet", "--alpha", "0"),
