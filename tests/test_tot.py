@@ -224,3 +224,26 @@ def test_a_safes_federation_runs_under_the_clients_default_policy():
         assert privacy["order"] == "safes" and privacy["epsilon"] <= 1.0
         assert "real training rows" in privacy["covers"]
     assert 0.5 < result.metrics["accuracy"] <= 1.0
+
+
+def test_a_row_moved_into_a_bin_no_fitted_row_holds_gets_a_value_inside_that_bin():
+    """The map's move decodes to a value: from the fitted rows' values in the new bin, or
+    uniform inside the bin when it holds none."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    g = rng.integers(0, 2, n)
+    t = (rng.random(n) < np.where(g == 1, 0.7, 0.2)).astype(int)
+    a = np.where(t == 1, 6.0, 1.0)  # only two of the four bins are ever seen
+    frame = pd.DataFrame({"a": a, "g": g, "t": t})
+    schema = Schema("t", (Column("a", bounds=(0.0, 8.0)),), sensitive="g", privileged="1",
+                    label="t", favourable="1")
+    data = from_frame(frame, schema)
+    tot = TOT(TOTConfig(eta=0.05, distortion=0.5, cells=16, bins=4)).fit(data)
+    assert tot.columns == ["a"]
+    move = np.broadcast_to(np.eye(8), (2, 8, 8)).copy()
+    move[:, [0, 1]] = np.eye(8)[[2, 3]]  # bin 0 → bin 1 (never seen), the label kept
+    tot.mapping = move
+    out = tot.transform(data, np.random.default_rng(1))
+    moved = data.features["a"] == 1
+    assert out.features["a"][moved].between(2, 4).all()  # uniform inside bin 1: [2, 4)
+    assert (out.features["a"][~moved] == 6).all() and (out.y == data.y).all()
