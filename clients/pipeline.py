@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from clients.dp_generators import GENERATORS, make_generator
 from clients.stage1 import FairDistiller, Stage1Config, Stage1Result
 from common.errors import ConfigError
+from common.global_model import fit_global_model
 from common.run_config import RunConfig
 from common.schema import TabularData
 
@@ -129,6 +130,19 @@ class FairRows:
     data: TabularData
     seconds: float
     gap: float
+
+
+def fair_model_rows(model, data: TabularData, n_out: int, measure: str, seed: int
+                    ) -> FairRows:
+    """A fair generative ``model`` (``fit(data)``, ``sample(n, seed=)``) as a fair step: fitted
+    on ``data``, ``n_out`` rows sampled; the gap is that of the server's logistic model (λ
+    cross-validated) fitted on them, measured on ``data``."""
+    start = time.perf_counter()
+    rows = model.fit(data).sample(n_out, seed=seed + 1)
+    seconds = time.perf_counter() - start
+    report = fit_global_model([rows]).evaluate(data)
+    return FairRows(rows, seconds, float(report["spd_signed" if measure == "sp"
+                                                else "eod_signed"]))
 
 
 #: Fair steps that can stand in for stage 1: ``(rows, n_out, measure, seed, options) ->

@@ -8,29 +8,22 @@ rows (covering the real rows). Options: the run config's ``fadm_*`` settings.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 from clients.fadm import FADM, FADMConfig
-from clients.pipeline import FAIR_STEPS, FairRows
+from clients.pipeline import FAIR_STEPS, FairRows, fair_model_rows
 from clients.synthesizers import register_synthesizer
 from clients.synthesizers.bilevel import Bilevel
 from common.errors import ConfigError
-from common.global_model import fit_global_model
 from common.run_config import RunConfig
 from common.schema import TabularData
 
 
 def fadm_rows(data: TabularData, n_out: int, measure: str, seed: int,
               options: dict) -> FairRows:
-    """FADM fitted on ``data``, ``n_out`` rows sampled; the gap is that of a logistic model
-    fitted on them, measured on ``data``."""
-    start = time.perf_counter()
-    model = FADM(FADMConfig(**options), seed=seed).fit(data)
-    rows = model.sample(n_out, seed=seed + 1)
-    seconds = time.perf_counter() - start
-    report = fit_global_model([rows], lam=1e-3).evaluate(data)
-    return FairRows(rows, seconds, float(report["spd_signed" if measure == "sp"
-                                                else "eod_signed"]))
+    """FADM fitted on ``data`` as the fair step (see
+    :func:`clients.pipeline.fair_model_rows`)."""
+    model = FADM(FADMConfig(**options), seed=seed)
+    return fair_model_rows(model, data, n_out, measure, seed)
 
 
 FAIR_STEPS["fadm"] = fadm_rows

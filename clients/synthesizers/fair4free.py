@@ -10,28 +10,21 @@ the real rows). Options: the run config's ``fair4free_*`` settings.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 from clients.fair4free import Fair4Free, Fair4FreeConfig
-from clients.pipeline import FAIR_STEPS, FairRows
+from clients.pipeline import FAIR_STEPS, FairRows, fair_model_rows
 from clients.synthesizers import register_synthesizer
 from clients.synthesizers.bilevel import Bilevel
-from common.global_model import fit_global_model
 from common.run_config import RunConfig
 from common.schema import TabularData
 
 
 def fair4free_rows(data: TabularData, n_out: int, measure: str, seed: int,
                    options: dict) -> FairRows:
-    """Fair4Free fitted on ``data``, ``n_out`` rows sampled; the gap is that of a logistic
-    model fitted on them, measured on ``data``."""
-    start = time.perf_counter()
-    model = Fair4Free(Fair4FreeConfig(**options), seed=seed).fit(data)
-    rows = model.sample(n_out, seed=seed + 1)
-    seconds = time.perf_counter() - start
-    report = fit_global_model([rows], lam=1e-3).evaluate(data)
-    return FairRows(rows, seconds, float(report["spd_signed" if measure == "sp"
-                                                else "eod_signed"]))
+    """Fair4Free fitted on ``data`` as the fair step (see
+    :func:`clients.pipeline.fair_model_rows`)."""
+    model = Fair4Free(Fair4FreeConfig(**options), seed=seed)
+    return fair_model_rows(model, data, n_out, measure, seed)
 
 
 FAIR_STEPS["fair4free"] = fair4free_rows
