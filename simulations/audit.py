@@ -8,6 +8,10 @@ rows by each source and attack them (``common.audit``):
 * ``fair-only`` — the stage-1 rows;
 * ``fair-then-private`` and ``private-then-fair`` at each ε of ``--epsilon``.
 
+``--synthesizer fair4free`` or ``fadm`` puts Fair4Free or FADM in stage 1's place (their rows are
+then ``fair-only``); ``--synthesizer safes`` attacks SAFES' release at each ε instead of the
+orders.
+
 Writes ``DIR/audit.json`` and ``DIR/tables.md`` (attack AUCs, mean over seeds) and prints the
 table.
 """
@@ -17,7 +21,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from clients.pipeline import pipeline_config, run_pipeline
+from clients.pipeline import pipeline_config
+from clients.synthesizers import make_synthesizer
 from common.audit import membership_audit
 from common.errors import ConfigError
 from common.jsonio import write_json
@@ -36,8 +41,9 @@ def register(sub) -> None:
     parser.add_argument("--clients", type=int, default=2,
                         help="number of clients K (≥ 2: client 0 is audited, client 1 supplies "
                              "the attacker's reference rows; default: 2)")
-    options.add_settings(parser, ("data", "stage 1", "stage 2"), grid=GRID,
-                         skip=("synthesizer", "stage2_fraction"))
+    options.add_settings(parser, ("data", "stage 1", "stage 2", "safes", "fair4free", "fadm"),
+                         grid=GRID,
+                         skip=("stage2_fraction",))
     parser.add_argument("--queries", type=int, default=1000,
                         help="members (= non-members) attacked (default: 1000)")
     options.add_out(parser, Path("runs/audit"))
@@ -53,17 +59,24 @@ def run(args) -> int:
     base, points = options.sweep_points(args, list(GRID))
     for point in points:
         pipeline_config(base.replace(**point)).stage2.check_options()
+        make_synthesizer(base.replace(**point))  # the synthesizer's options, before any work
     records = []
     for seed in options.grid_values(args, "seed"):
         config = base.replace(seed=seed)
         splits = options.client_splits(config, args.clients)
         target, reference = splits[0], splits[1].train
-        sources = [("real", None), ("fair-only", None)]
-        sources += [(order, eps) for order in options.grid_values(args, "order")
+        orders = (["safes"] if base.synthesizer == "safes"
+                  else options.grid_values(args, "order"))
+        sources = [("real", None)] + ([] if base.synthesizer == "safes" else [("fair-only", None)])
+        sources += [(order, eps) for order in orders
                     for eps in options.grid_values(args, "epsilon")]
         for order, eps in sources:
-            point = config.replace(order=order, epsilon=eps if eps is not None else 1.0)
-            released = run_pipeline(target.train, pipeline_config(point), seed=seed).rows
+            point = config.replace(epsilon=eps if eps is not None else 1.0,
+                                   **({} if order == "safes" else {"order": order}))
+            if order == "real":
+                point = point.replace(synthesizer="bilevel")
+            released = make_synthesizer(point).release(target.train, seed=seed,
+                                                       fractions=[1.0])[0].rows
             result = membership_audit(released, target.train, target.test, reference,
                                       max_queries=args.queries, seed=seed)
             record = {"source": order, "epsilon": eps, "seed": seed, **result.as_dict()}
@@ -75,7 +88,8 @@ def run(args) -> int:
     rows = [[r["source"], "-" if r["epsilon"] is None else f"{r['epsilon']:g}",
              f"{r['dcr_auc']:.3f}", f"{r['density_auc']:.3f}"] for r in summary]
     seeds = summary[0]["n_seeds"]
-    table = Table(f"membership-inference AUC (0.5: no signal), mean over {seeds} seed(s)",
+    table = Table(f"membership-inference AUC (0.5: no signal), synthesizer {base.synthesizer}, "
+                  f"mean over {seeds} seed(s)",
                   ["released rows", "ε", "DCR AUC", "density AUC"], rows)
     write_tables(args.out / "tables.md", [table], argv=args.argv)
     print(f"wrote {args.out / 'audit.json'} and {args.out / 'tables.md'}")

@@ -31,9 +31,12 @@ logger = logging.getLogger(__name__)
 
 GRID = {"seed": [0, 1, 2], "measure": ["sp"], "target": [0.1, 0.05, 0.02], "rho": [],
         "epsilon": [1.0]}
-RELEASES = ("fair-then-private", "private-then-fair", "safes")
-#: The releases run by default (safes, which has no stage 1, on request).
+RELEASES = ("fair-then-private", "private-then-fair", "safes", "fair4free", "fadm")
+#: The releases run by default (the others, which have no stage 1 to sweep, on request).
 DEFAULT_RELEASES = RELEASES[:2]
+#: Releases without a stage-1 knob, run once per seed, measure and ε: SAFES, and Fair4Free or
+#: FADM in stage 1's place in fair-then-private (their fair rows are shown too, as "NAME rows").
+ONCE = ("safes", "fair4free", "fadm")
 METRICS = ["accuracy", "balanced_accuracy", "positive_rate", "spd", "eod"]
 
 
@@ -41,14 +44,16 @@ def register(sub) -> None:
     parser = sub.add_parser("frontier", help="the pipeline's trade-off beside central fair "
                                              "references (fairlearn) on the same split")
     options.add_clients(parser)
-    options.add_settings(parser, ("data", "stage 1", "stage 2", "safes"), grid=GRID,
+    options.add_settings(parser, ("data", "stage 1", "stage 2", "safes", "fair4free", "fadm"),
+                         grid=GRID,
                          include=("lam_server",), skip=("synthesizer", "order",
                                                         "stage2_fraction"))
     parser.add_argument("--releases", nargs="*", choices=RELEASES,
                         default=list(DEFAULT_RELEASES),
-                        help="releases to run at each ε: the two orders (the default) and "
-                             "safes, once per seed and ε; none: stage 1 only, syn_1 is always "
-                             "shown")
+                        help="releases to run at each ε: the two orders (the default); safes, "
+                             "and fair4free or fadm (fair-then-private with Fair4Free or FADM "
+                             "in stage 1's place), once per seed and ε; none: stage 1 only, "
+                             "syn_1 is always shown")
     options.add_out(parser)
     parser.set_defaults(func=run)
 
@@ -58,8 +63,8 @@ def run(args) -> int:
     options.check_measures(base, points, args.clients)
     for point in points:
         for order in args.releases:
-            if order == "safes":
-                make_synthesizer(base.replace(**point, synthesizer="safes"))  # its options
+            if order in ONCE:
+                make_synthesizer(base.replace(**point, synthesizer=order))  # its options
             else:
                 pipeline_config(base.replace(**point, order=order)).stage2.check_options()
     records, references = sweep(base, points, args.clients, args.releases)
@@ -93,13 +98,15 @@ def run(args) -> int:
 def _label(s: dict) -> str:
     if s["curve"] == "real":
         return "real rows"
-    eps = "" if s["epsilon"] is None else f", ε = {s['epsilon']:g}"
-    return f"{s['curve']} ({options.point_label(s)}{eps})"
+    eps = "" if s["epsilon"] is None else f"ε = {s['epsilon']:g}"
+    if s["curve"].split()[0] in ONCE:  # no stage-1 knob
+        return f"{s['curve']} ({eps})" if eps else s["curve"]
+    return f"{s['curve']} ({options.point_label(s)}{', ' + eps if eps else ''})"
 
 
 def sweep(base, points: list[dict], clients: int, releases) -> tuple[list[dict], list[dict]]:
     """The pipeline's records and the central references, per seed."""
-    records, references, done, done_safes = [], [], set(), set()
+    records, references, done, done_once = [], [], set(), set()
     splits = seed = test = None
     for point in points:
         if point["seed"] != seed:
@@ -118,18 +125,15 @@ def sweep(base, points: list[dict], clients: int, releases) -> tuple[list[dict],
                 references.append({**ref, "seed": seed, "measure": config.measure})
             logger.info("central references (seed %d): %.1f s", seed,
                         time.perf_counter() - start)
-        if "safes" in releases and (seed, config.measure, config.epsilon) not in done_safes:
-            done_safes.add((seed, config.measure, config.epsilon))  # no stage 1: once
-            rows = [make_synthesizer(config.replace(synthesizer="safes", seed=seed + 1000 * k))
-                    .release(s.train, seed=seed + 1000 * k, fractions=[1.0])[0].rows
-                    for k, s in enumerate(splits)]
-            records.append(_record(config.replace(target=0.0, rho=0.0), "safes",
-                                   config.epsilon, rows, test))
+        if (seed, config.measure, config.epsilon) not in done_once:
+            done_once.add((seed, config.measure, config.epsilon))
+            for name in [r for r in releases if r in ONCE]:
+                records += _once(config, name, splits, test)
         if not config.target and config.rho == 0:
             continue  # the real rows, recorded above
         # syn_1 comes with fair-then-private's stage 1, else from a stage-1-only run.
         orders = [*releases] + ([] if "fair-then-private" in releases else ["fair-only"])
-        for order in [o for o in orders if o != "safes"]:
+        for order in [o for o in orders if o not in ONCE]:
             results = [run_pipeline_fractions(
                 s.train, pipeline_config(config.replace(order=order, seed=seed + 1000 * k)),
                 [1.0], seed=seed + 1000 * k)[0] for k, s in enumerate(splits)]
@@ -141,6 +145,20 @@ def sweep(base, points: list[dict], clients: int, releases) -> tuple[list[dict],
                 records.append(_record(config, order, config.epsilon,
                                        [r.rows for r in results], test, local_gap))
     return records, references
+
+
+def _once(config, name: str, splits, test) -> list[dict]:
+    """A release without a stage-1 knob on every client (``fair4free`` and ``fadm``: in
+    fair-then-private, with their fair rows before the DP generator as ``NAME rows``)."""
+    config = config.replace(target=0.0, rho=0.0, synthesizer=name, order="fair-then-private")
+    results = [make_synthesizer(config.replace(seed=config.seed + 1000 * k))
+               .release(s.train, seed=config.seed + 1000 * k, fractions=[1.0])[0]
+               for k, s in enumerate(splits)]
+    out = [_record(config, name, config.epsilon, [r.rows for r in results], test)]
+    if name != "safes":
+        out.append(_record(config, f"{name} rows", None,
+                           [r.intermediate["stage1"] for r in results], test))
+    return out
 
 
 def _record(config, curve: str, epsilon, parts, test, local_gap=None) -> dict:

@@ -29,7 +29,7 @@ from common.errors import ConfigError
 from common.global_model import fit_global_model
 from common.jsonio import write_json
 from common.quality import column_distances, quality_report
-from common.run_config import release_settings
+from common.run_config import ORDERED_SYNTHESIZERS, release_settings
 from common.schema import TabularData, concat
 from simulations import options
 from simulations.figures import plot_rho_sweep
@@ -54,9 +54,8 @@ def register(sub) -> None:
     parser = sub.add_parser("stage2-sweep",
                             help="stage 1 + DP stage 2 over a grid of ρ (paper Figs. 2/3)")
     options.add_clients(parser)
-    options.add_settings(parser, ("data", "stage 1", "stage 2", "safes"),
-                         grid={**GRID, "stage2_fraction": [1.0, 0.1]}, include=("lam_server",),
-                         skip=("synthesizer",))
+    options.add_settings(parser, ("data", "stage 1", "stage 2", "safes", "fair4free", "fadm"),
+                         grid={**GRID, "stage2_fraction": [1.0, 0.1]}, include=("lam_server",))
     options.add_out(parser)
     parser.set_defaults(func=run)
 
@@ -73,8 +72,13 @@ def run(args) -> int:
         base.replace(stage2_fraction=fraction)
     for point in points:
         pipeline_config(base.replace(**options.release_point(point))).stage2.check_options()
+    if base.synthesizer not in ORDERED_SYNTHESIZERS:
+        raise ConfigError(f"--synthesizer {base.synthesizer}: a sweep puts one of "
+                          f"{list(ORDERED_SYNTHESIZERS)} in the orders' fair step; SAFES is a "
+                          "release of its own: --order safes.")
+    make_synthesizer(base)  # checks the synthesizer's options up front
     if "safes" in orders:
-        make_synthesizer(base.replace(synthesizer="safes"))  # checks its options up front
+        make_synthesizer(base.replace(synthesizer="safes"))
     options.check_measures(base, points, args.clients)
     records = sweep(base, args, fractions)
     summary = mean_over_seeds(records, KEYS, METRICS)
@@ -82,7 +86,7 @@ def run(args) -> int:
                                            "args": options.args_record(args)})
     for path in plot(summary, args):
         print(f"wrote {path}")
-    write_tables(args.out / "tables.md", tables(summary), argv=args.argv)
+    write_tables(args.out / "tables.md", tables(summary, base.synthesizer), argv=args.argv)
     print(f"wrote {args.out / 'results.json'} and {args.out / 'tables.md'}")
     return 0
 
@@ -134,12 +138,16 @@ def sweep(base, args, fractions: list[float]) -> list[dict]:
                             **_evaluate(trains, test, base.lam_server), "seconds": 0.0})
         for eps in grid["epsilon"]:
             for measure in grid["measure"]:
-                for knob in options.knob_points(args, ("target", "rho")):
-                    no_stage1 = not knob.get("target") and knob["rho"] == 0
-                    # private-only and safes have no stage 1: they run at ρ = 0 only
-                    orders = (["private-only"] + [o for o in grid["order"] if o == "safes"]
-                              if no_stage1 else
-                              [o for o in grid["order"] if o not in ("private-only", "safes")])
+                knobs = (options.knob_points(args, ("target", "rho"))
+                         if base.synthesizer == "bilevel" else [None])
+                for knob in knobs:
+                    if knob is None:  # Fair4Free or FADM: no stage-1 knob, every order once
+                        knob, orders = {"rho": 0.0, "target": 0.0}, grid["order"]
+                    elif not knob.get("target") and knob["rho"] == 0:
+                        # private-only and safes have no stage 1: they run at ρ = 0 only
+                        orders = ["private-only"] + [o for o in grid["order"] if o == "safes"]
+                    else:
+                        orders = [o for o in grid["order"] if o not in ("private-only", "safes")]
                     for order in orders:
                         point = config.replace(epsilon=eps, measure=measure, **knob,
                                                **release_settings(order))
@@ -157,7 +165,8 @@ def _one(config, splits, test, fractions: list[float]) -> list[dict]:
             s.train, seed=seed, fractions=fractions))
     elapsed = (time.perf_counter() - start) / len(splits)
     order, lam = config.release, config.lam_server
-    common = {"order": order, "measure": config.measure, "target": float(config.target),
+    common = {"order": order, "synthesizer": config.synthesizer,
+              "measure": config.measure, "target": float(config.target),
               "rho": 0.0 if config.target else float(config.rho),
               "seed": config.seed, "epsilon": config.epsilon}
     out = []
@@ -215,10 +224,12 @@ def plot(summary: list[dict], args) -> list[Path]:
     return paths
 
 
-def tables(summary: list[dict]) -> list[Table]:
+def tables(summary: list[dict], synthesizer: str = "bilevel") -> list[Table]:
     """Paper-style tables: per order and measure, for each ρ and ε, accuracy % / |gap| /
-    balanced accuracy of every curve (syn_1, syn_2 at each release fraction; mean over seeds)."""
+    balanced accuracy of every curve (syn_1, syn_2 at each release fraction; mean over seeds).
+    With another ``synthesizer`` than the bilevel one, its name stands for the point."""
     out = []
+    with_ = "" if synthesizer == "bilevel" else f" with {synthesizer} as the fair step"
     for order in sorted({r["order"] for r in summary if r["order"] != "real"}):
         for measure in sorted({r["measure"] for r in summary}):
             gap = "spd" if measure == "sp" else "eod"
@@ -229,7 +240,9 @@ def tables(summary: list[dict]) -> list[Table]:
             for eps in sorted({r["epsilon"] for r in rows if r["epsilon"] is not None}):
                 for knob in sorted({(r["target"], r["rho"]) for r in rows},
                                    key=lambda k: (k[0] > 0, -k[0], k[1])):
-                    line = [options.point_label({"target": knob[0], "rho": knob[1]}), f"{eps:g}"]
+                    label = (options.point_label({"target": knob[0], "rho": knob[1]})
+                             if synthesizer == "bilevel" else synthesizer)
+                    line = [label, f"{eps:g}"]
                     for c in curves:
                         hit = [r for r in rows if (r["target"], r["rho"]) == knob
                                and r["curve"] == c and r["epsilon"] in (eps, None)]
@@ -237,7 +250,7 @@ def tables(summary: list[dict]) -> list[Table]:
                         line.append(f"{100 * hit[0]['accuracy']:.2f} / {hit[0][gap]:.4f} / "
                                     f"{hit[0]['balanced_accuracy']:.3f}" if hit else "")
                     cells.append(line)
-            out.append(Table(f"{order}, measure {measure}: accuracy % / |{gap.upper()}| / "
+            out.append(Table(f"{order}{with_}, measure {measure}: accuracy % / |{gap.upper()}| / "
                              "balanced accuracy (mean over seeds)",
                              ["point", "ε", *curves], cells))
     return out
