@@ -10,6 +10,13 @@ r"""Quality of synthetic rows against real rows (METHOD.md, § Metrics; as in SA
 * **TSTR** (train on synthetic, test on real): accuracy on real test rows of the server's
   logistic model (:func:`common.global_model.fit_global_model`) trained on the synthetic rows,
   next to **TRTR** (the same model trained on the real training rows).
+* **Density and coverage** (Naeem et al., 2020; Fair4Free's fidelity measures): with
+  ``r_i`` the distance from real row ``i`` to its ``k``-th nearest real neighbour (itself
+  excluded), density ``= (1/kM) Σ_j Σ_i 1[‖y_j − x_i‖ < r_i]`` over the ``M`` synthetic rows
+  ``y_j`` (≈ 1 when they are distributed as the real ones; above 1 where they crowd dense
+  regions) and coverage ``= (1/N) Σ_i 1[min_j ‖y_j − x_i‖ < r_i]`` (the share of real
+  neighbourhoods that hold a synthetic row). Rows are compared in the encoding of
+  :class:`common.encoding.Encoder` fitted on the real rows, with ``s`` and ``y``.
 * **Server fairness**: :func:`server_metrics` — the server model trained on the union of the
   clients' rows, evaluated on the pooled real test rows (accuracy, |SPD|, |EOD|, …).
 """
@@ -21,6 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from common.encoding import Encoder
 from common.global_model import fit_global_model
 from common.schema import Column, TabularData
 
@@ -124,3 +132,48 @@ def quality_report(real_train: TabularData, synthetic: TabularData, real_test: T
         "trtr_accuracy": tstr_accuracy(real_train, real_test, lam=lam),
         "columns": cols,
     }
+
+
+def density_coverage_arrays(real: np.ndarray, synthetic: np.ndarray, k: int = 5,
+                            *, chunk: int = 1024) -> dict[str, float]:
+    """Density and coverage (module docstring) of the rows of ``synthetic`` against those of
+    ``real`` (2-D arrays of the same width); distances are computed ``chunk`` rows at a time."""
+    real, synthetic = np.asarray(real, dtype=np.float64), np.asarray(synthetic, dtype=np.float64)
+    if real.ndim != 2 or synthetic.ndim != 2 or real.shape[1] != synthetic.shape[1]:
+        raise ValueError(f"need two 2-D arrays of the same width, got {real.shape} and "
+                         f"{synthetic.shape}.")
+    if not 1 <= k < len(real) or len(synthetic) == 0:
+        raise ValueError(f"need 1 ≤ k < {len(real)} real rows and a synthetic row, got k = {k} "
+                         f"and {len(synthetic)} synthetic rows.")
+    sq_real = np.einsum("ij,ij->i", real, real)
+
+    def distances(rows: np.ndarray) -> np.ndarray:  # rows × real, Euclidean
+        d2 = np.einsum("ij,ij->i", rows, rows)[:, None] + sq_real[None, :] - 2 * rows @ real.T
+        return np.sqrt(np.maximum(d2, 0.0))
+
+    radius = np.empty(len(real))
+    for start in range(0, len(real), chunk):
+        d = distances(real[start:start + chunk])
+        radius[start:start + chunk] = np.partition(d, k, axis=1)[:, k]  # [:, 0] is itself
+    inside = np.zeros(len(synthetic))
+    covered = np.zeros(len(real), dtype=bool)
+    for start in range(0, len(synthetic), chunk):
+        hit = distances(synthetic[start:start + chunk]) < radius[None, :]
+        inside[start:start + chunk] = hit.sum(axis=1)
+        covered |= hit.any(axis=0)
+    return {"density": float(inside.mean() / k), "coverage": float(covered.mean())}
+
+
+def density_coverage(real: TabularData, synthetic: TabularData, k: int = 5,
+                     *, max_rows: int = 5000, seed: int = 0) -> dict[str, float]:
+    """Density and coverage of ``synthetic`` against ``real`` in the real rows' encoding (with
+    ``s`` and ``y``); at most ``max_rows`` rows of each, drawn at random with ``seed``."""
+    encoder = Encoder.fit(real)
+    rng = np.random.default_rng(seed)
+
+    def embed(data: TabularData) -> np.ndarray:
+        if len(data) > max_rows:
+            data = data.subset(np.sort(rng.choice(len(data), max_rows, replace=False)))
+        return np.column_stack([encoder.encode_z(data), data.s, data.y])
+
+    return density_coverage_arrays(embed(real), embed(synthetic), k)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import warnings
 
 import numpy as np
@@ -76,3 +79,46 @@ def test_server_metrics_train_on_the_union():
     parts = [datasets.make_synthetic(200, seed=k) for k in range(2)]
     test = datasets.make_synthetic(300, seed=9)
     assert quality.server_metrics(parts, test) == fit_global_model(parts).evaluate(test)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_density_and_coverage_match_prdc(seed):
+    """Against the reference implementation of Naeem et al. (the ``prdc`` package)."""
+    prdc = pytest.importorskip("prdc")
+    rng = np.random.default_rng(seed)
+    real = rng.normal(size=(300, 4))
+    fake = rng.normal(loc=0.3 * seed, scale=1.0 + 0.2 * seed, size=(250, 4))
+    ours = quality.density_coverage_arrays(real, fake, k=5, chunk=64)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ref = prdc.compute_prdc(real, fake, nearest_k=5)
+    assert ours["density"] == pytest.approx(ref["density"], rel=1e-12)
+    assert ours["coverage"] == pytest.approx(ref["coverage"], rel=1e-12)
+
+
+def test_density_and_coverage_by_hand():
+    """Real rows 0, 1, 3 on a line, k = 1: radii 1, 1, 2. A synthetic row at 0.5 lies in the
+    balls of 0 and 1 (and of 3: 2.5 > 2, no), one at 10 in none: density (2 + 0)/(1·2) = 1,
+    coverage 2/3 (the ball of 3 holds no synthetic row)."""
+    real = np.array([[0.0], [1.0], [3.0]])
+    out = quality.density_coverage_arrays(real, np.array([[0.5], [10.0]]), k=1)
+    assert out == {"density": 1.0, "coverage": pytest.approx(2 / 3)}
+    # the real rows themselves cover every ball (their own row is inside it)
+    assert quality.density_coverage_arrays(real, real, k=1)["coverage"] == 1.0
+
+
+def test_density_and_coverage_on_tabular_rows_fall_with_a_shift():
+    data = datasets.load("synthetic")
+    real, other = data.subset(np.arange(0, 2000)), data.subset(np.arange(2000, 4000))
+    same = quality.density_coverage(real, other, max_rows=2000)
+    shifted = other.features.copy()
+    for name in shifted.select_dtypes("number").columns:
+        shifted[name] = shifted[name] + 3 * shifted[name].std()
+    moved = quality.density_coverage(
+        real, dataclasses.replace(other, features=shifted), max_rows=2000)
+    assert 0.8 < same["density"] < 1.2 and same["coverage"] > 0.9
+    assert moved["density"] < 0.5 * same["density"] and moved["coverage"] < 0.5
+
+
+def test_density_and_coverage_refuse_impossible_k():
+    with pytest.raises(ValueError, match="k"):
+        quality.density_coverage_arrays(np.zeros((3, 2)), np.zeros((2, 2)), k=3)
