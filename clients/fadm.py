@@ -38,6 +38,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from clients.row_codec import RowCodec
 from common.errors import ConfigError, DataError
 from common.schema import TabularData
 
@@ -128,39 +129,6 @@ class FADM:
         self.seed = seed
         self.schedule = Schedule(config.steps)
 
-    # ------------------------------------------------------------------ encoding
-    def _encode(self, data: TabularData) -> np.ndarray:
-        blocks = []
-        for c in data.schema.features:
-            if c.kind == "categorical":
-                code = pd.Categorical(data.features[c.name].astype(str),
-                                      categories=list(c.categories)).codes
-                if (code < 0).any():
-                    raise DataError(f"fadm: column {c.name!r} holds values outside its declared "
-                                    f"categories {list(c.categories)}.")
-                blocks.append(np.eye(len(c.categories))[code])
-            else:
-                v = data.features[c.name].to_numpy(np.float64)
-                blocks.append(((v - self.mean[c.name]) / self.std[c.name])[:, None])
-        return np.concatenate(blocks, axis=1)
-
-    def _decode(self, x: np.ndarray, s: np.ndarray, y: np.ndarray) -> TabularData:
-        columns, at = {}, 0
-        for c in self.schema.features:
-            if c.kind == "categorical":
-                k = len(c.categories)
-                columns[c.name] = np.asarray(c.categories, dtype=object)[x[:, at:at + k]
-                                                                          .argmax(axis=1)]
-                at += k
-            else:
-                v = x[:, at] * self.std[c.name] + self.mean[c.name]
-                if c.bounds is not None:
-                    v = np.clip(v, *c.bounds)
-                columns[c.name] = np.rint(v) if c.integer else v
-                at += 1
-        features = pd.DataFrame(columns, columns=self.schema.feature_names)
-        return TabularData(self.schema, features, s=s.astype(np.int8), y=y.astype(np.int8))
-
     def _domains(self, data: TabularData) -> np.ndarray:
         name = self.config.domain
         if not name:
@@ -179,11 +147,8 @@ class FADM:
         cfg = self.config
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
-        self.schema = data.schema
-        self.mean = {c.name: float(data.features[c.name].mean()) for c in data.schema.continuous}
-        self.std = {c.name: float(data.features[c.name].std(ddof=0)) or 1.0
-                    for c in data.schema.continuous}
-        x = torch.tensor(self._encode(data), dtype=torch.float32)
+        self.codec = RowCodec.fit(data, label=False)
+        x = torch.tensor(self.codec.encode(data), dtype=torch.float32)
         y = torch.tensor(data.y, dtype=torch.long)
         s = torch.tensor(data.s, dtype=torch.long)
         domains = self._domains(data)
@@ -268,4 +233,4 @@ class FADM:
             if step > 0:
                 x = x + math.sqrt(b) * torch.randn(x.shape, generator=gen)
         s = (rng.random(n) < self.s_share).astype(np.int8)
-        return self._decode(x.detach().numpy().astype(np.float64), s, y.numpy())
+        return self.codec.decode(x.detach().numpy().astype(np.float64), s, y=y.numpy())

@@ -29,13 +29,12 @@ import dataclasses
 import logging
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from clients.row_codec import RowCodec
 from common.errors import ConfigError, DataError
-from common.schema import Schema, TabularData
+from common.schema import TabularData
 
 logger = logging.getLogger(__name__)
 
@@ -91,102 +90,6 @@ class Fair4FreeConfig:
             raise ConfigError(f"fair4free: lr = {self.lr} must be > 0.")
         if any(w < 1 for w in (*self.teacher_hidden, *self.student_hidden)):
             raise ConfigError("fair4free: hidden widths must be ≥ 1.")
-
-
-@dataclasses.dataclass
-class RowCodec:
-    """Rows as vectors: standardised continuous columns, one-hot categories, the label as one
-    0/1 entry (last)."""
-
-    schema: Schema
-    mean: np.ndarray
-    std: np.ndarray
-
-    @classmethod
-    def fit(cls, data: TabularData) -> RowCodec:
-        cont = [c.name for c in data.schema.continuous]
-        values = data.features[cont].to_numpy(dtype=np.float64)
-        std = values.std(axis=0) if len(cont) else np.ones(0)
-        return cls(data.schema, values.mean(axis=0) if len(cont) else np.zeros(0),
-                   np.where(np.ptp(values, axis=0) > 0, std, 1.0) if len(cont) else std)
-
-    @property
-    def blocks(self) -> list[tuple[str, str, slice]]:
-        """``(name, kind, slice)`` of every column in the vector, the label last."""
-        out, at = [], 0
-        for c in self.schema.features:
-            width = len(c.categories) if c.kind == "categorical" else 1
-            out.append((c.name, c.kind, slice(at, at + width)))
-            at += width
-        out.append(("__label__", "label", slice(at, at + 1)))
-        return out
-
-    @property
-    def width(self) -> int:
-        return self.blocks[-1][2].stop
-
-    def encode(self, data: TabularData) -> np.ndarray:
-        x = np.zeros((len(data), self.width))
-        ci = 0
-        for (name, kind, sl), col in zip(self.blocks, [*self.schema.features, None]):
-            if kind == "label":
-                x[:, sl.start] = data.y
-            elif kind == "categorical":
-                code = pd.Categorical(data.features[name].astype(str),
-                                      categories=list(col.categories)).codes
-                if (code < 0).any():
-                    raise DataError(f"fair4free: column {name!r} holds values outside its "
-                                    f"declared categories {list(col.categories)}.")
-                x[np.arange(len(data)), sl.start + code] = 1.0
-            else:
-                x[:, sl.start] = (data.features[name].to_numpy(np.float64) - self.mean[ci]) \
-                    / self.std[ci]
-                ci += 1
-        return x
-
-    def loss(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Negative log-likelihood of ``x`` under the decoder's output (per row, summed over
-        columns): unit-variance Gaussian for a continuous column, softmax for a categorical
-        one, Bernoulli for the label."""
-        total = out.new_zeros(len(out))
-        for _, kind, sl in self.blocks:
-            if kind == "categorical":
-                total = total + F.cross_entropy(out[:, sl], x[:, sl].argmax(dim=1),
-                                                reduction="none")
-            elif kind == "label":
-                total = total + F.binary_cross_entropy_with_logits(out[:, sl.start],
-                                                                   x[:, sl.start],
-                                                                   reduction="none")
-            else:
-                total = total + 0.5 * (out[:, sl.start] - x[:, sl.start]) ** 2
-        return total
-
-    def decode(self, out: np.ndarray, s: np.ndarray, rng: np.random.Generator) -> TabularData:
-        """Rows from the decoder's output: continuous means (clipped to declared bounds),
-        categories and labels drawn from its probabilities."""
-        columns, ci = {}, 0
-        y = None
-        for (name, kind, sl), col in zip(self.blocks, [*self.schema.features, None]):
-            if kind == "label":
-                p = 1.0 / (1.0 + np.exp(-out[:, sl.start]))
-                y = (rng.random(len(out)) < p).astype(np.int8)
-            elif kind == "categorical":
-                logits = out[:, sl] - out[:, sl].max(axis=1, keepdims=True)
-                prob = np.exp(logits)
-                prob /= prob.sum(axis=1, keepdims=True)
-                pick = (prob.cumsum(axis=1) < rng.random((len(out), 1))).sum(axis=1)
-                columns[name] = np.asarray(col.categories, dtype=object)[
-                    np.minimum(pick, prob.shape[1] - 1)]
-            else:
-                v = out[:, sl.start] * self.std[ci] + self.mean[ci]
-                if col.bounds is not None:
-                    v = np.clip(v, *col.bounds)
-                if col.integer:
-                    v = np.rint(v)
-                columns[name] = v
-                ci += 1
-        features = pd.DataFrame(columns, columns=self.schema.feature_names)
-        return TabularData(self.schema, features, s=s.astype(np.int8), y=y)
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from clients.fair4free import Fair4Free, Fair4FreeConfig, RowCodec, distance_correlation_sq
+from clients.fair4free import Fair4Free, Fair4FreeConfig, distance_correlation_sq
+from clients.row_codec import RowCodec
 from clients.synthesizers import make_synthesizer
 from common.datasets import make_synthetic
 from common.errors import ConfigError
@@ -79,6 +80,23 @@ def test_the_codec_decodes_a_confident_output_back_to_the_rows():
     np.testing.assert_allclose(back.features["x"], data.features["x"], atol=1e-9)
     assert (back.features["c"] == data.features["c"]).all()
     np.testing.assert_array_equal(back.y, data.y)
+
+
+def test_the_codec_without_a_label_decodes_one_hot_rows_by_their_largest_entry():
+    """FADM's use: no label entry (the label is given), categories by argmax of a noisy
+    one-hot vector."""
+    data = _table(50)
+    codec = RowCodec.fit(data, label=False)
+    x = codec.encode(data)
+    assert x.shape == (50, 1 + 3) and [b[1] for b in codec.blocks] == ["continuous",
+                                                                       "categorical"]
+    noisy = x + np.random.default_rng(1).uniform(-0.4, 0.4, size=x.shape) * (x.std(0) > 0)
+    noisy[:, 0] = x[:, 0]
+    back = codec.decode(noisy, data.s, y=data.y)
+    assert (back.features["c"] == data.features["c"]).all()
+    np.testing.assert_array_equal(back.y, data.y)
+    with pytest.raises(ValueError, match="needs y"):
+        codec.decode(noisy, data.s)
 
 
 def test_the_penalty_gradient_matches_finite_differences_and_removes_dependence():
