@@ -27,6 +27,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.spatial.distance import cdist
 
 from common.encoding import Encoder
 from common.global_model import fit_global_model
@@ -137,7 +138,8 @@ def quality_report(real_train: TabularData, synthetic: TabularData, real_test: T
 def density_coverage_arrays(real: np.ndarray, synthetic: np.ndarray, k: int = 5,
                             *, chunk: int = 1024) -> dict[str, float]:
     """Density and coverage (module docstring) of the rows of ``synthetic`` against those of
-    ``real`` (2-D arrays of the same width); distances are computed ``chunk`` rows at a time."""
+    ``real`` (2-D arrays of the same width); Euclidean distances (scipy's ``cdist``), ``chunk``
+    rows at a time."""
     real, synthetic = np.asarray(real, dtype=np.float64), np.asarray(synthetic, dtype=np.float64)
     if real.ndim != 2 or synthetic.ndim != 2 or real.shape[1] != synthetic.shape[1]:
         raise ValueError(f"need two 2-D arrays of the same width, got {real.shape} and "
@@ -145,20 +147,14 @@ def density_coverage_arrays(real: np.ndarray, synthetic: np.ndarray, k: int = 5,
     if not 1 <= k < len(real) or len(synthetic) == 0:
         raise ValueError(f"need 1 ≤ k < {len(real)} real rows and a synthetic row, got k = {k} "
                          f"and {len(synthetic)} synthetic rows.")
-    sq_real = np.einsum("ij,ij->i", real, real)
-
-    def distances(rows: np.ndarray) -> np.ndarray:  # rows × real, Euclidean
-        d2 = np.einsum("ij,ij->i", rows, rows)[:, None] + sq_real[None, :] - 2 * rows @ real.T
-        return np.sqrt(np.maximum(d2, 0.0))
-
     radius = np.empty(len(real))
     for start in range(0, len(real), chunk):
-        d = distances(real[start:start + chunk])
+        d = cdist(real[start:start + chunk], real)
         radius[start:start + chunk] = np.partition(d, k, axis=1)[:, k]  # [:, 0] is itself
     inside = np.zeros(len(synthetic))
     covered = np.zeros(len(real), dtype=bool)
     for start in range(0, len(synthetic), chunk):
-        hit = distances(synthetic[start:start + chunk]) < radius[None, :]
+        hit = cdist(synthetic[start:start + chunk], real) < radius[None, :]
         inside[start:start + chunk] = hit.sum(axis=1)
         covered |= hit.any(axis=0)
     return {"density": float(inside.mean() / k), "coverage": float(covered.mean())}

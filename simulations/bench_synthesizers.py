@@ -36,7 +36,7 @@ from common.global_model import fit_global_model  # noqa: E402
 from common.jsonio import write_json  # noqa: E402
 from common.partition import federated_split  # noqa: E402
 from common.run_config import RunConfig  # noqa: E402
-from simulations.fadm_domains import _commit  # noqa: E402
+from simulations.results import commit  # noqa: E402
 
 #: What is timed, and its target in seconds.
 TARGETS = {"safes": 180.0, "fair4free": 300.0, "fadm": 300.0}
@@ -54,7 +54,7 @@ def bench(names: list[str], repeats: int) -> dict:
     client = federated_split(load("adult", sensitive="sex"), clients=2, seed=0)[0]
     out = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
                        "cpus": os.cpu_count(), "threads": torch.get_num_threads()},
-           "train_rows": len(client.train), "commit": _commit(), "results": {}}
+           "train_rows": len(client.train), "commit": commit(), "results": {}}
     for name in names:
         runs = []
         load_before = os.getloadavg()[0]

@@ -20,7 +20,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -31,16 +30,9 @@ from clients.fadm import FADM, FADMConfig  # noqa: E402
 from common.datasets import load  # noqa: E402
 from common.global_model import fit_global_model  # noqa: E402
 from common.jsonio import write_json  # noqa: E402
+from simulations.results import commit  # noqa: E402
 
 METRICS = ("accuracy", "dpr", "eor", "spd", "eod")
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def run(iterations: int, seeds: list[int], lambda_z: float, steps: int) -> dict:
@@ -90,7 +82,7 @@ def main() -> None:
               f"{m['fadm_eor']:.2f} | {100 * m['real_accuracy']:.2f} / {m['real_dpr']:.2f} / "
               f"{m['real_eor']:.2f} |")
     write_json(args.out, {**result, "args": {k: str(v) for k, v in vars(args).items()},
-                          "commit": _commit()})
+                          "commit": commit()})
     print(f"wrote {args.out}")
 
 

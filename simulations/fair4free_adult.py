@@ -25,6 +25,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import math  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -42,7 +43,7 @@ from common.metrics import fairness_report  # noqa: E402
 from common.partition import federated_split  # noqa: E402
 from common.quality import density_coverage  # noqa: E402
 from common.schema import TabularData  # noqa: E402
-from simulations.fadm_domains import _commit  # noqa: E402
+from simulations.results import commit, mean_over_seeds  # noqa: E402
 
 METRICS = ("dpr", "eor", "accuracy", "recall", "f1")
 
@@ -89,23 +90,6 @@ def run(sensitives: list[str], betas: list[float], epochs: int, seeds: list[int]
     return records
 
 
-def summarise(records: list[dict]) -> list[dict]:
-    keys = []
-    for r in records:
-        if (r["rows"], r["sensitive"], r["beta"]) not in keys:
-            keys.append((r["rows"], r["sensitive"], r["beta"]))
-    numeric = [k for k in records[0] if k.startswith(("rf_", "lr_"))] + [
-        "density", "coverage", "seconds"]
-    out = []
-    for key in keys:
-        group = [r for r in records if (r["rows"], r["sensitive"], r["beta"]) == key]
-        out.append({"rows": key[0], "sensitive": key[1], "beta": key[2],
-                    "n_seeds": len(group),
-                    **{k: (None if group[0][k] is None
-                           else float(np.mean([r[k] for r in group]))) for k in numeric}})
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sensitive", nargs="+", default=["sex", "race"])
@@ -115,17 +99,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/fair4free_adult.json"))
     args = parser.parse_args()
     records = run(args.sensitive, args.beta, args.epochs, args.seeds)
-    summary = summarise(records)
+    scores = [f"{clf}_{k}" for clf in ("rf", "lr") for k in METRICS]
+    summary = mean_over_seeds(records, ["rows", "sensitive", "beta"],
+                              [*scores, "density", "coverage", "seconds"])
     print("| rows | s | β | classifier | DPR | EOR | ACC | recall | F1 | density | coverage |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for s in summary:
         beta = "-" if s["beta"] is None else f"{s['beta']:g}"
-        fidelity = ("- | -" if s["density"] is None
+        fidelity = ("- | -" if math.isnan(s["density"])
                     else f"{s['density']:.3f} | {s['coverage']:.3f}")
         for clf in ("rf", "lr"):
             print(f"| {s['rows']} | {s['sensitive']} | {beta} | {clf.upper()} | " + " | ".join(
                 f"{s[f'{clf}_{k}']:.3f}" for k in METRICS) + f" | {fidelity} |")
-    write_json(args.out, {"records": records, "summary": summary, "commit": _commit(),
+    write_json(args.out, {"records": records, "summary": summary, "commit": commit(),
                           "args": {k: str(v) for k, v in vars(args).items()}})
     print(f"wrote {args.out}")
 

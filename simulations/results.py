@@ -49,10 +49,9 @@ class Table:
         return "\n".join(lines)
 
 
-def provenance(argv: Sequence[str]) -> str:
-    """Which command and which commit produced a results file: ``fairsynth ARGS`` and the
-    short hash of the checkout (``+ uncommitted changes`` when the tree differs from it), or
-    ``unknown commit`` outside a git checkout."""
+def _checkout() -> tuple[str, bool] | None:
+    """The checkout's short HEAD hash and whether tracked files differ from it (None outside
+    a git checkout)."""
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
@@ -60,11 +59,31 @@ def provenance(argv: Sequence[str]) -> str:
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
                                 "--untracked-files=no"],
                                capture_output=True, text=True, check=True).stdout.strip()
-        commit = f"commit `{head}`" + (" + uncommitted changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        commit = "unknown commit"
+        return None
+    return head, bool(dirty)
+
+
+def commit() -> str:
+    """What a results file records as its commit: the short hash (``+ uncommitted changes``
+    when the tree differs from it), or ``unknown`` outside a git checkout."""
+    checkout = _checkout()
+    if checkout is None:
+        return "unknown"
+    return checkout[0] + (" + uncommitted changes" if checkout[1] else "")
+
+
+def provenance(argv: Sequence[str]) -> str:
+    """Which command and which commit produced a results file: ``fairsynth ARGS`` and the
+    short hash of the checkout (``+ uncommitted changes`` when the tree differs from it), or
+    ``unknown commit`` outside a git checkout."""
+    checkout = _checkout()
+    if checkout is None:
+        where = "unknown commit"
+    else:
+        where = f"commit `{checkout[0]}`" + (" + uncommitted changes" if checkout[1] else "")
     command = "fairsynth " + " ".join(shlex.quote(a) for a in argv)
-    return f"`{command}` on {commit}"
+    return f"`{command}` on {where}"
 
 
 def write_tables(path: Path, tables: Sequence[Table], *, argv: Sequence[str]) -> Path:

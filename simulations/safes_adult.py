@@ -41,7 +41,7 @@ from common.partition import federated_split  # noqa: E402
 from common.quality import quality_report  # noqa: E402
 from common.run_config import RunConfig  # noqa: E402
 from common.schema import TabularData  # noqa: E402
-from simulations.fadm_domains import _commit  # noqa: E402
+from simulations.results import commit, mean_over_seeds  # noqa: E402
 
 
 def label_parity(rows: TabularData) -> float:
@@ -97,20 +97,6 @@ def run(epsilons: list[float], eta: float, delta: float, seeds: list[int],
     return records
 
 
-def summarise(records: list[dict]) -> list[dict]:
-    keys = []
-    for r in records:
-        if (r["release"], r["epsilon"]) not in keys:
-            keys.append((r["release"], r["epsilon"]))
-    out = []
-    for release, eps in keys:
-        group = [r for r in records if (r["release"], r["epsilon"]) == (release, eps)]
-        out.append({"release": release, "epsilon": eps, "n_seeds": len(group),
-                    **{k: float(np.mean([r[k] for r in group]))
-                       for k in ("ks", "tvd", "data_spd", "accuracy", "spd", "seconds")}})
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epsilon", type=float, nargs="*", default=[0.5, 1.0, 2.0, 4.0])
@@ -122,7 +108,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/safes_adult.json"))
     args = parser.parse_args()
     records = run(args.epsilon, args.eta, args.delta, args.seeds, args.dataset, args.sensitive)
-    summary = summarise(records)
+    summary = mean_over_seeds(records, ["release", "epsilon"],
+                              ["ks", "tvd", "data_spd", "accuracy", "spd", "seconds"])
     print("| rows | ε | KS | TVD | rows' \\|SPD\\| | LR acc % | LR \\|SPD\\| | s |")
     print("|---|---|---|---|---|---|---|---|")
     for s in summary:
@@ -130,7 +117,7 @@ def main() -> None:
         print(f"| {s['release']} | {eps} | {s['ks']:.3f} | {s['tvd']:.3f} | "
               f"{s['data_spd']:.3f} | {100 * s['accuracy']:.2f} | {s['spd']:.3f} | "
               f"{s['seconds']:.0f} |")
-    write_json(args.out, {"records": records, "summary": summary, "commit": _commit(),
+    write_json(args.out, {"records": records, "summary": summary, "commit": commit(),
                           "args": {k: str(v) for k, v in vars(args).items()}})
     print(f"wrote {args.out}")
 
