@@ -85,7 +85,7 @@ class TOTConfig:
     def check_schema(self, schema: Schema) -> dict[str, int]:
         """The public domain's sizes of ``schema``'s features; raises :class:`ConfigError` if
         ``columns`` names a column the schema lacks or makes more than ``cells`` cells."""
-        sizes = Discretiser(schema, self.bins).sizes
+        sizes = Discretiser(schema, self.bins, "linear").sizes
         names = list(schema.feature_names)
         unknown = sorted(set(self.columns) - set(names))
         if unknown:
@@ -218,7 +218,7 @@ class TOT:
             raise DataError("safes: the transform has no rows to fit on.")
         cfg = self.config
         sizes = cfg.check_schema(rows.schema)
-        self.domain = Discretiser(rows.schema, cfg.bins)
+        self.domain = Discretiser(rows.schema, cfg.bins, "linear")
         codes = self.domain.encode(rows)
         names = list(rows.schema.feature_names)
         self.columns = self._choose(codes, sizes, names)

@@ -165,6 +165,35 @@ def test_bins_come_from_the_schema_only(toy):
     np.testing.assert_array_equal(edges["w"], np.linspace(17.0, 90.0, 17))
 
 
+def test_wide_columns_are_binned_on_a_log_scale():
+    """A non-negative column whose bounds span three orders of magnitude (money, counts) gets
+    equal widths in log(1 + x − lo): its lower bound alone in the first bin, every other bin
+    the same ratio wide; narrower columns, and binning="linear", keep equal widths."""
+    money = Column("gain", bounds=(0.0, 99999.0))
+    count = Column("visits", bounds=(0.0, 99999.0), integer=True)
+    narrow = Column("rate", bounds=(0.0, 999.0))
+    schema = Schema("w", (money, count, narrow), "g", "1", "l", "1")
+    edges = Discretiser(schema, 16).edges
+    t = np.log1p(edges["gain"])
+    np.testing.assert_allclose(np.diff(t), np.log1p(99999.0) / 16)
+    assert edges["gain"][0] == 0.0 and edges["gain"][-1] == pytest.approx(99999.0)
+    e = edges["visits"]  # half-integers: 0 alone, then the same log scale, rounded
+    np.testing.assert_array_equal(e[:3], [-0.5, 0.5, 2.5])
+    assert e[-1] == 99999.5 and np.all(np.diff(e) >= 1)
+    np.testing.assert_array_equal(edges["rate"], np.linspace(0.0, 999.0, 17))
+    np.testing.assert_array_equal(Discretiser(schema, 16, "linear").edges["gain"],
+                                  np.linspace(0.0, 99999.0, 17))
+    rows = TabularData(schema, pd.DataFrame({"gain": [0.0, 2174.0, 99999.0],
+                                             "visits": [0, 1, 7], "rate": [0.0, 1.0, 2.0]}),
+                       np.array([0, 1, 0], np.int8), np.array([1, 0, 1], np.int8))
+    disc = Discretiser(schema, 16)
+    back = disc.decode(disc.encode(rows), np.random.default_rng(0))
+    assert back.features["visits"].iloc[0] == 0  # a zero stays a zero
+    assert 0.5 < back.features["gain"].iloc[1] / 2174.0 < 2.0  # within one bin's ratio
+    with pytest.raises(ConfigError, match="binning"):
+        AIMConfig(binning="log")
+
+
 def test_encode_clips_to_bounds_and_decode_stays_inside():
     schema = Schema("b", (Column("x", bounds=(0.0, 4.0)),), "g", "1", "l", "1")
     data = TabularData(schema, pd.DataFrame({"x": [-5.0, 0.0, 1.9, 4.0, 9.0]}),

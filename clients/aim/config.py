@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from clients.aim.discretise import BINNINGS
 from common.errors import ConfigError
 
 #: Workloads AIM can target (see :class:`AIMConfig`).
@@ -38,6 +39,10 @@ class AIMConfig:
         ``bins`` integers gets one bin per integer). 16 keeps the noise of a 1-way marginal
         low at ε = 1 (it grows with the cells) while resolving the shape of every column of
         Law School and Adult; 32 doubles the cells of every marginal.
+    binning : {"auto", "linear"}
+        ``"auto"``: a wide non-negative column (bounds spanning three orders of magnitude, as
+        money and counts) is binned on a log scale, every other column in equal widths;
+        ``"linear"``: equal widths everywhere (:mod:`clients.aim.discretise`).
     rounds : int, optional
         The paper's ``T``, which sets the first per-round budget ``ρ/T``; None: ``16·d`` for
         ``d`` attributes (features, ``s``, ``y``), as the paper.
@@ -67,6 +72,7 @@ class AIMConfig:
     max_workload: int = 512
     max_cells: int = 10000
     bins: int = 16
+    binning: str = "auto"
     rounds: int | None = None
     max_model_size: float = 80.0
     iters: int = 1000
@@ -94,6 +100,8 @@ class AIMConfig:
             (whole(self.max_cells, 4),
              f"max_cells must be an integer ≥ 4 (the (s, y) marginal), got {self.max_cells!r}"),
             (whole(self.bins, 2), f"bins must be an integer ≥ 2, got {self.bins!r}"),
+            (self.binning in BINNINGS,
+             f"binning must be one of {list(BINNINGS)}, got {self.binning!r}"),
             (self.rounds is None or whole(self.rounds),
              f"rounds must be an integer ≥ 1 or None (16 per attribute), got {self.rounds!r}"),
             (number(self.max_model_size) and self.max_model_size > 0,

@@ -4,8 +4,12 @@ Every column becomes an attribute with a fixed number of values, decided by the 
 (never by the rows, which would leak them):
 
 * a categorical column: its public category list, in order;
-* a continuous column: ``bins`` equal-width bins over its public bounds, or, for an integer
-  column with at most ``bins`` integers in its bounds, one bin per integer. Values outside the
+* a continuous column: ``bins`` bins over its public bounds. For an integer column with at
+  most ``bins`` integers in its bounds, one bin per integer. For a *wide* column (``binning
+  = "auto"``: a lower bound ≥ 0 and an upper bound at least :data:`WIDE` times the larger of
+  the lower bound and 1, as money and counts are), bins of equal width in ``log(1 + x − lo)``,
+  so that the lower bound gets a bin of its own and each bin above it spans the same ratio;
+  otherwise (and always with ``binning = "linear"``) equal-width bins. Values outside the
   bounds (stage-1 rows can leave them) are clipped into the end bins;
 * the sensitive attribute ``s`` and the label ``y``: two values each.
 
@@ -26,9 +30,20 @@ from common.schema import Column, Schema, TabularData
 #: Attribute names of the sensitive attribute and the label in AIM's domain.
 S, Y = "s", "y"
 
+#: Binning rules: "auto" bins wide non-negative columns on a log scale, "linear" never does.
+BINNINGS = ("auto", "linear")
 
-def bin_edges(column: Column, bins: int) -> np.ndarray:
-    """The bin edges of a continuous column, from its public bounds only."""
+#: A column whose bounds span at least this ratio (three orders of magnitude) is "wide".
+#: Equal-width bins fail such a column: Adult's capital gain, bounded by 0 and 99,999, put
+#: every gain under 6,250 in one bin with the zeros, and the server's model on the real rows
+#: sent through the bins lost 1.1 points of accuracy (83.85 % against 84.99 %); on a log scale
+#: it loses 0.07 (docs/synthesizers.md, "AIM's bins").
+WIDE = 1000.0
+
+
+def bin_edges(column: Column, bins: int, binning: str = "auto") -> np.ndarray:
+    """The bin edges of a continuous column, from its public bounds only (see the module
+    docstring for the rule)."""
     if column.bounds is None:
         raise DataError(
             f"aim: continuous column {column.name!r} has no public bounds; AIM bins every "
@@ -40,6 +55,12 @@ def bin_edges(column: Column, bins: int) -> np.ndarray:
         first, last = int(np.ceil(lo)), int(np.floor(hi))
         if 1 <= last - first + 1 <= bins:
             return np.arange(first, last + 2, dtype=np.float64) - 0.5
+    if binning == "auto" and lo >= 0 and hi >= WIDE * max(lo, 1.0):
+        edges = lo + np.expm1(np.linspace(0.0, np.log1p(hi - lo), bins + 1))
+        if column.integer:  # half-integer edges: the lower bound alone in the first bin
+            edges = np.unique(np.rint(edges)) - 0.5
+            edges[-1] = np.floor(hi) + 0.5
+        return edges
     return np.linspace(lo, hi, bins + 1)
 
 
@@ -50,10 +71,11 @@ class Discretiser:
 
     schema: Schema
     bins: int
+    binning: str = "auto"
     edges: dict = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "edges", {c.name: bin_edges(c, self.bins)
+        object.__setattr__(self, "edges", {c.name: bin_edges(c, self.bins, self.binning)
                                            for c in self.schema.continuous})
         clash = {S, Y} & set(self.schema.feature_names)
         if clash:

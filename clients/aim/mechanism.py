@@ -102,7 +102,7 @@ class AIM:
         privacy.check_budget(epsilon=cfg.epsilon, delta=cfg.delta, n=len(data))
         start = time.perf_counter()
         noise = privacy.NoiseSource(cfg.noise_seed, secure=cfg.secure_mode, purpose="aim fit")
-        self.schema, self.domain = data.schema, Discretiser(data.schema, cfg.bins)
+        self.schema, self.domain = data.schema, Discretiser(data.schema, cfg.bins, cfg.binning)
         sizes = self.domain.sizes
         codes = self.domain.encode(data)
         self.workload = workload(sizes, cfg)
