@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from clients.aim.config import AIMConfig  # noqa: E402
-from clients.aim.discretise import Discretiser  # noqa: E402
+from clients.aim.discretise import BINNINGS, Discretiser  # noqa: E402
 from clients.synthesizers import make_synthesizer  # noqa: E402
 from clients.synthesizers.safes import tot_config  # noqa: E402
 from clients.tot import TOT  # noqa: E402
@@ -70,10 +70,11 @@ def run(epsilons: list[float], eta: float, delta: float, seeds: list[int],
                         **measure(train, train, test)})
         config = RunConfig(dataset=dataset, synthesizer="safes", safes_eta=eta, delta=delta,
                            seed=seed)
-        bins = Discretiser(train.schema, AIMConfig().bins)
-        binned = bins.decode(bins.encode(train), np.random.default_rng(seed))
-        records.append({"release": "real rows, AIM's bins", "epsilon": None, "seed": seed,
-                        "seconds": 0.0, **measure(binned, train, test)})
+        for binning in BINNINGS:
+            bins = Discretiser(train.schema, AIMConfig().bins, binning)
+            binned = bins.decode(bins.encode(train), np.random.default_rng(seed))
+            records.append({"release": f"real rows, AIM's bins ({binning})", "epsilon": None,
+                            "seed": seed, "seconds": 0.0, **measure(binned, train, test)})
         start = time.perf_counter()
         tot = TOT(tot_config(config)).fit(train)
         alone = tot.transform(train, np.random.default_rng(seed))
