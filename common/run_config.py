@@ -188,8 +188,7 @@ class RunConfig:
                                      group="stage 2")
     repair: str = setting("auto", "fair-then-private: stage 1 again on the DP generator's rows, "
                                   "which it reads alone (post-processing, same ε and δ): on, "
-                                  "off (the paper), or auto (on with dp-ctgan and the "
-                                  "accuracy utility)",
+                                  "off (the paper), or auto (on unless utility is balanced)",
                           group="stage 2", choices=("auto", "on", "off"))
     # safes
     safes_eta: float = setting(0.1, "safes: the largest statistical parity difference of the "
@@ -306,12 +305,8 @@ class RunConfig:
 
     @property
     def repairs(self) -> bool:
-        """Whether fair-then-private repairs its DP rows (``repair`` with auto resolved): on
-        for DP-CTGAN with the accuracy utility. Not with AIM, whose rows keep stage 1's rows'
-        marginals: on Adult the repair took its release from 82.36 % at |SPD| 0.055 to 77.06 %
-        at 0.175 (docs/synthesizers.md, "AIM's bins")."""
-        return self.repair == "on" or (self.repair == "auto" and self.utility != "balanced"
-                                       and self.dp_generator != "aim")
+        """Whether fair-then-private repairs its DP rows (``repair`` with auto resolved)."""
+        return self.repair == "on" or (self.repair == "auto" and self.utility != "balanced")
 
     @property
     def hidden_sizes(self) -> tuple[int, ...]:

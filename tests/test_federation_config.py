@@ -70,14 +70,11 @@ def test_pipeline_defaults_are_the_stage_defaults():
     assert tuned.stage2.delta == 1e-6
 
 
-@pytest.mark.parametrize("repair, utility, generator, repairs", [
-    ("auto", "accuracy", "auto", True), ("auto", "balanced", "auto", False),
-    ("off", "accuracy", "auto", False), ("on", "accuracy", "auto", True),
-    ("off", "balanced", "auto", False), ("auto", "accuracy", "dp-ctgan", True),
-    ("auto", "accuracy", "aim", False), ("on", "accuracy", "aim", True)])
-def test_repair_auto_is_on_for_dp_ctgan_with_the_accuracy_utility(repair, utility, generator,
-                                                                  repairs):
-    config = RunConfig(repair=repair, utility=utility, generator=generator)
+@pytest.mark.parametrize("repair, utility, repairs", [
+    ("auto", "accuracy", True), ("auto", "balanced", False), ("off", "accuracy", False),
+    ("on", "accuracy", True), ("off", "balanced", False)])
+def test_repair_auto_is_on_except_with_the_balanced_utility(repair, utility, repairs):
+    config = RunConfig(repair=repair, utility=utility)
     assert config.repairs is repairs
     assert pipeline_config(config).stage2.repair is repairs
 
