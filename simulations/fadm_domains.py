@@ -29,8 +29,7 @@ import torch  # noqa: E402
 from clients.fadm import FADM, FADMConfig  # noqa: E402
 from common.datasets import load  # noqa: E402
 from common.global_model import fit_global_model  # noqa: E402
-from common.jsonio import write_json  # noqa: E402
-from simulations.results import commit  # noqa: E402
+from simulations.results import write_script_results  # noqa: E402
 
 METRICS = ("accuracy", "dpr", "eor", "spd", "eod")
 
@@ -81,9 +80,7 @@ def main() -> None:
         print(f"| {domain} | {rows} | {100 * m['fadm_accuracy']:.2f} / {m['fadm_dpr']:.2f} / "
               f"{m['fadm_eor']:.2f} | {100 * m['real_accuracy']:.2f} / {m['real_dpr']:.2f} / "
               f"{m['real_eor']:.2f} |")
-    write_json(args.out, {**result, "args": {k: str(v) for k, v in vars(args).items()},
-                          "commit": commit()})
-    print(f"wrote {args.out}")
+    write_script_results(args.out, result, args)
 
 
 if __name__ == "__main__":

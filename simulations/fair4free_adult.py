@@ -38,12 +38,11 @@ from clients.fair4free import Fair4Free, Fair4FreeConfig  # noqa: E402
 from common.datasets import load  # noqa: E402
 from common.encoding import Encoder  # noqa: E402
 from common.global_model import fit_global_model  # noqa: E402
-from common.jsonio import write_json  # noqa: E402
 from common.metrics import fairness_report  # noqa: E402
 from common.partition import federated_split  # noqa: E402
 from common.quality import density_coverage  # noqa: E402
 from common.schema import TabularData  # noqa: E402
-from simulations.results import commit, mean_over_seeds  # noqa: E402
+from simulations.results import mean_over_seeds, write_script_results  # noqa: E402
 
 METRICS = ("dpr", "eor", "accuracy", "recall", "f1")
 
@@ -111,9 +110,7 @@ def main() -> None:
         for clf in ("rf", "lr"):
             print(f"| {s['rows']} | {s['sensitive']} | {beta} | {clf.upper()} | " + " | ".join(
                 f"{s[f'{clf}_{k}']:.3f}" for k in METRICS) + f" | {fidelity} |")
-    write_json(args.out, {"records": records, "summary": summary, "commit": commit(),
-                          "args": {k: str(v) for k, v in vars(args).items()}})
-    print(f"wrote {args.out}")
+    write_script_results(args.out, {"records": records, "summary": summary}, args)
 
 
 if __name__ == "__main__":

@@ -35,11 +35,10 @@ import torch  # noqa: E402
 from clients.pipeline import pipeline_config, run_pipeline  # noqa: E402
 from common.datasets import load  # noqa: E402
 from common.global_model import fit_global_model  # noqa: E402
-from common.jsonio import write_json  # noqa: E402
 from common.partition import federated_split  # noqa: E402
 from common.run_config import RunConfig  # noqa: E402
 from common.schema import concat  # noqa: E402
-from simulations.results import commit, mean_over_seeds  # noqa: E402
+from simulations.results import mean_over_seeds, write_script_results  # noqa: E402
 
 RELEASES = {"stage-1 rows (syn_1)": "stage1", "generator's rows, no repair": "stage2",
             "repaired release": "rows"}
@@ -86,9 +85,7 @@ def main() -> None:
     for s in summary:
         print(f"| {s['release']} | {100 * s['accuracy']:.2f} | {s['spd']:.4f} | "
               f"{s['dp_rows_spd']:.4f} | {s['n_seeds']} |")
-    write_json(args.out, {"records": records, "summary": summary, "commit": commit(),
-                          "args": {k: str(v) for k, v in vars(args).items()}})
-    print(f"wrote {args.out}")
+    write_script_results(args.out, {"records": records, "summary": summary}, args)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ prints and writes (``tables.md``), headed by the command line and commit that pr
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import shlex
@@ -12,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from common.jsonio import write_json
 
 
 def mean_over_seeds(records: Iterable[dict], keys: Sequence[str],
@@ -71,6 +74,14 @@ def commit() -> str:
     if checkout is None:
         return "unknown"
     return checkout[0] + (" + uncommitted changes" if checkout[1] else "")
+
+
+def write_script_results(path: Path, payload: dict, args: argparse.Namespace) -> None:
+    """Write a measuring script's JSON: ``payload`` with the commit (:func:`commit`) and the
+    script's arguments, and say where it went."""
+    write_json(path, {**payload, "commit": commit(),
+                      "args": {k: str(v) for k, v in vars(args).items()}})
+    print(f"wrote {path}")
 
 
 def provenance(argv: Sequence[str]) -> str:

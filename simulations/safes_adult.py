@@ -36,12 +36,11 @@ from clients.synthesizers.safes import tot_config  # noqa: E402
 from clients.tot import TOT  # noqa: E402
 from common.datasets import load  # noqa: E402
 from common.global_model import fit_global_model  # noqa: E402
-from common.jsonio import write_json  # noqa: E402
 from common.partition import federated_split  # noqa: E402
 from common.quality import quality_report  # noqa: E402
 from common.run_config import RunConfig  # noqa: E402
 from common.schema import TabularData  # noqa: E402
-from simulations.results import commit, mean_over_seeds  # noqa: E402
+from simulations.results import mean_over_seeds, write_script_results  # noqa: E402
 
 
 def label_parity(rows: TabularData) -> float:
@@ -118,9 +117,7 @@ def main() -> None:
         print(f"| {s['release']} | {eps} | {s['ks']:.3f} | {s['tvd']:.3f} | "
               f"{s['data_spd']:.3f} | {100 * s['accuracy']:.2f} | {s['spd']:.3f} | "
               f"{s['seconds']:.0f} |")
-    write_json(args.out, {"records": records, "summary": summary, "commit": commit(),
-                          "args": {k: str(v) for k, v in vars(args).items()}})
-    print(f"wrote {args.out}")
+    write_script_results(args.out, {"records": records, "summary": summary}, args)
 
 
 if __name__ == "__main__":

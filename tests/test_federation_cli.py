@@ -189,3 +189,28 @@ def test_simulate_end_to_end_writes_results(tmp_path, capsys):
     assert all(0 < c["evaluation_epsilon"] <= 0.5 for c in result["clients"])
     row = f"| oneshot | logistic | {result['params']} | {100 * result['metrics']['accuracy']:.2f} |"
     assert row in capsys.readouterr().out
+
+
+def test_a_script_result_names_the_checkout_and_its_arguments(tmp_path, capsys):
+    """write_script_results records git's own short HEAD (with the uncommitted-changes mark
+    exactly when git reports changes) and every argument as text."""
+    import argparse
+    import json
+    import subprocess
+    from pathlib import Path
+
+    from simulations.results import write_script_results
+
+    root = Path(__file__).resolve().parent.parent
+    git = ["git", "-C", str(root)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    args = argparse.Namespace(seeds=[0, 1], out=tmp_path / "r.json", eta=0.1)
+    write_script_results(args.out, {"records": [{"a": 1}]}, args)
+    saved = json.loads(args.out.read_text())
+    assert saved["commit"] == head + (" + uncommitted changes" if dirty else "")
+    assert saved["records"] == [{"a": 1}]
+    assert saved["args"] == {"seeds": "[0, 1]", "out": str(args.out), "eta": "0.1"}
+    assert capsys.readouterr().out == f"wrote {args.out}\n"
