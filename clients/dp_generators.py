@@ -3,7 +3,8 @@
 Every generator follows one small protocol::
 
     gen = make_generator(name, epsilon=..., delta=..., seed=..., **options)
-    gen.fit(data)               # spends (ε, δ) on data
+    gen.fit(data)               # spends (ε, δ) on data; fit(data, reserve=[mechanism, ...])
+                                #   leaves room for mechanisms another step runs on data
     rows = gen.sample(n)        # post-processing: same schema, (s, y) cells in noisy proportions
                                 #   (seed=... for an independent draw)
     gen.noisy_rows()            # the DP estimate of the input's row count (sizes releases)
@@ -14,15 +15,16 @@ Every generator follows one small protocol::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from common.errors import ConfigError
+from common.privacy import Mechanism
 from common.schema import TabularData
 
 
 class DPGenerator(Protocol):
-    def fit(self, data: TabularData) -> DPGenerator: ...
+    def fit(self, data: TabularData, *, reserve: Sequence[Mechanism] = ()) -> DPGenerator: ...
 
     def sample(self, n: int, *, seed: int | None = None) -> TabularData: ...
 

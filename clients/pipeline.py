@@ -3,10 +3,11 @@
 Orders (a registry keyed by the run-config string, like Opacus' accountants):
 
 * ``fair-then-private`` — the paper: stage 1 on the real rows, then the DP generator on the
-  stage-1 rows. The (ε, δ) covers stage 2's input (the stage-1 rows) only. With
-  ``Stage2Config.repair``, stage 1 runs once more on the DP generator's rows, which it reads
-  alone (post-processing: same (ε, δ)), because the generator re-learns the group gap that
-  stage 1 removed.
+  stage-1 rows. The (ε, δ) covers stage 2's input (the stage-1 rows) only. The generator
+  re-learns the group gap that stage 1 removed, so ``Stage2Config.repair`` mends its rows:
+  ``"relabel"`` draws their labels from a DP logistic model of the stage-1 rows
+  (:mod:`clients.label_model`; its budget is a share of the same (ε, δ)); ``"stage1"`` runs
+  stage 1 once more on the DP rows, which it reads alone (post-processing: same (ε, δ)).
 * ``private-then-fair`` — the DP generator on the real rows, then stage 1 with the DP rows in
   place of the real rows. End-to-end (ε, δ)-DP for the real rows (post-processing).
 * ``fair-only`` — stage 1 only; no formal privacy.
@@ -27,10 +28,14 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
+from clients import label_model
 from clients.dp_generators import GENERATORS, make_generator
 from clients.stage1 import FairDistiller, Stage1Config, Stage1Result
 from common.errors import ConfigError
 from common.global_model import fit_global_model
+from common.privacy import NoiseSource
 from common.run_config import RunConfig
 from common.schema import TabularData
 
@@ -66,6 +71,10 @@ class PrivacyReport:
                 "covers": self.covers, **kept}
 
 
+#: How fair-then-private mends the DP generator's rows before release.
+REPAIRS = ("off", "relabel", "stage1")
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage2Config:
     """Stage-2 settings shared by every DP generator.
@@ -76,7 +85,8 @@ class Stage2Config:
     generator; ``options`` holds that generator's own hyperparameters. ``noise_seed`` and
     ``secure_mode`` come from the client's privacy policy (:mod:`clients.policy`), never from
     the run config: the DP noise is fresh OS entropy unless the client seeds it. ``repair``
-    (fair-then-private only): stage 1 again on the DP rows before they are released.
+    (fair-then-private only; :data:`REPAIRS`): how the DP rows are mended before release, and
+    ``label_share`` the share of the budget the ``"relabel"`` repair's label model spends.
     """
 
     epsilon: float = 1.0
@@ -86,7 +96,8 @@ class Stage2Config:
     options: dict = dataclasses.field(default_factory=dict)
     noise_seed: int | None = None
     secure_mode: bool = False
-    repair: bool = False
+    repair: str = "off"
+    label_share: float = label_model.SHARE
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.epsilon) and self.epsilon > 0):
@@ -97,6 +108,11 @@ class Stage2Config:
             raise ConfigError(
                 f"stage 2: fraction (Ñ₂/N) must lie in (0, 1], got {self.fraction}."
             )
+        if self.repair not in REPAIRS:
+            raise ConfigError(f"stage 2: unknown repair {self.repair!r}; choose one of "
+                              f"{list(REPAIRS)}.")
+        if not 0 < self.label_share < 1:
+            raise ConfigError(f"stage 2: label_share must lie in (0, 1), got {self.label_share}.")
         if self.generator not in GENERATORS:
             raise ConfigError(f"stage 2: unknown DP generator {self.generator!r}; valid names are "
                               f"{sorted(GENERATORS)}.")
@@ -206,7 +222,7 @@ def pipeline_config(config: RunConfig) -> PipelineConfig:
     stage2 = Stage2Config(
         epsilon=config.epsilon, delta=config.delta, fraction=config.stage2_fraction,
         generator=config.dp_generator, options=config.generator_kwargs,
-        repair=config.repairs,
+        repair=config.repair_mode,
     )
     return PipelineConfig(order=config.order, stage1=stage1, stage2=stage2)
 
@@ -262,8 +278,9 @@ def _n_out(fraction: float, n: float) -> int:
     return max(1, round(fraction * n))
 
 
-def _fit_generator(data: TabularData, config: PipelineConfig, seed: int):
-    """Fit the configured DP generator on ``data``; returns it and the fit's seconds."""
+def _fit_generator(data: TabularData, config: PipelineConfig, seed: int, reserve=()):
+    """Fit the configured DP generator on ``data`` with ``reserve`` (mechanisms another step
+    runs on ``data``) in its accounting; returns it and the fit's seconds."""
     start = time.perf_counter()
     cfg = config.stage2
     options = dict(cfg.options)
@@ -273,7 +290,7 @@ def _fit_generator(data: TabularData, config: PipelineConfig, seed: int):
         options["secure_mode"] = True
     generator = make_generator(cfg.generator, epsilon=cfg.epsilon,
                                delta=cfg.check_delta_for(len(data)), seed=seed, **options)
-    generator.fit(data)
+    generator.fit(data, reserve=reserve)
     return generator, time.perf_counter() - start
 
 
@@ -333,23 +350,39 @@ def _private_only(train: TabularData, config: PipelineConfig, seed: int,
 def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
                        fractions: Sequence[float]) -> list[PipelineResult]:
     """Stage 1 on the real rows, the DP generator on the stage-1 rows; ``fraction · N̂`` rows
-    (``N̂``: the generator's DP estimate of its input size, scaled back by ``Ñ/N``). With
-    ``repair``, ``N̂`` DP rows go through stage 1 once more at fraction ``Ñ₂/N``, as in
+    (``N̂``: the generator's DP estimate of its input size, scaled back by ``Ñ/N``), mended by
+    ``config.stage2.repair``: ``"relabel"`` draws their labels from a DP label model of the
+    stage-1 rows, whose mechanism the generator's accounting reserves (one (ε, δ) for both);
+    ``"stage1"`` puts ``N̂`` DP rows through stage 1 once more at fraction ``Ñ₂/N``, as in
     private-then-fair: it reads only the DP rows, so the (ε, δ) is unchanged."""
     fair = _stage1(train, config, seed)
-    generator, fit = _fit_generator(fair.data, config, seed)
-    repair = config.stage2.repair
-    report = _dp_report("fair-then-private", generator, COVERS_STAGE1, repair=repair)
+    cfg = config.stage2
+    reserve = ()
+    if cfg.repair == "relabel":
+        reserve = (label_model.label_mechanism(epsilon=cfg.epsilon, delta=cfg.delta,
+                                               share=cfg.label_share),)
+    generator, fit = _fit_generator(fair.data, config, seed, reserve)
+    report = _dp_report("fair-then-private", generator, COVERS_STAGE1, repair=cfg.repair)
     n_hat = generator.noisy_rows() / config.stage1.fraction  # the stage-1 rows are Ñ = fraction·N
-    if repair:
+    if cfg.repair == "stage1":
         private, t, again = _stage1_on_dp_rows(generator, n_hat, config, seed, fractions)
         return [PipelineResult(a.data, report,
                                {"stage1": fair.seconds, "stage2": fit + t, "repair": a.seconds},
                                intermediate={"stage1": fair.data, "stage2": private},
                                stage1_gap=fair.gap) for a in again]
+    labels = None
+    if cfg.repair == "relabel":
+        start = time.perf_counter()
+        reference, _ = _sample(generator, _n_out(1.0, generator.noisy_rows()),
+                               seed + 1 + len(fractions))
+        noise = NoiseSource(cfg.noise_seed, secure=cfg.secure_mode, purpose="label model")
+        labels = label_model.DPLabelModel.fit(fair.data, reference, reserve[0], noise)
+        fit += time.perf_counter() - start
     out = []
     for i, f in enumerate(fractions):
         rows, t = _sample(generator, _n_out(f, n_hat), seed + 1 + i)
+        if labels is not None:
+            rows = labels.relabel(rows, np.random.default_rng(seed + 1 + i))
         out.append(PipelineResult(rows, report, {"stage1": fair.seconds, "stage2": fit + t},
                                   intermediate={"stage1": fair.data}, stage1_gap=fair.gap))
     return out

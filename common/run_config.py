@@ -186,10 +186,12 @@ class RunConfig:
                                      "safes)", group="stage 2")
     generator_options: str = setting("", "the generator's own options as a JSON object",
                                      group="stage 2")
-    repair: str = setting("auto", "fair-then-private: stage 1 again on the DP generator's rows, "
-                                  "which it reads alone (post-processing, same ε and δ): on, "
-                                  "off (the paper), or auto (on unless utility is balanced)",
-                          group="stage 2", choices=("auto", "on", "off"))
+    repair: str = setting("auto", "fair-then-private: how the DP generator's rows are mended "
+                                  "before release: relabel (labels drawn from a DP logistic "
+                                  "model of the stage-1 rows, a share of the same ε and δ), "
+                                  "stage1 (stage 1 again on the DP rows alone), off (the "
+                                  "paper), or auto (relabel)",
+                          group="stage 2", choices=("auto", "relabel", "stage1", "off"))
     # safes
     safes_eta: float = setting(0.1, "safes: the largest statistical parity difference of the "
                                     "labels after the transform (η)", group="safes", low=0,
@@ -279,12 +281,12 @@ class RunConfig:
                 "schema.json`, review it and delete its draft key, then pass `--schema "
                 "schema.json` (run config: schema = \"schema.json\"); or use order fair-only or "
                 "real.")
-        if self.repair == "on" and self.utility == "balanced":
+        if self.repair == "stage1" and self.utility == "balanced":
             raise ConfigError(
-                "run config: repair = 'on' with utility = 'balanced': the balanced utility's "
-                "stage-1 rows are label-balanced on purpose, so a DP generator fitted on them "
-                "draws label-balanced rows, and a gap measured on those is not the real rows' "
-                "gap. Use repair = 'auto' or 'off' with the balanced utility.")
+                "run config: repair = 'stage1' with utility = 'balanced': the balanced "
+                "utility's stage-1 rows are label-balanced on purpose, so a DP generator fitted "
+                "on them draws label-balanced rows, and a gap measured on those is not the real "
+                "rows' gap. Use repair = 'auto' (relabel) or 'off' with the balanced utility.")
         self.hidden_sizes  # noqa: B018 (validates mlp-hidden)
         self.generator_kwargs  # noqa: B018 (validates generator-options)
 
@@ -304,9 +306,9 @@ class RunConfig:
         return "aim" if self.synthesizer == "safes" else "dp-ctgan"
 
     @property
-    def repairs(self) -> bool:
-        """Whether fair-then-private repairs its DP rows (``repair`` with auto resolved)."""
-        return self.repair == "on" or (self.repair == "auto" and self.utility != "balanced")
+    def repair_mode(self) -> str:
+        """How fair-then-private mends its DP rows (``repair`` with auto resolved)."""
+        return "relabel" if self.repair == "auto" else self.repair
 
     @property
     def hidden_sizes(self) -> tuple[int, ...]:

@@ -216,7 +216,7 @@ CASES: dict[str, Callable[[Path], str]] = {
     "baseline-without-nonprivate": simulate_with("--strategy", "fedavg"),
     "noise-seed-from-the-server": simulate_with("--generator-options", '{"noise_seed": 1}'),
     "fraction-out-of-range": simulate_with("--stage2-fraction", "1.5"),
-    "repair-on-balanced": simulate_with("--repair", "on", "--utility", "balanced"),
+    "repair-stage1-balanced": simulate_with("--repair", "stage1", "--utility", "balanced"),
     "safes-column-unknown": simulate_with("--synthesizer", "safes", "--safes-columns", "nope"),
     "safes-eta-out-of-range": simulate_with("--synthesizer", "safes", "--safes-eta", "1.5"),
     "fadm-domain-unknown": simulate_with("--synthesizer", "fadm", "--fadm-domain", "nope"),

@@ -45,9 +45,9 @@ def test_stage2_sweep_runs_fair4free_in_stage_1s_place(tmp_path, fair_calls):
     assert {(r["order"], r["curve"]) for r in ours} == {
         ("fair-then-private", "syn_1"), ("fair-then-private", "syn_2(100%)"),
         ("fair-only", "syn_2(100%)")}
-    # per client: fair-only once, fair-then-private twice (its repair reruns the fair step on
-    # the DP rows); never stage 1
-    assert fair_calls == ["fair4free"] * 6
+    # per client: fair-only once, fair-then-private once (its default repair relabels the DP
+    # rows and runs no fair step); never stage 1
+    assert fair_calls == ["fair4free"] * 4
     # the same seed fits the same Fair4Free: fair-only releases fair-then-private's stage-1 rows
     syn_1 = next(r for r in ours if r["curve"] == "syn_1")
     fair_only = next(r for r in ours if r["order"] == "fair-only")
@@ -73,8 +73,9 @@ def test_frontier_places_fadm_with_and_without_stage_2(tmp_path, fair_calls):
     assert set(curves) == {"real", "syn_1", "fadm", "fadm rows"}
     assert curves["fadm"]["label"] == "fadm (ε = 1)" and curves["fadm"]["epsilon"] == 1.0
     assert curves["fadm rows"]["label"] == "fadm rows" and curves["fadm rows"]["epsilon"] is None
-    # FADM twice per client (fair-then-private and its repair), stage 1 once (syn_1)
-    assert sorted(fair_calls) == ["bilevel"] * 2 + ["fadm"] * 4
+    # FADM once per client (fair-then-private; the relabel repair runs no fair step), stage 1
+    # once (syn_1)
+    assert sorted(fair_calls) == ["bilevel"] * 2 + ["fadm"] * 2
     assert any(v.startswith("fadm (ε = 1): |SPD|") for v in payload["verdicts"])
 
 
@@ -85,7 +86,7 @@ def test_audit_attacks_fair4free_rows(tmp_path, fair_calls):
                  "--queries", "50", *TINY, "--out", str(out)]) == 0
     summary = json.loads((out / "audit.json").read_text())["summary"]
     assert {r["source"] for r in summary} == {"real", "fair-only", "fair-then-private"}
-    assert fair_calls == ["fair4free"] * 3  # fair-only; fair-then-private and its repair
+    assert fair_calls == ["fair4free"] * 2  # fair-only; fair-then-private
     real = next(r for r in summary if r["source"] == "real")
     assert real["dcr_auc"] > 0.9  # the training rows themselves: every member at distance 0
     assert "synthesizer fair4free" in (out / "tables.md").read_text()

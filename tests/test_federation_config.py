@@ -58,11 +58,11 @@ def test_the_server_checks_the_strategy_against_its_flows():
 
 def test_pipeline_defaults_are_the_stage_defaults():
     """The run's default is a fairness target on the smooth gap; the rest are the stages' own
-    defaults, but for fair-then-private's repair (auto: on unless the utility is balanced).
+    defaults, but for fair-then-private's repair (auto: relabel).
     target = 0 gives the paper's penalty form."""
     built = pipeline_config(RunConfig())
     assert built.stage1 == Stage1Config(target=0.02, relaxation="gap")
-    assert built.stage2 == Stage2Config(repair=True)
+    assert built.stage2 == Stage2Config(repair="relabel")
     assert built.order == "fair-then-private"
     tuned = pipeline_config(RunConfig(target=0, relaxation="covariance", tolerance=0.01,
                                       delta=1e-6, rho=100.0))
@@ -70,18 +70,19 @@ def test_pipeline_defaults_are_the_stage_defaults():
     assert tuned.stage2.delta == 1e-6
 
 
-@pytest.mark.parametrize("repair, utility, repairs", [
-    ("auto", "accuracy", True), ("auto", "balanced", False), ("off", "accuracy", False),
-    ("on", "accuracy", True), ("off", "balanced", False)])
-def test_repair_auto_is_on_except_with_the_balanced_utility(repair, utility, repairs):
+@pytest.mark.parametrize("repair, utility, mode", [
+    ("auto", "accuracy", "relabel"), ("auto", "balanced", "relabel"), ("off", "accuracy", "off"),
+    ("stage1", "accuracy", "stage1"), ("off", "balanced", "off"),
+    ("relabel", "balanced", "relabel")])
+def test_repair_auto_is_relabel(repair, utility, mode):
     config = RunConfig(repair=repair, utility=utility)
-    assert config.repairs is repairs
-    assert pipeline_config(config).stage2.repair is repairs
+    assert config.repair_mode == mode
+    assert pipeline_config(config).stage2.repair == mode
 
 
-def test_repair_on_with_the_balanced_utility_is_refused():
-    with pytest.raises(ConfigError, match="label-balanced.*repair = 'auto' or 'off'"):
-        RunConfig(repair="on", utility="balanced")
+def test_the_stage1_repair_with_the_balanced_utility_is_refused():
+    with pytest.raises(ConfigError, match="label-balanced.*repair = 'auto' \\(relabel\\) or 'off'"):
+        RunConfig(repair="stage1", utility="balanced")
 
 
 def test_a_target_and_a_tolerance_are_refused_together():

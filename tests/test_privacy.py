@@ -17,7 +17,7 @@ from opacus.accountants import RDPAccountant
 from scipy import optimize
 from scipy.stats import norm
 
-from common import privacy
+from common import dp_queries, privacy
 from common.errors import ConfigError, DataError
 
 DELTA = 1e-6
@@ -119,15 +119,15 @@ def test_check_budget_needs_rows():
 
 def test_noisy_counts_add_noise_of_the_stated_scale():
     rng = np.random.default_rng(0)
-    noisy = privacy.noisy_counts(np.zeros(0, dtype=int), 40000, noise_multiplier=3.0, rng=rng)
+    noisy = dp_queries.noisy_counts(np.zeros(0, dtype=int), 40000, noise_multiplier=3.0, rng=rng)
     assert noisy.std() == pytest.approx(3.0, rel=0.02)
     assert abs(noisy.mean()) < 0.05
 
 
 def test_one_row_moves_one_count_by_one():
     codes = np.array([0, 2, 2, 1, 3])
-    a = privacy.noisy_counts(codes, 5, noise_multiplier=2.0, rng=np.random.default_rng(7))
-    b = privacy.noisy_counts(np.append(codes, 4), 5, noise_multiplier=2.0,
+    a = dp_queries.noisy_counts(codes, 5, noise_multiplier=2.0, rng=np.random.default_rng(7))
+    b = dp_queries.noisy_counts(np.append(codes, 4), 5, noise_multiplier=2.0,
                              rng=np.random.default_rng(7))
     np.testing.assert_allclose(b - a, [0, 0, 0, 0, 1])
 
@@ -135,8 +135,8 @@ def test_one_row_moves_one_count_by_one():
 def test_one_row_moves_histograms_by_root_m():
     cols = [np.array([0.1, 0.5, 0.9]), np.array([3.0, 1.0, 2.0])]
     edges = [np.linspace(0, 1, 5), np.linspace(0, 4, 9)]
-    a = privacy.noisy_histograms(cols, edges, noise_multiplier=1.0, rng=np.random.default_rng(1))
-    b = privacy.noisy_histograms([np.append(cols[0], 0.3), np.append(cols[1], 3.9)], edges,
+    a = dp_queries.noisy_histograms(cols, edges, noise_multiplier=1.0, rng=np.random.default_rng(1))
+    b = dp_queries.noisy_histograms([np.append(cols[0], 0.3), np.append(cols[1], 3.9)], edges,
                                  noise_multiplier=1.0, rng=np.random.default_rng(1))
     diff = np.concatenate([y - x for x, y in zip(a, b)])
     assert np.linalg.norm(diff) == pytest.approx(math.sqrt(2))
@@ -146,9 +146,9 @@ def test_one_row_moves_cell_sums_by_at_most_the_clip():
     rng = np.random.default_rng(3)
     rows, groups = rng.normal(size=(50, 4)), rng.integers(0, 4, 50)
     new = np.array([[10.0, -3.0, 2.0, 0.5]])
-    a = privacy.noisy_sums(rows, groups, 4, clip_norm=2.0, noise_multiplier=1.0,
+    a = dp_queries.noisy_sums(rows, groups, 4, clip_norm=2.0, noise_multiplier=1.0,
                            rng=np.random.default_rng(9))
-    b = privacy.noisy_sums(np.vstack([rows, new]), np.append(groups, 2), 4, clip_norm=2.0,
+    b = dp_queries.noisy_sums(np.vstack([rows, new]), np.append(groups, 2), 4, clip_norm=2.0,
                            noise_multiplier=1.0, rng=np.random.default_rng(9))
     assert np.linalg.norm(b - a) == pytest.approx(2.0)
     np.testing.assert_allclose((b - a)[2], 2.0 * new[0] / np.linalg.norm(new))
@@ -158,9 +158,9 @@ def test_one_row_moves_second_moments_by_at_most_clip_squared():
     rng = np.random.default_rng(4)
     rows = rng.normal(size=(30, 3))
     new = np.array([[5.0, 5.0, -5.0]])
-    a = privacy.noisy_second_moments(rows, clip_norm=2.0, noise_multiplier=1.0,
+    a = dp_queries.noisy_second_moments(rows, clip_norm=2.0, noise_multiplier=1.0,
                                      rng=np.random.default_rng(2))
-    b = privacy.noisy_second_moments(np.vstack([rows, new]), clip_norm=2.0, noise_multiplier=1.0,
+    b = dp_queries.noisy_second_moments(np.vstack([rows, new]), clip_norm=2.0, noise_multiplier=1.0,
                                      rng=np.random.default_rng(2))
     upper = np.triu_indices(3)
     assert np.linalg.norm((b - a)[upper]) <= 4.0 + 1e-9
@@ -171,7 +171,7 @@ def test_one_row_moves_second_moments_by_at_most_clip_squared():
 @given(h=st.lists(st.floats(-50, 200), min_size=1, max_size=12), total=st.floats(1, 500))
 def test_project_counts_is_the_simplex_projection(h, total):
     h = np.array(h)
-    p = privacy.project_counts(h, total)
+    p = dp_queries.project_counts(h, total)
     assert np.all(p >= 0)
     assert p.sum() == pytest.approx(total, rel=1e-9)
     if np.maximum(h, 0).sum() > total:
@@ -186,20 +186,20 @@ def test_project_counts_is_the_simplex_projection(h, total):
 
 def test_project_counts_threshold_empties_small_bins_and_keeps_total():
     h = np.array([300.0, 5.0, -4.0, 200.0, 8.0])
-    up = privacy.project_counts(h, 600.0, threshold=10.0)  # kept mass 500 < 600: scaled up
+    up = dp_queries.project_counts(h, 600.0, threshold=10.0)  # kept mass 500 < 600: scaled up
     np.testing.assert_allclose(up, [360.0, 0.0, 0.0, 240.0, 0.0])
-    down = privacy.project_counts(h, 450.0, threshold=10.0)  # 500 > 450: shifted down by 25
+    down = dp_queries.project_counts(h, 450.0, threshold=10.0)  # 500 > 450: shifted down by 25
     np.testing.assert_allclose(down, [275.0, 0.0, 0.0, 175.0, 0.0])
 
 
 def test_dp_bounds_cover_the_bulk_of_the_data():
     values = np.random.default_rng(0).normal(50.0, 10.0, size=20000)
-    lo, hi = privacy.dp_bounds(values, noise_multiplier=5.0, rng=np.random.default_rng(1))
+    lo, hi = dp_queries.dp_bounds(values, noise_multiplier=5.0, rng=np.random.default_rng(1))
     assert lo <= np.quantile(values, 0.01) and hi >= np.quantile(values, 0.99)
     assert lo > -200 and hi < 1000
 
 
 def test_dp_bounds_fail_clearly_on_too_few_rows():
     with pytest.raises(DataError, match="bounds"):
-        privacy.dp_bounds(np.array([1.0, 2.0]), noise_multiplier=50.0,
+        dp_queries.dp_bounds(np.array([1.0, 2.0]), noise_multiplier=50.0,
                           rng=np.random.default_rng(0))

@@ -25,6 +25,7 @@ from clients.client_app import make_client_app
 from clients.dp_ctgan import DPCTGAN, DPCTGANConfig
 from clients.dp_generators import GENERATORS, register_generator
 from clients.handlers import evaluate_content, moments_content, release_content
+from clients.label_model import DPLabelModel
 from clients.policy import PrivacyPolicy
 from common import privacy, protocol
 from common.datasets import make_synthetic
@@ -93,15 +94,23 @@ def test_the_server_cannot_recompute_the_count_noise():
 
 
 @pytest.fixture
-def constant_generator():
+def constant_generator(monkeypatch):
     """A DP generator whose every release is data-independent (the DP mechanisms replaced by
-    constants): what remains of a reply can then depend on the data only through a leak."""
+    constants, fair-then-private's DP label model too): what remains of a reply can then depend
+    on the data only through a leak."""
+
+    def constant_labels(data, reference, mechanism, noise):
+        encoder = Encoder.fit(reference)
+        return DPLabelModel(encoder, np.linspace(-1, 1, encoder.design(reference).shape[1]),
+                            lam=0.0, clip=1.0)
+
+    monkeypatch.setattr(DPLabelModel, "fit", staticmethod(constant_labels))
 
     class Constant:
         def __init__(self, *, epsilon, delta, seed, **_):
             self.epsilon, self.delta = epsilon, delta
 
-        def fit(self, data):
+        def fit(self, data, *, reserve=()):
             self.schema = data.schema
             return self
 

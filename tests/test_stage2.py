@@ -27,7 +27,7 @@ from clients.dp_ctgan.calibration import allocate, systematic_sample, tilt
 from clients.dp_ctgan.networks import Discriminator, PrivateCritic
 from clients.dp_ctgan.representation import TableTransformer, histogram_edges, scaled
 from clients.dp_generators import make_generator
-from common import datasets, privacy
+from common import datasets, dp_queries, privacy
 from common.errors import ConfigError, DataError
 from common.schema import Column, Schema, TabularData, from_frame
 
@@ -163,16 +163,16 @@ def test_statistics_see_the_rows_only_through_dp_mechanisms(monkeypatch):
     """With every mechanism replaced by a data-independent release, two datasets that differ in
     one row must give identical statistics, representation and DP-SGD schedule: nothing else
     reads the rows."""
-    monkeypatch.setattr(privacy, "noisy_counts",
+    monkeypatch.setattr(dp_queries, "noisy_counts",
                         lambda codes, k, **kw: np.linspace(200.0, 400.0, k))
-    monkeypatch.setattr(privacy, "noisy_histograms",
+    monkeypatch.setattr(dp_queries, "noisy_histograms",
                         lambda cols, edges, **kw: [np.linspace(5.0, 60.0, len(e) - 1)
                                                    for e in edges])
-    monkeypatch.setattr(privacy, "noisy_sums",
+    monkeypatch.setattr(dp_queries, "noisy_sums",
                         lambda rows, groups, k, **kw: np.full((k, rows.shape[1]), 7.0))
-    monkeypatch.setattr(privacy, "noisy_second_moments",
+    monkeypatch.setattr(dp_queries, "noisy_second_moments",
                         lambda rows, **kw: 60.0 * np.eye(rows.shape[1]) + 10.0)
-    monkeypatch.setattr(privacy, "dp_bounds", lambda values, **kw: (-3.0, 300.0))
+    monkeypatch.setattr(dp_queries, "dp_bounds", lambda values, **kw: (-3.0, 300.0))
     data = mixed_data()
     frame = data.features.copy()
     frame.loc[0, ["score", "level", "income", "job"]] = [99.0, 5, 1e4, "c"]
@@ -202,7 +202,7 @@ def test_release_size_does_not_disclose_the_row_count(monkeypatch, order):
     from clients.pipeline import PipelineConfig, Stage2Config, run_pipeline_fractions
     from clients.stage1 import Stage1Config
 
-    monkeypatch.setattr(privacy, "noisy_counts",
+    monkeypatch.setattr(dp_queries, "noisy_counts",
                         lambda codes, k, **kw: np.linspace(200.0, 400.0, k))
     data = mixed_data()
     smaller = data.subset(np.arange(1, len(data)))

@@ -85,18 +85,18 @@ def test_the_generator_of_fair_then_private_reads_only_the_stage_one_rows(toy, m
     seen = []
     original = dp_ctgan.DPCTGAN.fit
 
-    def spy(self, data):
+    def spy(self, data, **kwargs):
         seen.append(data)
-        return original(self, data)
+        return original(self, data, **kwargs)
 
     monkeypatch.setattr(dp_ctgan.DPCTGAN, "fit", spy)
     result = run_pipeline(toy, config("fair-then-private"), seed=2)
     assert len(seen) == 1 and seen[0] is result.intermediate["stage1"]
 
 
-def test_the_repair_of_fair_then_private_reads_only_the_dp_rows(toy, monkeypatch):
-    """With repair, stage 1 runs twice: on the real rows, then on the generator's rows alone;
-    the release is the second run's output and the (ε, δ) is the generator's."""
+def test_the_stage1_repair_of_fair_then_private_reads_only_the_dp_rows(toy, monkeypatch):
+    """With the stage-1 repair, stage 1 runs twice: on the real rows, then on the generator's
+    rows alone; the release is the second run's output and the (ε, δ) is the generator's."""
     seen = []
     original = FairDistiller.fit
 
@@ -105,7 +105,7 @@ def test_the_repair_of_fair_then_private_reads_only_the_dp_rows(toy, monkeypatch
         return original(self, data)
 
     monkeypatch.setattr(FairDistiller, "fit", spy)
-    cfg = config("fair-then-private", repair=True, fraction=0.5, noise_seed=6)
+    cfg = config("fair-then-private", repair="stage1", fraction=0.5, noise_seed=6)
     result = run_pipeline(toy, cfg, seed=2)
     assert len(seen) == 2 and seen[0][0] is toy
     dp_rows, fraction = seen[1]
@@ -115,14 +115,14 @@ def test_the_repair_of_fair_then_private_reads_only_the_dp_rows(toy, monkeypatch
     plain = run_pipeline(toy, config("fair-then-private", noise_seed=6), seed=2)
     assert result.privacy.epsilon == plain.privacy.epsilon
     assert result.privacy.covers == pipeline.COVERS_STAGE1
-    assert result.privacy.details["repair"] is True
-    assert plain.privacy.details["repair"] is False
+    assert result.privacy.details["repair"] == "stage1"
+    assert plain.privacy.details["repair"] == "off"
     assert set(result.seconds) == {"stage1", "stage2", "repair"}
 
 
 @pytest.mark.parametrize("order, repair", [
-    ("private-only", False), ("fair-then-private", False), ("fair-then-private", True),
-    ("private-then-fair", False)])
+    ("private-only", "off"), ("fair-then-private", "off"), ("fair-then-private", "stage1"),
+    ("fair-then-private", "relabel"), ("private-then-fair", "off")])
 def test_release_sizes_follow_the_fraction_and_cells_keep_their_shares(toy, order, repair):
     # A pinned noise seed: the tolerances below are about the sizing logic, not a draw.
     results = run_pipeline_fractions(toy, config(order, noise_seed=4, repair=repair),

@@ -156,7 +156,7 @@ def recording_generator():
         def __init__(self, *, epsilon, delta, seed, **_):
             self.epsilon, self.delta = epsilon, delta
 
-        def fit(self, data):
+        def fit(self, data, *, reserve=()):
             seen["fit"] = data
             return self
 

@@ -6,6 +6,7 @@ import itertools
 import logging
 import math
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -94,10 +95,13 @@ class AIM:
         self.measured: list[Clique] = []
         self.workload: list[Clique] = []
         self.seconds: float | None = None
+        self.reserved: dict[str, float] = {}
 
-    def fit(self, data: TabularData) -> AIM:
+    def fit(self, data: TabularData, *, reserve: Sequence[privacy.Mechanism] = ()) -> AIM:
         """Measure the 1-way marginals, then select and measure marginals until ``ρ`` is
-        spent; the final model is estimated from every measurement."""
+        spent; the final model is estimated from every measurement. ``reserve``: unsampled
+        Gaussian mechanisms that another step runs on the same rows; their zCDP cost comes off
+        ``ρ`` first, so the reported (ε, δ) covers them too."""
         cfg = self.config
         privacy.check_budget(epsilon=cfg.epsilon, delta=cfg.delta, n=len(data))
         start = time.perf_counter()
@@ -107,7 +111,11 @@ class AIM:
         codes = self.domain.encode(data)
         self.workload = workload(sizes, cfg)
         pool = candidates(self.workload)
-        rho = privacy.zcdp_rho(cfg.epsilon, cfg.delta)
+        self.reserved = {m.name: privacy.mechanism_zcdp(m) for m in reserve}
+        rho = privacy.zcdp_rho(cfg.epsilon, cfg.delta) - sum(self.reserved.values())
+        if rho <= 0:
+            raise ConfigError(f"aim: the reserved mechanisms {sorted(self.reserved)} spend the "
+                              "whole budget; lower their share.")
         schedule = Schedule(rho, rounds=cfg.rounds or 16 * len(sizes), attributes=len(sizes))
         answers: dict[Clique, np.ndarray] = {}
 
@@ -197,6 +205,7 @@ class AIM:
 
         Keys: ``epsilon`` (the zCDP total converted at ``delta``), ``delta``, ``accountant``
         ("zcdp"), ``rho`` (the budget), ``rho_spent`` (initialisation plus rounds),
+        ``reserved`` (the zCDP ρ of each reserved mechanism, outside ``rho``),
         ``target_epsilon``; ``rounds_planned`` (``T``), ``rounds`` (selections made),
         ``annealed`` (how many halved σ), ``one_way`` (count, σ and ρ of the initial 1-way
         measurements), ``sigma_initial`` / ``epsilon_em_initial`` (the first round's),
@@ -205,13 +214,15 @@ class AIM:
         """
         self._check_fitted("privacy_spent")
         sch, cfg = self.schedule, self.config
-        epsilon = zcdp_epsilon(sch.used, cfg.delta)
+        reserved = sum(self.reserved.values())
+        epsilon = zcdp_epsilon(sch.used + reserved, cfg.delta)
         if sch.used <= sch.rho * (1 + 1e-12):  # within the budget: ρ → ε → ρ rounds by an ulp
             epsilon = min(epsilon, cfg.epsilon)
         return {
             "generator": "aim", "accountant": "zcdp",
             "epsilon": epsilon, "delta": cfg.delta,
             "target_epsilon": cfg.epsilon, "rho": sch.rho, "rho_spent": sch.used,
+            "reserved": dict(self.reserved),
             "rounds_planned": sch.rounds, "rounds": len(sch.history),
             "annealed": sum(bool(h.get("annealed")) for h in sch.history),
             "one_way": {"count": len(self.domain.sizes), "sigma": sch.initial_sigma,

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -86,8 +87,11 @@ class DPCTGAN:
 
     # -- fit ------------------------------------------------------------------------------
 
-    def fit(self, data: TabularData) -> DPCTGAN:
-        """Spend the budget on ``data``: DP statistics, then DP-SGD on the discriminator."""
+    def fit(self, data: TabularData, *,
+            reserve: Sequence[privacy.Mechanism] = ()) -> DPCTGAN:
+        """Spend the budget on ``data``: DP statistics, then DP-SGD on the discriminator.
+        ``reserve``: mechanisms that another step runs on the same rows; they are composed into
+        the ledger first, so DP-SGD gets what they leave and the reported (ε, δ) covers them."""
         cfg = self.config
         privacy.check_budget(epsilon=cfg.epsilon, delta=cfg.delta, n=len(data))
         start = time.perf_counter()
@@ -96,6 +100,8 @@ class DPCTGAN:
                                     purpose="dp-ctgan fit")
         self.schema = data.schema
         self.ledger = privacy.PrivacyLedger(epsilon=cfg.epsilon, delta=cfg.delta)
+        for mechanism in reserve:
+            self.ledger.reserve(mechanism)
         cell = 2 * data.s.astype(np.int64) + data.y.astype(np.int64)
         self.stats = dp_statistics(data, cell, config=cfg, ledger=self.ledger, rng=noise)
         self.transformer = TableTransformer(data.schema, self.stats.edges)

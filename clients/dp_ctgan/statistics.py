@@ -25,7 +25,7 @@ from clients.dp_ctgan.representation import (
     quantile_range,
     scaled,
 )
-from common import privacy
+from common import dp_queries, privacy
 from common.errors import DataError
 from common.schema import TabularData
 
@@ -80,14 +80,14 @@ def dp_statistics(data: TabularData, cell: np.ndarray, *, config: DPCTGANConfig,
         m = len(missing)  # m histograms of sensitivity 1 each: one mechanism, noise σ√m
         for col in missing:
             values = data.features[col.name].to_numpy(dtype=np.float64)
-            bounds[col.name] = privacy.dp_bounds(
+            bounds[col.name] = dp_queries.dp_bounds(
                 values, noise_multiplier=sigma * math.sqrt(m), rng=rng)
             logger.info("dp-ctgan: column %r has no public bounds; DP range %s",
                         col.name, bounds[col.name])
         ledger.record(privacy.Mechanism("bounds", sigma))
 
     sigma = _spend(ledger, config, "cell counts")
-    counts = np.maximum(privacy.noisy_counts(cell, 4, noise_multiplier=sigma, rng=rng), 0.0)
+    counts = np.maximum(dp_queries.noisy_counts(cell, 4, noise_multiplier=sigma, rng=rng), 0.0)
     ledger.record(privacy.Mechanism("cell counts", sigma))
     if counts.sum() < 1:
         raise DataError("the noisy row count is below 1: too few rows for this ε.")
@@ -96,13 +96,13 @@ def dp_statistics(data: TabularData, cell: np.ndarray, *, config: DPCTGANConfig,
     if cont:
         sigma = _spend(ledger, config, "marginals")
         fine = [histogram_edges(c, bounds[c.name], config.fine_bins) for c in cont]
-        hists = privacy.noisy_histograms(
+        hists = dp_queries.noisy_histograms(
             [data.features[c.name].to_numpy(dtype=np.float64) for c in cont], fine,
             noise_multiplier=sigma, rng=rng)
         ledger.record(privacy.Mechanism("marginals", sigma))
         noise = sigma * math.sqrt(len(cont))  # each bin's noise std (see noisy_histograms)
         for col, e, h in zip(cont, fine, hists):
-            h = privacy.project_counts(h, counts.sum(), threshold=3.0 * noise)
+            h = dp_queries.project_counts(h, counts.sum(), threshold=3.0 * noise)
             edges[col.name] = mode_edges(col, bounds[col.name], e, h, config.modes)
             marginals[col.name] = Marginal.from_counts(
                 e, h, discrete=integer_values(col, bounds[col.name]) is not None)
@@ -116,7 +116,7 @@ def dp_statistics(data: TabularData, cell: np.ndarray, *, config: DPCTGANConfig,
         sigma = _spend(ledger, config, "correlations")
         u = np.column_stack([marginals[c.name].normal_scores(
             data.features[c.name].to_numpy(dtype=np.float64)) for c in cont])
-        second = privacy.noisy_second_moments(
+        second = dp_queries.noisy_second_moments(
             u, clip_norm=config.copula_clip * math.sqrt(len(cont)), noise_multiplier=sigma,
             rng=rng)
         ledger.record(privacy.Mechanism("correlations", sigma))
@@ -131,10 +131,10 @@ def dp_statistics(data: TabularData, cell: np.ndarray, *, config: DPCTGANConfig,
             idx = {c: i for i, c in enumerate(col.categories)}
             codes = data.features[col.name].map(idx).to_numpy(dtype=np.int64)
             k = len(col.categories)
-            noisy = privacy.noisy_counts(cell * k + codes, 4 * k,
+            noisy = dp_queries.noisy_counts(cell * k + codes, 4 * k,
                                          noise_multiplier=sigma * math.sqrt(m), rng=rng)
             floor = 3 * sigma * math.sqrt(m)
-            table = np.stack([privacy.project_counts(row, total, threshold=floor)
+            table = np.stack([dp_queries.project_counts(row, total, threshold=floor)
                               for row, total in zip(noisy.reshape(4, k), counts)])
             tables.append(table)
         ledger.record(privacy.Mechanism("category counts", sigma))
@@ -147,7 +147,7 @@ def dp_statistics(data: TabularData, cell: np.ndarray, *, config: DPCTGANConfig,
         sigma = _spend(ledger, config, "moments")
         x = scaled(data.features, ranges)
         clip = math.sqrt(x.shape[1])  # every entry is in [−1, 1]: no row is ever clipped
-        sums = privacy.noisy_sums(x, cell, 4, clip_norm=clip, noise_multiplier=sigma, rng=rng)
+        sums = dp_queries.noisy_sums(x, cell, 4, clip_norm=clip, noise_multiplier=sigma, rng=rng)
         ledger.record(privacy.Mechanism("moments", sigma))
         means = np.clip(sums / np.maximum(counts, 1.0)[:, None], -1.0, 1.0)
     return Statistics(bounds, counts, mode_probs, tables, means, edges, marginals,

@@ -1,0 +1,179 @@
+"""The DP label model of fair-then-private (clients/label_model.py) and the budget the generators
+reserve for it: the mechanism's noise against the zCDP formula, the fit against the exact
+logistic fit, the relabelling's marginals, and the composed (ε, δ) of AIM and DP-CTGAN."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import optimize
+from small_generator import FAST
+
+from clients import label_model
+from clients.aim import AIM, AIMConfig
+from clients.dp_ctgan import DPCTGAN, DPCTGANConfig
+from clients.label_model import DPLabelModel, label_mechanism
+from clients.pipeline import PipelineConfig, Stage2Config, run_pipeline
+from clients.stage1 import Stage1Config
+from common import logistic, privacy
+from common.datasets import make_synthetic
+from common.encoding import Encoder
+from common.errors import ConfigError
+
+
+class Silent:
+    """A noise source that adds nothing and records every scale it was asked for."""
+
+    def __init__(self):
+        self.scales = []
+
+    def normal(self, loc=0.0, scale=1.0, size=None):
+        self.scales.append(scale)
+        return np.zeros(size)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return make_synthetic(3000, seed=11)
+
+
+@pytest.mark.parametrize("epsilon, delta, share, steps", [(1.0, 1e-6, 0.25, 200),
+                                                          (4.0, 1e-5, 0.5, 50)])
+def test_the_mechanism_spends_its_share_of_the_zcdp_budget(epsilon, delta, share, steps):
+    """T Gaussian steps at noise multiplier σ are T/(2σ²)-zCDP (Bun & Steinke 2016); the share
+    of ρ(ε, δ), where ε = ρ + 2√(ρ log 1/δ), is what the mechanism is sized to."""
+    m = label_mechanism(epsilon=epsilon, delta=delta, share=share, steps=steps)
+    rho = share * privacy.zcdp_rho(epsilon, delta)
+    assert m.steps / (2 * m.noise_multiplier ** 2) == pytest.approx(rho, rel=1e-12)
+    assert privacy.mechanism_zcdp(m) == pytest.approx(rho, rel=1e-12)
+    full = privacy.zcdp_rho(epsilon, delta)
+    assert full + 2 * math.sqrt(full * math.log(1 / delta)) == pytest.approx(epsilon)
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0, -0.1])
+def test_a_share_that_leaves_the_generator_nothing_is_refused(share):
+    with pytest.raises(ConfigError, match="share must lie in \\(0, 1\\)"):
+        label_mechanism(epsilon=1.0, delta=1e-6, share=share)
+
+
+def test_each_step_adds_noise_of_the_multiplier_times_the_clip(rows):
+    """One Gaussian draw per step, of scale σ·C, C = √(features + 2)."""
+    m = label_mechanism(epsilon=1.0, delta=1e-6, steps=30)
+    noise = Silent()
+    model = DPLabelModel.fit(rows, rows, m, noise)
+    clip = math.sqrt(len(rows.schema.features) + 2)
+    assert model.clip == clip
+    assert noise.scales == [pytest.approx(m.noise_multiplier * clip)] * 30
+
+
+def test_without_noise_the_fit_is_the_regularised_logistic_fit(rows):
+    """With the noise removed, the descent converges to the exact minimiser of its objective:
+    the logistic loss with each row weighted by its clip factor min(1, C/‖x‖), summed and divided
+    by N̂, plus (λ/2)‖w‖², λ = 1/N̂ (SciPy's L-BFGS on that objective, written out here)."""
+    model = DPLabelModel.fit(rows, rows, label_mechanism(epsilon=1.0, delta=1e-6), Silent())
+    X, y = model.encoder.design(rows), rows.y.astype(float)
+    weight = np.minimum(1.0, model.clip / np.linalg.norm(X, axis=1))
+    assert weight.min() < 1  # some rows are clipped: the weighting is exercised
+    lam, n = 1.0 / len(rows), len(rows)
+
+    def objective(w):
+        m = X @ w
+        value = np.sum(weight * (np.logaddexp(0, m) - y * m)) / n + 0.5 * lam * w @ w
+        return value, X.T @ (weight * (logistic.sigmoid(m) - y)) / n + lam * w
+
+    exact = optimize.minimize(objective, np.zeros(X.shape[1]), jac=True, method="L-BFGS-B",
+                              options={"gtol": 1e-10, "maxiter": 5000}).x
+    assert model.lam == lam
+    np.testing.assert_allclose(model.probabilities(rows), logistic.sigmoid(X @ exact), atol=0.01)
+
+
+def test_a_row_moves_the_noisy_sum_by_at_most_the_clip(rows):
+    """The sensitivity the noise is sized to: one row's clipped gradient has norm ≤ C, however
+    far out the row is."""
+    far = rows.subset(np.arange(1))
+    far.features.iloc[0, 0] = 1e6  # an outlier in a continuous column
+    encoder = Encoder.fit(rows)
+    x = encoder.design(far)[0]
+    clip = math.sqrt(len(rows.schema.features) + 2)
+    g = (logistic.sigmoid(np.array([0.0]))[0] - far.y[0]) * x * min(1.0, clip / np.linalg.norm(x))
+    assert np.linalg.norm(x) > clip and np.linalg.norm(g) <= clip
+
+
+def test_relabelling_draws_each_label_with_its_probability(rows):
+    """Systematic sampling: row i is positive with probability p_i (as independent draws are),
+    and the number of positives is Σ p_i to within one."""
+    encoder = Encoder.fit(rows)
+    w = np.random.default_rng(0).normal(0, 0.7, encoder.design(rows).shape[1])
+    model = DPLabelModel(encoder, w, lam=0.0, clip=1.0)
+    subset = rows.subset(np.arange(40))
+    p = model.probabilities(subset)
+    draws = np.array([model.relabel(subset, np.random.default_rng(k)).y for k in range(4000)])
+    np.testing.assert_allclose(draws.mean(axis=0), p, atol=0.03)  # 4000 draws: σ ≤ 0.008
+    assert np.all(np.abs(draws.sum(axis=1) - p.sum()) < 1)
+    relabelled = model.relabel(subset, np.random.default_rng(1))
+    assert relabelled.features.equals(subset.features) and np.array_equal(relabelled.s, subset.s)
+
+
+# --------------------------------------------------------------------------- the reservation
+
+def test_dp_ctgan_composes_the_reserved_mechanism_into_its_epsilon(rows):
+    m = label_mechanism(epsilon=1.0, delta=1e-6)
+    gen = DPCTGAN(DPCTGANConfig.from_options(epsilon=1.0, delta=1e-6, seed=0, **FAST))
+    gen.fit(rows, reserve=[m])
+    report = gen.privacy_spent()
+    assert 0.99 <= report["epsilon"] <= 1.0  # everything, the label model included
+    split = report["budget_split"]
+    assert split[m.name]["zcdp_share"] == pytest.approx(label_model.SHARE)
+    # the statistics' shares divide what the reservation leaves: σ = 1/√(2 f ρ (1 − share))
+    rho = privacy.zcdp_rho(1.0, 1e-6)
+    f = split["cell counts"]["zcdp_share"]
+    assert split["cell counts"]["noise_multiplier"] == pytest.approx(
+        1 / math.sqrt(2 * f * rho * (1 - label_model.SHARE)))
+    alone = DPCTGAN(DPCTGANConfig.from_options(epsilon=1.0, delta=1e-6, seed=0, **FAST))
+    alone.fit(rows)
+    assert report["noise_multiplier"] > alone.privacy_spent()["noise_multiplier"]
+
+
+def test_aim_spends_what_the_reservation_leaves(rows):
+    m = label_mechanism(epsilon=1.0, delta=1e-6)
+    gen = AIM(AIMConfig.from_options(epsilon=1.0, delta=1e-6, seed=0, rounds=8))
+    gen.fit(rows, reserve=[m])
+    report = gen.privacy_spent()
+    rho = privacy.zcdp_rho(1.0, 1e-6)
+    assert report["rho"] == pytest.approx(rho * (1 - label_model.SHARE))
+    assert report["reserved"] == {m.name: pytest.approx(rho * label_model.SHARE)}
+    assert report["rho_spent"] <= report["rho"] * (1 + 1e-9)
+    assert report["epsilon"] <= 1.0
+
+
+def test_a_reservation_after_other_mechanisms_is_refused():
+    ledger = privacy.PrivacyLedger(epsilon=1.0, delta=1e-6)
+    ledger.record(privacy.Mechanism("counts", 3.0))
+    with pytest.raises(ConfigError, match="reserves mechanisms before"):
+        ledger.reserve(label_mechanism(epsilon=1.0, delta=1e-6))
+
+
+# --------------------------------------------------------------------------- in the pipeline
+
+def test_fair_then_private_relabels_from_the_stage1_rows_only(rows, monkeypatch):
+    """The label model reads the stage-1 rows (through its mechanism) and the generator's rows;
+    the release keeps the generator's features and takes the model's labels; one (ε, δ)."""
+    seen = {}
+    original = DPLabelModel.fit
+
+    def spy(data, reference, mechanism, noise):
+        seen.update(data=data, reference=reference, mechanism=mechanism)
+        return original(data, reference, mechanism, noise)
+
+    monkeypatch.setattr(DPLabelModel, "fit", staticmethod(spy))
+    config = PipelineConfig(order="fair-then-private",
+                            stage1=Stage1Config(iterations=10, rho=10.0),
+                            stage2=Stage2Config(options=FAST, repair="relabel", noise_seed=3))
+    result = run_pipeline(rows, config, seed=1)
+    assert seen["data"] is result.intermediate["stage1"]
+    assert len(seen["reference"]) > 0 and seen["mechanism"].steps == label_model.STEPS
+    assert 0.99 <= result.privacy.epsilon <= 1.0
+    assert result.privacy.details["repair"] == "relabel"
+    assert seen["mechanism"].name in result.privacy.details["budget_split"]
