@@ -197,7 +197,8 @@ class PipelineConfig:
 class PipelineResult:
     """The rows a client may release, what protects them, the seconds per stage, and the
     intermediate rows of the order (``"stage1"``: the stage-1 rows of fair-then-private;
-    ``"stage2"``: the DP rows of private-then-fair) for experiments, and the gap (SPD or EOD)
+    ``"stage2"``: the DP rows of private-then-fair and of a repaired fair-then-private, with the
+    generator's own labels) for experiments, and the gap (SPD or EOD)
     that stage 1 reached on the rows it read (the real rows; the DP rows in private-then-fair);
     never released."""
 
@@ -222,7 +223,7 @@ def pipeline_config(config: RunConfig) -> PipelineConfig:
     stage2 = Stage2Config(
         epsilon=config.epsilon, delta=config.delta, fraction=config.stage2_fraction,
         generator=config.dp_generator, options=config.generator_kwargs,
-        repair=config.repair_mode,
+        repair=config.repair_mode, label_share=config.label_share,
     )
     return PipelineConfig(order=config.order, stage1=stage1, stage2=stage2)
 
@@ -383,8 +384,11 @@ def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
         rows, t = _sample(generator, _n_out(f, n_hat), seed + 1 + i)
         if labels is not None:
             rows = labels.relabel(rows, np.random.default_rng(seed + 1 + i))
+        intermediate = {"stage1": fair.data}
+        if labels is not None:
+            intermediate["stage2"] = reference  # the generator's rows with its own labels
         out.append(PipelineResult(rows, report, {"stage1": fair.seconds, "stage2": fit + t},
-                                  intermediate={"stage1": fair.data}, stage1_gap=fair.gap))
+                                  intermediate=intermediate, stage1_gap=fair.gap))
     return out
 
 

@@ -192,6 +192,10 @@ class RunConfig:
                                   "stage1 (stage 1 again on the DP rows alone), off (the "
                                   "paper), or auto (relabel)",
                           group="stage 2", choices=("auto", "relabel", "stage1", "off"))
+    label_share: float = setting(0.5, "fair-then-private's relabel repair: the share of the "
+                                      "zCDP budget its DP label model spends (the generator "
+                                      "gets the rest)", group="stage 2", low=0, high=1,
+                                 low_open=True, high_open=True)
     # safes
     safes_eta: float = setting(0.1, "safes: the largest statistical parity difference of the "
                                     "labels after the transform (η)", group="safes", low=0,

@@ -80,6 +80,13 @@ def test_repair_auto_is_relabel(repair, utility, mode):
     assert pipeline_config(config).stage2.repair == mode
 
 
+def test_the_label_share_reaches_the_pipeline():
+    assert pipeline_config(RunConfig()).stage2.label_share == 0.5
+    assert pipeline_config(RunConfig(label_share=0.3)).stage2.label_share == 0.3
+    with pytest.raises(ConfigError, match="label-share = 1.0 is invalid"):
+        RunConfig(label_share=1.0)
+
+
 def test_the_stage1_repair_with_the_balanced_utility_is_refused():
     with pytest.raises(ConfigError, match="label-balanced.*repair = 'auto' \\(relabel\\) or 'off'"):
         RunConfig(repair="stage1", utility="balanced")
