@@ -45,6 +45,9 @@ from common.schema import TabularData
 STEPS = 200
 #: Heavy-ball momentum of the descent.
 MOMENTUM = 0.9
+#: The largest share of labels the label model's noise may flip (:meth:`DPLabelModel.noise_flips`)
+#: for the relabelling to go ahead: beyond it the noise, not the stage-1 rows, decides the labels.
+MAX_FLIPS = 0.1
 #: The label model's default share of the run's zCDP budget (run config ``label-share``): the
 #: release's fairness is carried by its labels alone, and the server's fit is consistent for
 #: any law of the generator's features, so neither half of the budget is worth more a priori.
@@ -102,6 +105,19 @@ class DPLabelModel:
                 average += w
         return cls(encoder, average / (steps - steps // 2), lam, clip)
 
+    @classmethod
+    def noise_flips(cls, reference: TabularData, mechanism: Mechanism, *, draws: int = 3,
+                    seed: int = 0) -> float:
+        """The share of ``reference``'s predicted labels that the mechanism's noise flips, in a
+        simulation on the reference rows themselves (DP rows, the size of the private ones):
+        the fit without noise against ``draws`` fits with noise from an ordinary generator.
+        Post-processing: it reads no private row, so it costs no budget."""
+        exact = cls.fit(reference, reference, mechanism, _Silent()).probabilities(reference) > 0.5
+        rng = np.random.default_rng(seed)
+        flips = [np.mean((cls.fit(reference, reference, mechanism, rng).probabilities(reference)
+                          > 0.5) != exact) for _ in range(draws)]
+        return float(np.mean(flips))
+
     def probabilities(self, rows: TabularData) -> np.ndarray:
         """``P(y = 1 | z, s)`` under the model."""
         return logistic.sigmoid(self.encoder.design(rows) @ self.w)
@@ -118,3 +134,11 @@ class DPLabelModel:
         y = np.empty(len(rows), dtype=rows.y.dtype)
         y[order] = np.diff(ticks, prepend=0.0).astype(rows.y.dtype)  # ⌊C_0 + U⌋ = 0
         return dataclasses.replace(rows, y=y)
+
+
+class _Silent:
+    """No noise: the reference fit of :meth:`DPLabelModel.noise_flips`."""
+
+    @staticmethod
+    def normal(loc=0.0, scale=1.0, size=None):
+        return np.zeros(size)

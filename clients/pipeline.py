@@ -363,22 +363,33 @@ def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
         reserve = (label_model.label_mechanism(epsilon=cfg.epsilon, delta=cfg.delta,
                                                share=cfg.label_share),)
     generator, fit = _fit_generator(fair.data, config, seed, reserve)
-    report = _dp_report("fair-then-private", generator, COVERS_STAGE1, repair=cfg.repair)
     n_hat = generator.noisy_rows() / config.stage1.fraction  # the stage-1 rows are Ñ = fraction·N
     if cfg.repair == "stage1":
+        report = _dp_report("fair-then-private", generator, COVERS_STAGE1, repair=cfg.repair)
         private, t, again = _stage1_on_dp_rows(generator, n_hat, config, seed, fractions)
         return [PipelineResult(a.data, report,
                                {"stage1": fair.seconds, "stage2": fit + t, "repair": a.seconds},
                                intermediate={"stage1": fair.data, "stage2": private},
                                stage1_gap=fair.gap) for a in again]
-    labels = None
+    labels, details = None, {"repair": cfg.repair}
     if cfg.repair == "relabel":
         start = time.perf_counter()
         reference, _ = _sample(generator, _n_out(1.0, generator.noisy_rows()),
                                seed + 1 + len(fractions))
-        noise = NoiseSource(cfg.noise_seed, secure=cfg.secure_mode, purpose="label model")
-        labels = label_model.DPLabelModel.fit(fair.data, reference, reserve[0], noise)
+        flips = label_model.DPLabelModel.noise_flips(reference, reserve[0], seed=seed)
+        details["relabel_noise_flips"] = flips
+        if flips <= label_model.MAX_FLIPS:
+            noise = NoiseSource(cfg.noise_seed, secure=cfg.secure_mode, purpose="label model")
+            labels = label_model.DPLabelModel.fit(fair.data, reference, reserve[0], noise)
+        else:
+            logger.warning(
+                "fair-then-private: the DP label model's noise would flip %.0f%% of the labels "
+                "of rows like this client's (more than %.0f%%), so the release keeps the "
+                "generator's labels (its budget share stays reserved and unspent). More rows, a "
+                "larger epsilon or label-share, or --repair stage1 avoid this.",
+                100 * flips, 100 * label_model.MAX_FLIPS)
         fit += time.perf_counter() - start
+    report = _dp_report("fair-then-private", generator, COVERS_STAGE1, **details)
     out = []
     for i, f in enumerate(fractions):
         rows, t = _sample(generator, _n_out(f, n_hat), seed + 1 + i)

@@ -168,6 +168,7 @@ def test_fair_then_private_relabels_from_the_stage1_rows_only(rows, monkeypatch)
         return original(data, reference, mechanism, noise)
 
     monkeypatch.setattr(DPLabelModel, "fit", staticmethod(spy))
+    monkeypatch.setattr(label_model, "MAX_FLIPS", 1.0)  # relabel whatever the noise
     config = PipelineConfig(order="fair-then-private",
                             stage1=Stage1Config(iterations=10, rho=10.0),
                             stage2=Stage2Config(options=FAST, repair="relabel", noise_seed=3))
@@ -177,3 +178,33 @@ def test_fair_then_private_relabels_from_the_stage1_rows_only(rows, monkeypatch)
     assert 0.99 <= result.privacy.epsilon <= 1.0
     assert result.privacy.details["repair"] == "relabel"
     assert seen["mechanism"].name in result.privacy.details["budget_split"]
+
+
+def test_the_noise_flips_fewer_labels_on_more_rows():
+    """The simulated share of flipped labels falls with the row count (noise σC/N̂ per step),
+    and is a function of the reference rows and the seed alone."""
+    m = label_mechanism(epsilon=1.0, delta=1e-6)
+    small, large = make_synthetic(300, seed=4), make_synthetic(20000, seed=4)
+    flips_small = DPLabelModel.noise_flips(small, m, seed=0)
+    flips_large = DPLabelModel.noise_flips(large, m, seed=0)
+    assert flips_large < 0.05 < flips_small
+    assert DPLabelModel.noise_flips(small, m, seed=0) == flips_small
+    generous = label_mechanism(epsilon=1e4, delta=1e-6)
+    assert DPLabelModel.noise_flips(small, generous, seed=0) < 0.01
+
+
+def test_a_label_model_drowned_in_noise_is_not_used(rows, monkeypatch, caplog):
+    """Beyond MAX_FLIPS the release keeps the generator's labels, reads no stage-1 row for them,
+    and says why."""
+    calls = []
+    monkeypatch.setattr(DPLabelModel, "fit", staticmethod(lambda *a: calls.append(a)))
+    monkeypatch.setattr(label_model, "MAX_FLIPS", 0.0)
+    monkeypatch.setattr(DPLabelModel, "noise_flips", classmethod(lambda cls, *a, **k: 0.3))
+    config = PipelineConfig(order="fair-then-private",
+                            stage1=Stage1Config(iterations=10, rho=10.0),
+                            stage2=Stage2Config(options=FAST, repair="relabel", noise_seed=3))
+    with caplog.at_level("WARNING"):
+        result = run_pipeline(rows, config, seed=1)
+    assert calls == [] and result.privacy.details["relabel_noise_flips"] == 0.3
+    assert "would flip 30% of the labels" in caplog.text
+    assert 0.99 <= result.privacy.epsilon <= 1.0  # the reserved share is counted all the same
