@@ -45,25 +45,28 @@ from common.schema import TabularData
 STEPS = 200
 #: Heavy-ball momentum of the descent.
 MOMENTUM = 0.9
-#: The largest share of labels the label model's noise may flip (:meth:`DPLabelModel.noise_flips`)
-#: for the relabelling to go ahead: beyond it the noise, not the stage-1 rows, decides the labels.
-MAX_FLIPS = 0.1
+#: The share of the label model's budget spent on its check (:meth:`DPLabelModel.check`).
+CHECK_SHARE = 0.1
 #: The label model's default share of the run's zCDP budget (run config ``label-share``): the
 #: release's fairness is carried by its labels alone, and the server's fit is consistent for
 #: any law of the generator's features, so neither half of the budget is worth more a priori.
 SHARE = 0.5
 
 
-def label_mechanism(*, epsilon: float, delta: float, share: float = SHARE,
-                    steps: int = STEPS) -> Mechanism:
-    """The label model's Gaussian mechanism: ``steps`` full-batch steps whose zCDP total is
-    ``share`` of the budget ``ρ(ε, δ)`` (noise multiplier ``√(T / (2·share·ρ))``)."""
+def label_mechanisms(*, epsilon: float, delta: float, share: float = SHARE,
+                     steps: int = STEPS) -> tuple[Mechanism, Mechanism]:
+    """The label model's two Gaussian mechanisms, whose zCDP total is ``share`` of the budget
+    ``ρ(ε, δ)``: the fit (``steps`` full-batch steps, ``(1 − CHECK_SHARE)·share·ρ``) and the
+    check (one count, ``CHECK_SHARE·share·ρ``)."""
     if not 0 < share < 1:
         raise ConfigError(f"the label model's budget share must lie in (0, 1), got {share}: "
                           "the generator needs the rest.")
     rho = share * zcdp_rho(epsilon, delta)
-    return Mechanism("label model (noisy gradient descent)", math.sqrt(steps / (2.0 * rho)),
-                     sample_rate=1.0, steps=steps)
+    fit = Mechanism("label model (noisy gradient descent)",
+                    math.sqrt(steps / (2.0 * (1 - CHECK_SHARE) * rho)), sample_rate=1.0,
+                    steps=steps)
+    check = Mechanism("label model check (noisy count)", math.sqrt(1 / (2.0 * CHECK_SHARE * rho)))
+    return fit, check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,18 +108,26 @@ class DPLabelModel:
                 average += w
         return cls(encoder, average / (steps - steps // 2), lam, clip)
 
-    @classmethod
-    def noise_flips(cls, reference: TabularData, mechanism: Mechanism, *, draws: int = 3,
-                    seed: int = 0) -> float:
-        """The share of ``reference``'s predicted labels that the mechanism's noise flips, in a
-        simulation on the reference rows themselves (DP rows, the size of the private ones):
-        the fit without noise against ``draws`` fits with noise from an ordinary generator.
-        Post-processing: it reads no private row, so it costs no budget."""
-        exact = cls.fit(reference, reference, mechanism, _Silent()).probabilities(reference) > 0.5
-        rng = np.random.default_rng(seed)
-        flips = [np.mean((cls.fit(reference, reference, mechanism, rng).probabilities(reference)
-                          > 0.5) != exact) for _ in range(draws)]
-        return float(np.mean(flips))
+    def constant(self, reference: TabularData) -> np.ndarray:
+        """Weights over the same encoding that predict ``reference``'s majority label for every
+        row (only the intercept is set): the model the check compares against."""
+        w = np.zeros_like(self.w)
+        w[-1] = 1.0 if 2 * int(np.sum(reference.y)) >= len(reference) else -1.0
+        return w
+
+    def check(self, data: TabularData, other: np.ndarray, mechanism: Mechanism,
+              noise: NoiseSource) -> float:
+        """How many more of ``data``'s labels this model predicts than the model ``other``
+        (weights over the same encoding) does, released with ``mechanism``'s noise: each row
+        adds −1, 0 or 1 to the count (sensitivity 1). Against :meth:`constant`, a value ≤ 0 says
+        the noise has left the label model no better than a constant on the very rows it was
+        fitted on."""
+        X = self.encoder.design(data)
+        y = data.y.astype(bool)
+        ours = ((X @ self.w) > 0) == y
+        theirs = ((X @ other) > 0) == y
+        margin = float(np.sum(ours.astype(np.int64) - theirs.astype(np.int64)))
+        return margin + float(noise.normal(0.0, mechanism.noise_multiplier))
 
     def probabilities(self, rows: TabularData) -> np.ndarray:
         """``P(y = 1 | z, s)`` under the model."""
@@ -134,11 +145,3 @@ class DPLabelModel:
         y = np.empty(len(rows), dtype=rows.y.dtype)
         y[order] = np.diff(ticks, prepend=0.0).astype(rows.y.dtype)  # ⌊C_0 + U⌋ = 0
         return dataclasses.replace(rows, y=y)
-
-
-class _Silent:
-    """No noise: the reference fit of :meth:`DPLabelModel.noise_flips`."""
-
-    @staticmethod
-    def normal(loc=0.0, scale=1.0, size=None):
-        return np.zeros(size)

@@ -360,8 +360,8 @@ def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
     cfg = config.stage2
     reserve = ()
     if cfg.repair == "relabel":
-        reserve = (label_model.label_mechanism(epsilon=cfg.epsilon, delta=cfg.delta,
-                                               share=cfg.label_share),)
+        reserve = label_model.label_mechanisms(epsilon=cfg.epsilon, delta=cfg.delta,
+                                               share=cfg.label_share)
     generator, fit = _fit_generator(fair.data, config, seed, reserve)
     n_hat = generator.noisy_rows() / config.stage1.fraction  # the stage-1 rows are Ñ = fraction·N
     if cfg.repair == "stage1":
@@ -376,18 +376,17 @@ def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
         start = time.perf_counter()
         reference, _ = _sample(generator, _n_out(1.0, generator.noisy_rows()),
                                seed + 1 + len(fractions))
-        flips = label_model.DPLabelModel.noise_flips(reference, reserve[0], seed=seed)
-        details["relabel_noise_flips"] = flips
-        if flips <= label_model.MAX_FLIPS:
-            noise = NoiseSource(cfg.noise_seed, secure=cfg.secure_mode, purpose="label model")
-            labels = label_model.DPLabelModel.fit(fair.data, reference, reserve[0], noise)
-        else:
+        noise = NoiseSource(cfg.noise_seed, secure=cfg.secure_mode, purpose="label model")
+        labels = label_model.DPLabelModel.fit(fair.data, reference, reserve[0], noise)
+        margin = labels.check(fair.data, labels.constant(reference), reserve[1], noise)
+        details["label_model_margin"] = margin
+        if margin <= 0:
+            labels = None
             logger.warning(
-                "fair-then-private: the DP label model's noise would flip %.0f%% of the labels "
-                "of rows like this client's (more than %.0f%%), so the release keeps the "
-                "generator's labels (its budget share stays reserved and unspent). More rows, a "
-                "larger epsilon or label-share, or --repair stage1 avoid this.",
-                100 * flips, 100 * label_model.MAX_FLIPS)
+                "fair-then-private: the DP label model, drowned in its noise, predicts the "
+                "stage-1 rows no better than a constant does (noisy margin %.0f rows), so the "
+                "release keeps the generator's labels. More rows, a larger epsilon or "
+                "label-share, or --repair stage1 avoid this.", margin)
         fit += time.perf_counter() - start
     report = _dp_report("fair-then-private", generator, COVERS_STAGE1, **details)
     out = []

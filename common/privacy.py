@@ -230,7 +230,7 @@ class PrivacyLedger:
         """Record an unsampled Gaussian mechanism that runs outside this ledger's owner, before
         any other: its zCDP share comes off the budget the statistics' shares divide, and
         :meth:`calibrate` composes it."""
-        if self.mechanisms:
+        if len(self.mechanisms) > len(self.reserved):
             raise ConfigError("a ledger reserves mechanisms before it records any other.")
         share = mechanism_zcdp(mechanism) / self.rho
         if self.reserved_share + share >= 1:

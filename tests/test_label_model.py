@@ -14,13 +14,17 @@ from small_generator import FAST
 from clients import label_model
 from clients.aim import AIM, AIMConfig
 from clients.dp_ctgan import DPCTGAN, DPCTGANConfig
-from clients.label_model import DPLabelModel, label_mechanism
+from clients.label_model import DPLabelModel, label_mechanisms
 from clients.pipeline import PipelineConfig, Stage2Config, run_pipeline
 from clients.stage1 import Stage1Config
 from common import logistic, privacy
 from common.datasets import make_synthetic
 from common.encoding import Encoder
 from common.errors import ConfigError
+
+
+def label_mechanism(**kwargs):
+    return label_mechanisms(**kwargs)[0]
 
 
 class Silent:
@@ -31,7 +35,7 @@ class Silent:
 
     def normal(self, loc=0.0, scale=1.0, size=None):
         self.scales.append(scale)
-        return np.zeros(size)
+        return 0.0 if size is None else np.zeros(size)
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +45,16 @@ def rows():
 
 @pytest.mark.parametrize("epsilon, delta, share, steps", [(1.0, 1e-6, 0.25, 200),
                                                           (4.0, 1e-5, 0.5, 50)])
-def test_the_mechanism_spends_its_share_of_the_zcdp_budget(epsilon, delta, share, steps):
-    """T Gaussian steps at noise multiplier σ are T/(2σ²)-zCDP (Bun & Steinke 2016); the share
-    of ρ(ε, δ), where ε = ρ + 2√(ρ log 1/δ), is what the mechanism is sized to."""
-    m = label_mechanism(epsilon=epsilon, delta=delta, share=share, steps=steps)
+def test_the_mechanisms_spend_their_share_of_the_zcdp_budget(epsilon, delta, share, steps):
+    """T Gaussian steps at noise multiplier σ are T/(2σ²)-zCDP (Bun & Steinke 2016), one count
+    at σ is 1/(2σ²); together they are the share of ρ(ε, δ), where ε = ρ + 2√(ρ log 1/δ)."""
+    fit, check = label_mechanisms(epsilon=epsilon, delta=delta, share=share, steps=steps)
     rho = share * privacy.zcdp_rho(epsilon, delta)
-    assert m.steps / (2 * m.noise_multiplier ** 2) == pytest.approx(rho, rel=1e-12)
-    assert privacy.mechanism_zcdp(m) == pytest.approx(rho, rel=1e-12)
+    assert fit.steps / (2 * fit.noise_multiplier ** 2) == pytest.approx(
+        (1 - label_model.CHECK_SHARE) * rho, rel=1e-12)
+    assert 1 / (2 * check.noise_multiplier ** 2) == pytest.approx(
+        label_model.CHECK_SHARE * rho, rel=1e-12)
+    assert privacy.mechanism_zcdp(fit) + privacy.mechanism_zcdp(check) == pytest.approx(rho)
     full = privacy.zcdp_rho(epsilon, delta)
     assert full + 2 * math.sqrt(full * math.log(1 / delta)) == pytest.approx(epsilon)
 
@@ -125,12 +132,13 @@ def test_dp_ctgan_composes_the_reserved_mechanism_into_its_epsilon(rows):
     report = gen.privacy_spent()
     assert 0.99 <= report["epsilon"] <= 1.0  # everything, the label model included
     split = report["budget_split"]
-    assert split[m.name]["zcdp_share"] == pytest.approx(label_model.SHARE)
+    m_share = label_model.SHARE * (1 - label_model.CHECK_SHARE)
+    assert split[m.name]["zcdp_share"] == pytest.approx(m_share)
     # the statistics' shares divide what the reservation leaves: σ = 1/√(2 f ρ (1 − share))
     rho = privacy.zcdp_rho(1.0, 1e-6)
     f = split["cell counts"]["zcdp_share"]
     assert split["cell counts"]["noise_multiplier"] == pytest.approx(
-        1 / math.sqrt(2 * f * rho * (1 - label_model.SHARE)))
+        1 / math.sqrt(2 * f * rho * (1 - m_share)))
     alone = DPCTGAN(DPCTGANConfig.from_options(epsilon=1.0, delta=1e-6, seed=0, **FAST))
     alone.fit(rows)
     assert report["noise_multiplier"] > alone.privacy_spent()["noise_multiplier"]
@@ -142,8 +150,9 @@ def test_aim_spends_what_the_reservation_leaves(rows):
     gen.fit(rows, reserve=[m])
     report = gen.privacy_spent()
     rho = privacy.zcdp_rho(1.0, 1e-6)
-    assert report["rho"] == pytest.approx(rho * (1 - label_model.SHARE))
-    assert report["reserved"] == {m.name: pytest.approx(rho * label_model.SHARE)}
+    m_share = label_model.SHARE * (1 - label_model.CHECK_SHARE)
+    assert report["rho"] == pytest.approx(rho * (1 - m_share))
+    assert report["reserved"] == {m.name: pytest.approx(rho * m_share)}
     assert report["rho_spent"] <= report["rho"] * (1 + 1e-9)
     assert report["epsilon"] <= 1.0
 
@@ -168,7 +177,7 @@ def test_fair_then_private_relabels_from_the_stage1_rows_only(rows, monkeypatch)
         return original(data, reference, mechanism, noise)
 
     monkeypatch.setattr(DPLabelModel, "fit", staticmethod(spy))
-    monkeypatch.setattr(label_model, "MAX_FLIPS", 1.0)  # relabel whatever the noise
+    monkeypatch.setattr(DPLabelModel, "check", lambda *a: 1.0)  # relabel whatever the noise
     config = PipelineConfig(order="fair-then-private",
                             stage1=Stage1Config(iterations=10, rho=10.0),
                             stage2=Stage2Config(options=FAST, repair="relabel", noise_seed=3))
@@ -180,31 +189,30 @@ def test_fair_then_private_relabels_from_the_stage1_rows_only(rows, monkeypatch)
     assert seen["mechanism"].name in result.privacy.details["budget_split"]
 
 
-def test_the_noise_flips_fewer_labels_on_more_rows():
-    """The simulated share of flipped labels falls with the row count (noise σC/N̂ per step),
-    and is a function of the reference rows and the seed alone."""
-    m = label_mechanism(epsilon=1.0, delta=1e-6)
-    small, large = make_synthetic(300, seed=4), make_synthetic(20000, seed=4)
-    flips_small = DPLabelModel.noise_flips(small, m, seed=0)
-    flips_large = DPLabelModel.noise_flips(large, m, seed=0)
-    assert flips_large < 0.05 < flips_small
-    assert DPLabelModel.noise_flips(small, m, seed=0) == flips_small
-    generous = label_mechanism(epsilon=1e4, delta=1e-6)
-    assert DPLabelModel.noise_flips(small, generous, seed=0) < 0.01
+def test_the_check_counts_the_rows_the_model_predicts_better(rows):
+    """Without noise the check is the number of rows the label model predicts right minus the
+    number the other model does (counted here by hand)."""
+    model = DPLabelModel.fit(rows, rows, label_mechanism(epsilon=1.0, delta=1e-6), Silent())
+    X = model.encoder.design(rows)
+    other = model.constant(rows.subset(np.flatnonzero(rows.y == 0)))  # predicts 0 for everyone
+    assert np.all((X @ other) < 0)
+    right = int(np.sum(((X @ model.w) > 0) == rows.y.astype(bool)))
+    check = label_mechanisms(epsilon=1.0, delta=1e-6)[1]
+    assert model.check(rows, other, check, Silent()) == right - int(np.sum(rows.y == 0))
+    assert model.check(rows, model.w, check, Silent()) == 0
 
 
 def test_a_label_model_drowned_in_noise_is_not_used(rows, monkeypatch, caplog):
-    """Beyond MAX_FLIPS the release keeps the generator's labels, reads no stage-1 row for them,
-    and says why."""
-    calls = []
-    monkeypatch.setattr(DPLabelModel, "fit", staticmethod(lambda *a: calls.append(a)))
-    monkeypatch.setattr(label_model, "MAX_FLIPS", 0.0)
-    monkeypatch.setattr(DPLabelModel, "noise_flips", classmethod(lambda cls, *a, **k: 0.3))
+    """A negative check keeps the generator's labels, and the client's log says why; the
+    reserved budget is counted all the same."""
+    monkeypatch.setattr(DPLabelModel, "check", lambda *a: -12.0)
+    relabelled = []
+    monkeypatch.setattr(DPLabelModel, "relabel", lambda *a: relabelled.append(a))
     config = PipelineConfig(order="fair-then-private",
                             stage1=Stage1Config(iterations=10, rho=10.0),
                             stage2=Stage2Config(options=FAST, repair="relabel", noise_seed=3))
     with caplog.at_level("WARNING"):
         result = run_pipeline(rows, config, seed=1)
-    assert calls == [] and result.privacy.details["relabel_noise_flips"] == 0.3
-    assert "would flip 30% of the labels" in caplog.text
-    assert 0.99 <= result.privacy.epsilon <= 1.0  # the reserved share is counted all the same
+    assert relabelled == [] and result.privacy.details["label_model_margin"] == -12.0
+    assert "predicts the stage-1 rows no better than a constant" in caplog.text
+    assert 0.99 <= result.privacy.epsilon <= 1.0
