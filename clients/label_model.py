@@ -26,6 +26,10 @@ means and deviations), ``λ`` (cross-validated on them), the step size (from the
 curvature) and the row count ``N̂`` (their number, the generator's DP estimate). The clip
 ``C = √(features + 2)`` is the norm of a row whose every standardised entry is one deviation
 from the mean: a property of the encoding, not of any dataset.
+
+On a small table the noise can swamp the model. A tenth of its budget pays for one noisy count
+(:meth:`DPLabelModel.check`): the stage-1 rows it predicts right, minus those a constant
+predicts right. Not positive, the release keeps the generator's labels.
 """
 
 from __future__ import annotations

@@ -355,7 +355,9 @@ def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
     ``config.stage2.repair``: ``"relabel"`` draws their labels from a DP label model of the
     stage-1 rows, whose mechanism the generator's accounting reserves (one (ε, δ) for both);
     ``"stage1"`` puts ``N̂`` DP rows through stage 1 once more at fraction ``Ñ₂/N``, as in
-    private-then-fair: it reads only the DP rows, so the (ε, δ) is unchanged."""
+    private-then-fair: it reads only the DP rows, so the (ε, δ) is unchanged. When the label
+    model's check finds it no better than a constant, ``"stage1"`` mends the rows instead
+    (``"off"`` with the balanced utility, whose label-balanced rows it refuses)."""
     fair = _stage1(train, config, seed)
     cfg = config.stage2
     reserve = ()
@@ -364,14 +366,7 @@ def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
                                                share=cfg.label_share)
     generator, fit = _fit_generator(fair.data, config, seed, reserve)
     n_hat = generator.noisy_rows() / config.stage1.fraction  # the stage-1 rows are Ñ = fraction·N
-    if cfg.repair == "stage1":
-        report = _dp_report("fair-then-private", generator, COVERS_STAGE1, repair=cfg.repair)
-        private, t, again = _stage1_on_dp_rows(generator, n_hat, config, seed, fractions)
-        return [PipelineResult(a.data, report,
-                               {"stage1": fair.seconds, "stage2": fit + t, "repair": a.seconds},
-                               intermediate={"stage1": fair.data, "stage2": private},
-                               stage1_gap=fair.gap) for a in again]
-    labels, details = None, {"repair": cfg.repair}
+    labels, details, repair = None, {"repair": cfg.repair}, cfg.repair
     if cfg.repair == "relabel":
         start = time.perf_counter()
         reference, _ = _sample(generator, _n_out(1.0, generator.noisy_rows()),
@@ -382,12 +377,22 @@ def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
         details["label_model_margin"] = margin
         if margin <= 0:
             labels = None
+            # the stage-1 repair reads only DP rows; it is refused with label-balanced rows
+            repair = "off" if config.stage1.utility == "balanced" else "stage1"
+            details["repair"] = f"relabel, then {repair}"
             logger.warning(
                 "fair-then-private: the DP label model, drowned in its noise, predicts the "
                 "stage-1 rows no better than a constant does (noisy margin %.0f rows), so the "
-                "release keeps the generator's labels. More rows, a larger epsilon or "
-                "label-share, or --repair stage1 avoid this.", margin)
+                "release is mended by repair %r instead. More rows, or a larger epsilon or "
+                "label-share, avoid this.", margin, repair)
         fit += time.perf_counter() - start
+    if repair == "stage1":
+        report = _dp_report("fair-then-private", generator, COVERS_STAGE1, **details)
+        private, t, again = _stage1_on_dp_rows(generator, n_hat, config, seed, fractions)
+        return [PipelineResult(a.data, report,
+                               {"stage1": fair.seconds, "stage2": fit + t, "repair": a.seconds},
+                               intermediate={"stage1": fair.data, "stage2": private},
+                               stage1_gap=fair.gap) for a in again]
     report = _dp_report("fair-then-private", generator, COVERS_STAGE1, **details)
     out = []
     for i, f in enumerate(fractions):

@@ -202,17 +202,27 @@ def test_the_check_counts_the_rows_the_model_predicts_better(rows):
     assert model.check(rows, model.w, check, Silent()) == 0
 
 
-def test_a_label_model_drowned_in_noise_is_not_used(rows, monkeypatch, caplog):
-    """A negative check keeps the generator's labels, and the client's log says why; the
-    reserved budget is counted all the same."""
+def test_a_label_model_drowned_in_noise_hands_over_to_the_stage1_repair(rows, monkeypatch,
+                                                                         caplog):
+    """A check ≤ 0 discards the label model: the stage-1 repair mends the rows instead (the
+    generator's labels stay as they are with the balanced utility), the client's log says why,
+    and the reserved budget is counted all the same."""
     monkeypatch.setattr(DPLabelModel, "check", lambda *a: -12.0)
     relabelled = []
     monkeypatch.setattr(DPLabelModel, "relabel", lambda *a: relabelled.append(a))
-    config = PipelineConfig(order="fair-then-private",
-                            stage1=Stage1Config(iterations=10, rho=10.0),
-                            stage2=Stage2Config(options=FAST, repair="relabel", noise_seed=3))
-    with caplog.at_level("WARNING"):
-        result = run_pipeline(rows, config, seed=1)
-    assert relabelled == [] and result.privacy.details["label_model_margin"] == -12.0
+    results = {}
+    for utility in ("accuracy", "balanced"):
+        config = PipelineConfig(order="fair-then-private",
+                                stage1=Stage1Config(iterations=10, rho=10.0, utility=utility),
+                                stage2=Stage2Config(options=FAST, repair="relabel", noise_seed=3))
+        with caplog.at_level("WARNING"):
+            results[utility] = run_pipeline(rows, config, seed=1)
+    assert relabelled == []
+    accuracy, balanced = results["accuracy"], results["balanced"]
+    assert accuracy.privacy.details["label_model_margin"] == -12.0
+    assert accuracy.privacy.details["repair"] == "relabel, then stage1"
+    assert "repair" in accuracy.seconds  # stage 1 ran on the DP rows
+    assert balanced.privacy.details["repair"] == "relabel, then off"
+    assert "repair" not in balanced.seconds
     assert "predicts the stage-1 rows no better than a constant" in caplog.text
-    assert 0.99 <= result.privacy.epsilon <= 1.0
+    assert 0.99 <= accuracy.privacy.epsilon <= 1.0
