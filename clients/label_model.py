@@ -22,8 +22,8 @@ Gaussian mechanism with sensitivity ``C``). Its budget is a share of the run's: 
 is fitted with this mechanism *reserved* in its own accounting (``fit(data, reserve=...)``), so
 the release's (ε, δ) is the exact composition of both. Everything else the fit uses is
 post-processing of the generator's DP rows (the *reference* rows): the encoding (their column
-means and deviations), ``λ`` (cross-validated on them), the step size (from their largest
-curvature) and the row count ``N̂`` (their number, the generator's DP estimate). The clip
+means and deviations), the step size (from their largest curvature) and the row count ``N̂``
+(their number, the generator's DP estimate), with ``λ = 1/N̂``. The clip
 ``C = √(features + 2)`` is the norm of a row whose every standardised entry is one deviation
 from the mean: a property of the encoding, not of any dataset.
 
@@ -39,7 +39,7 @@ import math
 
 import numpy as np
 
-from common import logistic
+from common import dp_queries, logistic
 from common.encoding import Encoder
 from common.errors import ConfigError
 from common.privacy import Mechanism, NoiseSource, zcdp_rho
@@ -98,14 +98,14 @@ class DPLabelModel:
         clip = math.sqrt(len(data.schema.features) + 2)
 
         X, y = encoder.design(data), data.y.astype(np.float64)
-        norms = np.linalg.norm(X, axis=1)
-        scale = np.minimum(1.0, clip / np.maximum(norms, 1e-12))
+        # |σ(xᵀw) − y| ≤ 1, so clipping the rows clips every per-row gradient to norm C
+        X_clipped = dp_queries.clip_rows(X, clip)
         n_hat = float(len(reference))
         w, velocity, average = np.zeros(X.shape[1]), np.zeros(X.shape[1]), np.zeros(X.shape[1])
         steps, sigma = mechanism.steps, mechanism.noise_multiplier * clip
         for t in range(steps):
-            residual = (logistic.sigmoid(X @ w) - y) * scale
-            g = (X.T @ residual + noise.normal(0.0, sigma, size=w.shape)) / n_hat + lam * w
+            residual = logistic.sigmoid(X @ w) - y
+            g = (X_clipped.T @ residual + noise.normal(0.0, sigma, size=w.shape)) / n_hat + lam * w
             velocity = MOMENTUM * velocity + g
             w = w - step * velocity
             if t >= steps // 2:  # average the second half of the iterates

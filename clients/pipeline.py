@@ -111,8 +111,8 @@ class Stage2Config:
         if self.repair not in REPAIRS:
             raise ConfigError(f"stage 2: unknown repair {self.repair!r}; choose one of "
                               f"{list(REPAIRS)}.")
-        if not 0 < self.label_share < 1:
-            raise ConfigError(f"stage 2: label_share must lie in (0, 1), got {self.label_share}.")
+        label_model.label_mechanisms(epsilon=self.epsilon, delta=self.delta,
+                                     share=self.label_share)  # validates label_share
         if self.generator not in GENERATORS:
             raise ConfigError(f"stage 2: unknown DP generator {self.generator!r}; valid names are "
                               f"{sorted(GENERATORS)}.")
@@ -394,14 +394,14 @@ def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
                                intermediate={"stage1": fair.data, "stage2": private},
                                stage1_gap=fair.gap) for a in again]
     report = _dp_report("fair-then-private", generator, COVERS_STAGE1, **details)
+    intermediate = {"stage1": fair.data}
+    if labels is not None:
+        intermediate["stage2"] = reference  # the generator's rows with its own labels
     out = []
     for i, f in enumerate(fractions):
         rows, t = _sample(generator, _n_out(f, n_hat), seed + 1 + i)
         if labels is not None:
             rows = labels.relabel(rows, np.random.default_rng(seed + 1 + i))
-        intermediate = {"stage1": fair.data}
-        if labels is not None:
-            intermediate["stage2"] = reference  # the generator's rows with its own labels
         out.append(PipelineResult(rows, report, {"stage1": fair.seconds, "stage2": fit + t},
                                   intermediate=intermediate, stage1_gap=fair.gap))
     return out

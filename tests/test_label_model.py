@@ -21,6 +21,7 @@ from common import logistic, privacy
 from common.datasets import make_synthetic
 from common.encoding import Encoder
 from common.errors import ConfigError
+from common.schema import concat
 
 
 def label_mechanism(**kwargs):
@@ -97,15 +98,21 @@ def test_without_noise_the_fit_is_the_regularised_logistic_fit(rows):
 
 
 def test_a_row_moves_the_noisy_sum_by_at_most_the_clip(rows):
-    """The sensitivity the noise is sized to: one row's clipped gradient has norm ≤ C, however
-    far out the row is."""
+    """The sensitivity the noise is sized to. One noiseless step from w = 0 is
+    w₁ = −(Σ_i clip_C((σ(0) − y_i) x_i) / N̂) / L, with N̂ and L taken from the reference rows
+    alone; adding one far-out row moves N̂·L·w₁ by that row's clipped gradient, whose norm is
+    |σ(0) − y|·C = C/2 however far out the row is."""
     far = rows.subset(np.arange(1))
     far.features.iloc[0, 0] = 1e6  # an outlier in a continuous column
-    encoder = Encoder.fit(rows)
-    x = encoder.design(far)[0]
-    clip = math.sqrt(len(rows.schema.features) + 2)
-    g = (logistic.sigmoid(np.array([0.0]))[0] - far.y[0]) * x * min(1.0, clip / np.linalg.norm(x))
-    assert np.linalg.norm(x) > clip and np.linalg.norm(g) <= clip
+    one_step = privacy.Mechanism("one step", 1.0, steps=1)
+    reference = rows.subset(np.arange(1000))
+    without = DPLabelModel.fit(rows, reference, one_step, Silent())
+    with_far = DPLabelModel.fit(concat([rows, far]), reference, one_step, Silent())
+    X_ref = without.encoder.design(reference)
+    curvature = 0.25 * np.linalg.eigvalsh(X_ref.T @ X_ref / len(X_ref))[-1] + 1 / len(X_ref)
+    moved = np.linalg.norm(with_far.w - without.w) * len(reference) * curvature
+    assert np.linalg.norm(without.encoder.design(far)[0]) > 100 * without.clip
+    assert moved == pytest.approx(without.clip / 2, rel=1e-9)
 
 
 def test_relabelling_draws_each_label_with_its_probability(rows):
