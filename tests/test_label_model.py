@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import optimize
+from scipy import optimize, special
 from small_generator import FAST
 
 from clients import label_model
@@ -67,41 +67,65 @@ def test_a_share_that_leaves_the_generator_nothing_is_refused(share):
 
 
 def test_each_step_adds_noise_of_the_multiplier_times_the_clip(rows):
-    """One Gaussian draw per step, of scale σ·C, C = √(features + 2)."""
+    """One Gaussian draw per step, of scale σ·c, c = C/2, C = √(features + 2)."""
     m = label_mechanism(epsilon=1.0, delta=1e-6, steps=30)
     noise = Silent()
     model = DPLabelModel.fit(rows, rows, m, noise)
-    clip = math.sqrt(len(rows.schema.features) + 2)
+    clip = math.sqrt(len(rows.schema.features) + 2) / 2
     assert model.clip == clip
     assert noise.scales == [pytest.approx(m.noise_multiplier * clip)] * 30
 
 
-def test_without_noise_the_fit_is_the_regularised_logistic_fit(rows):
+def test_without_noise_the_fit_is_the_regularised_clipped_logistic_fit(rows):
     """With the noise removed, the descent converges to the exact minimiser of its objective:
-    the logistic loss with each row weighted by its clip factor min(1, C/‖x‖), summed and divided
-    by N̂, plus (λ/2)‖w‖², λ = 1/N̂ (SciPy's L-BFGS on that objective, written out here)."""
+    the mean over rows of the logistic loss continued linearly, with slope ∓b_i
+    (b_i = c/‖x_i‖), past the margin where the residual |σ(m) − y| reaches b_i, plus
+    (λ/2)‖w‖², λ = 1/N̂ (SciPy's L-BFGS on that objective, written out here)."""
     model = DPLabelModel.fit(rows, rows, label_mechanism(epsilon=1.0, delta=1e-6), Silent())
     X, y = model.encoder.design(rows), rows.y.astype(float)
-    weight = np.minimum(1.0, model.clip / np.linalg.norm(X, axis=1))
-    assert weight.min() < 1  # some rows are clipped: the weighting is exercised
+    b = np.minimum(1.0, model.clip / np.linalg.norm(X, axis=1))
     lam, n = 1.0 / len(rows), len(rows)
 
     def objective(w):
         m = X @ w
-        value = np.sum(weight * (np.logaddexp(0, m) - y * m)) / n + 0.5 * lam * w @ w
-        return value, X.T @ (weight * (logistic.sigmoid(m) - y)) / n + lam * w
+        loss, slope = np.logaddexp(0, m) - y * m, logistic.sigmoid(m) - y
+        # past m₀ (where |σ(m₀) − y| = b) the loss is its tangent at m₀
+        m0 = np.where(y > 0.5, special.logit(1 - b), special.logit(b))
+        m0 = np.where(np.isfinite(m0), m0, 0.0)  # b = 1: no cap
+        at_m0 = np.logaddexp(0, m0) - y * m0
+        past = np.abs(slope) > b
+        loss = np.where(past, at_m0 + np.sign(slope) * b * (m - m0), loss)
+        slope = np.where(past, np.sign(slope) * b, slope)
+        return np.sum(loss) / n + 0.5 * lam * w @ w, X.T @ slope / n + lam * w
 
     exact = optimize.minimize(objective, np.zeros(X.shape[1]), jac=True, method="L-BFGS-B",
                               options={"gtol": 1e-10, "maxiter": 5000}).x
+    residual = np.abs(logistic.sigmoid(X @ exact) - y)
+    assert np.mean(residual > b) > 0.02  # the cap binds on some rows at the optimum
     assert model.lam == lam
     np.testing.assert_allclose(model.probabilities(rows), logistic.sigmoid(X @ exact), atol=0.01)
 
 
+def test_the_clipped_loss_is_the_integral_of_the_clipped_residual(rows):
+    """:func:`label_model.clipped_loss`'s derivative in the margin, by central differences, is
+    the clipped residual the descent uses, whose per-row gradient norm is at most the clip."""
+    rng = np.random.default_rng(3)
+    margin, y = rng.normal(0, 4, 500), (rng.random(500) < 0.5).astype(float)
+    norms, clip = rng.uniform(0.1, 6.0, 500), 1.5
+    h = 1e-5
+    numeric = (label_model.clipped_loss(margin + h, y, norms, clip)
+               - label_model.clipped_loss(margin - h, y, norms, clip)) / (2 * h)
+    residual = label_model.clipped_residual(margin, y, norms, clip)
+    np.testing.assert_allclose(numeric, residual, atol=1e-6)
+    assert np.all(np.abs(residual) * norms <= clip + 1e-12)
+    assert np.any(np.abs(residual) * norms > clip - 1e-9)  # some rows sit at the cap
+
+
 def test_a_row_moves_the_noisy_sum_by_at_most_the_clip(rows):
     """The sensitivity the noise is sized to. One noiseless step from w = 0 is
-    w₁ = −(Σ_i clip_C((σ(0) − y_i) x_i) / N̂) / L, with N̂ and L taken from the reference rows
+    w₁ = −(Σ_i clip_c((σ(0) − y_i) x_i) / N̂) / L, with N̂ and L taken from the reference rows
     alone; adding one far-out row moves N̂·L·w₁ by that row's clipped gradient, whose norm is
-    |σ(0) − y|·C = C/2 however far out the row is."""
+    the clip c = √(features + 2)/2 however far out the row is."""
     far = rows.subset(np.arange(1))
     far.features.iloc[0, 0] = 1e6  # an outlier in a continuous column
     one_step = privacy.Mechanism("one step", 1.0, steps=1)
@@ -112,7 +136,8 @@ def test_a_row_moves_the_noisy_sum_by_at_most_the_clip(rows):
     curvature = 0.25 * np.linalg.eigvalsh(X_ref.T @ X_ref / len(X_ref))[-1] + 1 / len(X_ref)
     moved = np.linalg.norm(with_far.w - without.w) * len(reference) * curvature
     assert np.linalg.norm(without.encoder.design(far)[0]) > 100 * without.clip
-    assert moved == pytest.approx(without.clip / 2, rel=1e-9)
+    assert without.clip == pytest.approx(math.sqrt(len(rows.schema.features) + 2) / 2)
+    assert moved == pytest.approx(without.clip, rel=1e-9)
 
 
 def test_relabelling_draws_each_label_with_its_probability(rows):
