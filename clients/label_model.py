@@ -35,13 +35,6 @@ gradient whole and double the noise; measured on both bundled datasets, a held-o
 under both measures, the halved noise outweighs the cap's bias (docs/results.md, "The relabel
 repair").
 
-A one-hot category too rare in the reference rows to outweigh that noise is not estimated
-(:func:`fitted_columns`): its rows could move its coordinate of the gradient sum by at most
-their count, against noise of deviation ``σc/√(T/2)`` in the averaged iterates, so below that
-count the coordinate would be noise alone; it joins the baseline with weight zero. On a table
-of a few thousand rows, where a one-hot encoding of many rare categories leaves most
-coordinates in that state, this is what keeps the model from being mostly noise.
-
 On a small table the noise can swamp the model. A tenth of its budget pays for one noisy count
 (:meth:`DPLabelModel.check`): the stage-1 rows it predicts right, minus those a constant
 predicts right. Not positive, the release keeps the generator's labels.
@@ -116,20 +109,6 @@ def clipped_loss(margin: np.ndarray, y: np.ndarray, norms: np.ndarray, clip: flo
     return np.where(capped, at_m0 + sign * b * (margin - m0_safe), logistic_loss)
 
 
-def fitted_columns(encoder: Encoder, X_ref: np.ndarray, noise_sd: float) -> np.ndarray:
-    """The design columns worth estimating: every column but the one-hot categories too rare in
-    the reference rows for their rows to outweigh the noise. A category's rows move its
-    coordinate of the gradient sum by at most their count (each residual is at most 1 and the
-    entry is 1), and the averaged iterates carry noise of deviation ``noise_sd`` in that
-    coordinate; a category with fewer reference rows than that would be estimated from noise
-    alone, so it joins the baseline (weight zero). The counts are the DP rows'
-    (post-processing)."""
-    fitted = np.ones(X_ref.shape[1], dtype=bool)
-    counts = X_ref[:, :encoder.n_z].sum(axis=0)
-    fitted[:encoder.n_z] = encoder.continuous_mask | (counts >= noise_sd)
-    return fitted
-
-
 @dataclasses.dataclass(frozen=True)
 class DPLabelModel:
     """A logistic model ``w`` over ``encoder``'s ``[z, s, 1]``, fitted under DP."""
@@ -138,7 +117,6 @@ class DPLabelModel:
     w: np.ndarray
     lam: float
     clip: float
-    fitted: np.ndarray | None = None  # the columns the fit estimated (the others stay zero)
 
     @classmethod
     def fit(cls, data: TabularData, reference: TabularData, mechanism: Mechanism,
@@ -155,24 +133,19 @@ class DPLabelModel:
         step = 1.0 / curvature  # heavy ball: w ← w − g/L + β(w − w_prev)
         clip = GRADIENT_CLIP * math.sqrt(len(data.schema.features) + 2)
 
-        steps, sigma = mechanism.steps, mechanism.noise_multiplier * clip
-        fitted = fitted_columns(encoder, X_ref, sigma / math.sqrt(steps - steps // 2))
-
         X, y = encoder.design(data), data.y.astype(np.float64)
         norms = np.linalg.norm(X, axis=1)
-        X_fit = X[:, fitted]
         n_hat = float(len(reference))
         w, velocity, average = np.zeros(X.shape[1]), np.zeros(X.shape[1]), np.zeros(X.shape[1])
+        steps, sigma = mechanism.steps, mechanism.noise_multiplier * clip
         for t in range(steps):
             residual = clipped_residual(X @ w, y, norms, clip)  # row i's gradient: residual·x_i
-            g = np.zeros_like(w)  # the columns left out keep weight zero
-            g[fitted] = (X_fit.T @ residual + noise.normal(0.0, sigma, size=int(fitted.sum()))
-                         ) / n_hat + lam * w[fitted]
+            g = (X.T @ residual + noise.normal(0.0, sigma, size=w.shape)) / n_hat + lam * w
             velocity = MOMENTUM * velocity + g
             w = w - step * velocity
             if t >= steps // 2:  # average the second half of the iterates
                 average += w
-        return cls(encoder, average / (steps - steps // 2), lam, clip, fitted)
+        return cls(encoder, average / (steps - steps // 2), lam, clip)
 
     def constant(self, reference: TabularData) -> np.ndarray:
         """Weights over the same encoding that predict ``reference``'s majority label for every

@@ -375,7 +375,6 @@ def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
         labels = label_model.DPLabelModel.fit(fair.data, reference, reserve[0], noise)
         margin = labels.check(fair.data, labels.constant(reference), reserve[1], noise)
         details["label_model_margin"] = margin
-        details["label_model_columns"] = [int(labels.fitted.sum()), len(labels.fitted)]
         if margin <= 0:
             labels = None
             # the stage-1 repair reads only DP rows; it is refused with label-balanced rows

@@ -4,7 +4,6 @@ logistic fit, the relabelling's marginals, and the composed (ε, δ) of AIM and 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -22,7 +21,7 @@ from common import logistic, privacy
 from common.datasets import make_synthetic
 from common.encoding import Encoder
 from common.errors import ConfigError
-from common.schema import Column, concat
+from common.schema import concat
 
 
 def label_mechanism(**kwargs):
@@ -33,11 +32,10 @@ class Silent:
     """A noise source that adds nothing and records every scale it was asked for."""
 
     def __init__(self):
-        self.scales, self.sizes = [], []
+        self.scales = []
 
     def normal(self, loc=0.0, scale=1.0, size=None):
         self.scales.append(scale)
-        self.sizes.append(size)
         return 0.0 if size is None else np.zeros(size)
 
 
@@ -76,35 +74,6 @@ def test_each_step_adds_noise_of_the_multiplier_times_the_clip(rows):
     clip = math.sqrt(len(rows.schema.features) + 2) / 2
     assert model.clip == clip
     assert noise.scales == [pytest.approx(m.noise_multiplier * clip)] * 30
-
-
-def with_category(rows, rare: int):
-    """``rows`` with a categorical column whose third category holds ``rare`` rows."""
-    values = np.where(np.random.default_rng(0).random(len(rows)) < 0.5, "a", "b").astype(object)
-    values[:rare] = "rare"
-    column = Column("c", kind="categorical", categories=("a", "b", "rare"))
-    schema = dataclasses.replace(rows.schema, features=rows.schema.features + (column,))
-    return dataclasses.replace(rows, schema=schema, features=rows.features.assign(c=values))
-
-
-@pytest.mark.parametrize("rare, fitted", [(10, False), (30, True)])
-def test_a_category_rarer_than_the_noise_joins_the_baseline(rows, rare, fitted):
-    """The averaged iterates carry noise of deviation σ·c/√(T/2) per coordinate (here ≈ 14.9);
-    a category with fewer reference rows than that keeps weight exactly zero and draws no
-    noise, one with more is estimated. Continuous columns, s and the intercept always are."""
-    data = with_category(rows, rare)
-    m = label_mechanism(epsilon=1.0, delta=1e-6)
-    clip = math.sqrt(len(data.schema.features) + 2) / 2
-    noise_sd = m.noise_multiplier * clip / math.sqrt(m.steps - m.steps // 2)
-    assert 10 < noise_sd < 30
-    noise = Silent()
-    model = DPLabelModel.fit(data, data, m, noise)
-    expected = np.ones(4 + 3 + 2, dtype=bool)
-    expected[6] = fitted  # z = [x0..x3, a, b, rare], then s and 1
-    np.testing.assert_array_equal(model.fitted, expected)
-    assert set(noise.sizes) == {int(expected.sum())}
-    assert (model.w[6] != 0) == fitted
-    assert np.all(model.w[expected] != 0)
 
 
 def test_without_noise_the_fit_is_the_regularised_clipped_logistic_fit(rows):
