@@ -384,7 +384,9 @@ def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
                 "fair-then-private: the DP label model, drowned in its noise, predicts the "
                 "stage-1 rows no better than a constant does (noisy margin %.0f rows), so the "
                 "release is mended by repair %r instead. More rows, or a larger epsilon or "
-                "label-share, avoid this.", margin, repair)
+                "label-share, avoid this; on the small tables measured, --generator aim "
+                "released more accurate rows (docs/results.md, 'Small tables, three ways').",
+                margin, repair)
         fit += time.perf_counter() - start
     if repair == "stage1":
         report = _dp_report("fair-then-private", generator, COVERS_STAGE1, **details)
