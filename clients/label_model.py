@@ -29,15 +29,16 @@ The clip is ``c = C/2`` with ``C = √(features + 2)``, the norm of a row whose 
 standardised entry is one deviation from the mean (a property of the encoding, not of any
 dataset). A row's residual ``|σ(xᵀw) − y|`` is below ½ exactly when the model classifies it
 right, so the gradients of the rows it classifies right (``‖x‖ ≤ C``) pass whole, and only the
-misclassified rows' pulls are capped: the descent minimises a Huber-like logistic loss, whose
-fixed point :func:`clipped_loss` writes out. Clipping at ``C`` instead would leave nearly every
-gradient whole and double the noise; measured on both bundled datasets, a held-out one and
-under both measures, the halved noise outweighs the cap's bias (docs/results.md, "The relabel
-repair").
+misclassified rows' pulls are capped: the descent minimises the logistic loss continued by its
+tangent past the margin where a row's residual reaches ``c/‖x‖`` (a Huber-like loss). Clipping
+at ``C`` instead would leave nearly every gradient whole and double the noise; measured on both
+bundled datasets, a held-out one and under both measures, the halved noise outweighs the cap's
+bias (docs/results.md, "The gradient clip at C/2").
 
 On a small table the noise can swamp the model. A tenth of its budget pays for one noisy count
 (:meth:`DPLabelModel.check`): the stage-1 rows it predicts right, minus those a constant
-predicts right. Not positive, the release keeps the generator's labels.
+predicts right. Not positive, the pipeline mends the release with the stage-1 repair instead
+(:mod:`clients.pipeline`).
 """
 
 from __future__ import annotations
@@ -90,23 +91,6 @@ def clipped_residual(margin: np.ndarray, y: np.ndarray, norms: np.ndarray,
     norm at most ``clip`` (``norms``: the rows' ``‖x‖``)."""
     residual = logistic.sigmoid(margin) - y
     return residual * np.minimum(1.0, clip / np.maximum(np.abs(residual) * norms, 1e-300))
-
-
-def clipped_loss(margin: np.ndarray, y: np.ndarray, norms: np.ndarray, clip: float) -> np.ndarray:
-    """The per-row loss whose derivative in the margin is :func:`clipped_residual`: the logistic
-    loss while ``|σ(m) − y| ≤ b = clip/‖x‖``, continued by its tangent (slope ``∓b``) past the
-    margin ``m₀`` where the residual reaches ``b``. Convex; the descent's fixed point minimises
-    its mean plus ``(λ/2)‖w‖²``."""
-    b = np.minimum(clip / np.maximum(norms, 1e-300), 1.0)
-    sign = np.where(y > 0.5, -1.0, 1.0)  # the residual's sign: y = 1 pulls the margin up
-    logistic_loss = np.logaddexp(0.0, margin) - y * margin
-    with np.errstate(divide="ignore"):
-        # m₀: σ(m₀) = 1 − b for y = 1, σ(m₀) = b for y = 0 (none when b = 1: never capped)
-        m0 = np.where(y > 0.5, np.log1p(-b) - np.log(b), np.log(b) - np.log1p(-b))
-    capped = sign * (margin - m0) > 0  # beyond m₀, on the misclassified side
-    m0_safe = np.where(np.isfinite(m0), m0, 0.0)
-    at_m0 = np.logaddexp(0.0, m0_safe) - y * m0_safe
-    return np.where(capped, at_m0 + sign * b * (margin - m0_safe), logistic_loss)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ from clients.dp_ctgan import DPCTGAN, DPCTGANConfig
 from clients.label_model import DPLabelModel, label_mechanisms
 from clients.pipeline import PipelineConfig, Stage2Config, run_pipeline
 from clients.stage1 import Stage1Config
-from common import logistic, privacy
+from common import dp_queries, logistic, privacy
 from common.datasets import make_synthetic
 from common.encoding import Encoder
 from common.errors import ConfigError
@@ -106,19 +106,19 @@ def test_without_noise_the_fit_is_the_regularised_clipped_logistic_fit(rows):
     np.testing.assert_allclose(model.probabilities(rows), logistic.sigmoid(X @ exact), atol=0.01)
 
 
-def test_the_clipped_loss_is_the_integral_of_the_clipped_residual(rows):
-    """:func:`label_model.clipped_loss`'s derivative in the margin, by central differences, is
-    the clipped residual the descent uses, whose per-row gradient norm is at most the clip."""
+def test_the_clipped_residual_is_the_per_row_gradient_clipped_to_norm_c():
+    """``clipped_residual(m, y, ‖x‖, c)·x`` is the row's gradient ``(σ(m) − y)·x`` clipped to
+    norm ``c``, as :func:`common.dp_queries.clip_rows` clips it."""
     rng = np.random.default_rng(3)
-    margin, y = rng.normal(0, 4, 500), (rng.random(500) < 0.5).astype(float)
-    norms, clip = rng.uniform(0.1, 6.0, 500), 1.5
-    h = 1e-5
-    numeric = (label_model.clipped_loss(margin + h, y, norms, clip)
-               - label_model.clipped_loss(margin - h, y, norms, clip)) / (2 * h)
-    residual = label_model.clipped_residual(margin, y, norms, clip)
-    np.testing.assert_allclose(numeric, residual, atol=1e-6)
-    assert np.all(np.abs(residual) * norms <= clip + 1e-12)
-    assert np.any(np.abs(residual) * norms > clip - 1e-9)  # some rows sit at the cap
+    X = rng.normal(0, 2, (500, 6))
+    margin, y = X @ rng.normal(0, 1, 6), (rng.random(500) < 0.5).astype(float)
+    clip = 1.5
+    gradients = (logistic.sigmoid(margin) - y)[:, None] * X
+    expected = dp_queries.clip_rows(gradients, clip)
+    residual = label_model.clipped_residual(margin, y, np.linalg.norm(X, axis=1), clip)
+    np.testing.assert_allclose(residual[:, None] * X, expected, rtol=1e-12, atol=1e-12)
+    assert np.any(np.linalg.norm(gradients, axis=1) > clip)  # the clip binds on some rows
+    assert np.any(np.linalg.norm(gradients, axis=1) < clip)  # and leaves others whole
 
 
 def test_a_row_moves_the_noisy_sum_by_at_most_the_clip(rows):
