@@ -182,9 +182,8 @@ class RunConfig:
                                      group="stage 2", low=0, high=1, low_open=True,
                                      aliases=("--fraction",))
     generator: str = setting("auto", "the DP generator: dp-ctgan (DP-SGD), aim (adaptive "
-                                     "noisy marginals), or auto (bilevel: aim below 5,000 rows "
-                                     "by a DP count, dp-ctgan from 5,000; safes: aim)",
-                             group="stage 2")
+                                     "noisy marginals), or auto (dp-ctgan for bilevel, aim for "
+                                     "safes)", group="stage 2")
     generator_options: str = setting("", "the generator's own options as a JSON object",
                                      group="stage 2")
     repair: str = setting("auto", "fair-then-private: how the DP generator's rows are mended "
@@ -305,11 +304,10 @@ class RunConfig:
 
     @property
     def dp_generator(self) -> str:
-        """``generator`` with auto resolved for safes (aim); for the bilevel pipeline auto
-        stays the size-chosen generator of :class:`clients.dp_generators.BySize`."""
+        """``generator`` with auto resolved: aim for safes, dp-ctgan otherwise."""
         if self.generator != "auto":
             return self.generator
-        return "aim" if self.synthesizer == "safes" else "auto"
+        return "aim" if self.synthesizer == "safes" else "dp-ctgan"
 
     @property
     def repair_mode(self) -> str:

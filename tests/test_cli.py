@@ -99,8 +99,7 @@ def test_stage2_sweep_writes_results_tables_and_figures(tmp_path):
     assert main(["stage2-sweep", "--dataset", "synthetic", "--clients", "2", "--rho", "0", "50",
                  "--target", "0.1", "--seeds", "0", "--iterations", "10",
                  "--order", "fair-then-private",
-                 "--fraction", "1.0", "0.1", "--generator", "dp-ctgan",
-                 "--generator-options", GENERATOR,
+                 "--fraction", "1.0", "0.1", "--generator-options", GENERATOR,
                  "--out", str(out)]) == 0
     payload = json.loads((out / "results.json").read_text())
     curves = {r["curve"] for r in payload["summary"]}
@@ -118,8 +117,7 @@ def test_audit_writes_aucs_and_tables(tmp_path):
     out = tmp_path / "audit"
     assert main(["audit", "--dataset", "synthetic", "--clients", "2", "--seeds", "0",
                  "--order", "private-then-fair", "--iterations", "10", "--queries", "50",
-                 "--generator", "dp-ctgan", "--generator-options", GENERATOR,
-                 "--out", str(out)]) == 0
+                 "--generator-options", GENERATOR, "--out", str(out)]) == 0
     summary = json.loads((out / "audit.json").read_text())["summary"]
     assert {r["source"] for r in summary} == {"real", "fair-only", "private-then-fair"}
     assert all(0.0 <= r["dcr_auc"] <= 1.0 for r in summary)

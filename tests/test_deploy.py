@@ -433,8 +433,7 @@ def test_run_config_file_is_what_flwr_reads(tmp_path):
 
     values = {"strategy": "fedavg", "rho": 10.0, "iterations": 30, "fairfed-reweigh": False,
               "results-path": str(tmp_path / 'a b "quoted".json'),
-              "generator": "dp-ctgan", "generator-options": '{"epochs": 2}',
-              "delta": 1e-07, "csv": "naïve.csv"}
+              "generator-options": '{"epochs": 2}', "delta": 1e-07, "csv": "naïve.csv"}
     path = tmp_path / "overrides.toml"
     path.write_text(toml_table(values))
     assert parse_config_args([str(path)]) == values  # what `flwr run --run-config FILE` reads

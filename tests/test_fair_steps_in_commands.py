@@ -16,7 +16,7 @@ from simulations.cli import main
 GENERATOR = json.dumps({"epochs": 1.0, "sample_rate": 0.25, "generator_dims": [16],
                         "discriminator_dims": [16], "noise_dim": 8, "progress": False})
 TINY = ["--fair4free-epochs", "1", "--fadm-iterations", "20", "--fadm-steps", "10",
-        "--generator", "dp-ctgan", "--generator-options", GENERATOR]
+        "--generator-options", GENERATOR]
 
 
 @pytest.fixture

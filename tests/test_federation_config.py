@@ -58,12 +58,11 @@ def test_the_server_checks_the_strategy_against_its_flows():
 
 def test_pipeline_defaults_are_the_stage_defaults():
     """The run's default is a fairness target on the smooth gap; the rest are the stages' own
-    defaults, but for fair-then-private's repair (auto: relabel) and the DP generator (auto:
-    chosen by the table's size).
+    defaults, but for fair-then-private's repair (auto: relabel).
     target = 0 gives the paper's penalty form."""
     built = pipeline_config(RunConfig())
     assert built.stage1 == Stage1Config(target=0.02, relaxation="gap")
-    assert built.stage2 == Stage2Config(repair="relabel", generator="auto")
+    assert built.stage2 == Stage2Config(repair="relabel")
     assert built.order == "fair-then-private"
     tuned = pipeline_config(RunConfig(target=0, relaxation="covariance", tolerance=0.01,
                                       delta=1e-6, rho=100.0))

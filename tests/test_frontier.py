@@ -70,8 +70,7 @@ def test_frontier_command_writes_points_references_and_verdicts(tmp_path):
                  "--rho", "0", "10", "--target", "0.05", "--iterations", "150",
                  "--releases", "private-then-fair",
                  "--lam-server", "0",
-                 "--generator", "dp-ctgan", "--generator-options", GENERATOR,
-                 "--out", str(out)]) == 0
+                 "--generator-options", GENERATOR, "--out", str(out)]) == 0
     payload = json.loads((out / "frontier.json").read_text())
     curves = {s["curve"] for s in payload["summary"]}
     assert curves == {"real", "syn_1", "private-then-fair"}

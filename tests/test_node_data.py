@@ -102,7 +102,6 @@ def test_a_federation_run_reads_each_nodes_data_once(reads, task_identity):
 def test_the_handlers_leave_the_shared_split_unchanged(task_identity, order):
     """The split is shared by every message of a node: no handler may change it."""
     config = RunConfig.from_mapping({**RUN, "order": order, "iterations": 20,
-                                     "generator": "dp-ctgan",
                                      "generator-options": '{"epochs": 1}',
                                      "strategy": "fairfed", "rounds": 2})
     splits = node_data.federation(config, 2)

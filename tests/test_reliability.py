@@ -308,7 +308,7 @@ def test_malicious_replies_never_reach_the_union(caplog):
 # --------------------------------------------------------------------------- reproducibility
 
 #: A quick DP generator (few steps, small networks) for the reproducibility checks.
-QUICK_DP = {"order": "fair-then-private", "iterations": 20, "rho": 10.0, "generator": "dp-ctgan",
+QUICK_DP = {"order": "fair-then-private", "iterations": 20, "rho": 10.0,
             "generator-options": json.dumps({"epochs": 1.0, "generator_dims": [16],
                                              "discriminator_dims": [16], "noise_dim": 8})}
 

@@ -364,7 +364,7 @@ def test_declared_bounds_spare_the_generator_the_budget_for_bounds(tmp_path):
     from the rows it must spend budget on them (or, on few rows, refuse)."""
     csv = write_csv(tmp_path, frame(200))
     config = pipeline_config(RunConfig(csv=str(csv), schema="s.json", order="private-only",
-                                       generator="dp-ctgan", generator_options=TINY_GENERATOR))
+                                       generator_options=TINY_GENERATOR))
     data = datasets.load_csv(csv, schema=draft(tmp_path, csv))
     spent = run_pipeline(data, config, seed=0).privacy.details["budget_split"]
     assert "bounds" not in spent
@@ -385,8 +385,8 @@ def test_a_1000_row_csv_runs_fair_then_private_with_a_drafted_schema(tmp_path):
     csv = write_csv(tmp_path, frame(1000, seed=7))
     schema = draft(tmp_path, csv)
     sweep = ["stage2-sweep", "--csv", str(csv), "--clients", "2", "--seeds", "0", "--rho", "0",
-             "10", "--iterations", "10", "--order", "fair-then-private", "--generator", "dp-ctgan",
-             "--generator-options", TINY_GENERATOR]
+             "10", "--iterations", "10", "--order", "fair-then-private", "--generator-options",
+             TINY_GENERATOR]
     code, _, err = cli(*sweep, *ROLES, "--out", str(tmp_path / "refused"))
     assert code == 2 and "fairsynth schema draft --csv FILE" in err and "--schema" in err
     assert not (tmp_path / "refused").exists()

@@ -258,7 +258,7 @@ def test_a_node_config_policy_can_allow_what_the_default_refuses():
 def test_a_default_one_shot_run_is_private_end_to_end():
     """Fair-then-private within the default policy: released, then a noisy evaluation whose
     metrics are close to the exact ones on the same model."""
-    config = RunConfig(dataset="synthetic", min_clients=2, iterations=10, generator="dp-ctgan",
+    config = RunConfig(dataset="synthetic", min_clients=2, iterations=10,
                        generator_options='{"epochs": 1.0, "generator_dims": [16], '
                                          '"discriminator_dims": [16], "noise_dim": 8}')
     private = run_oneshot(CountingGrid(LocalGrid(make_client_app(config), 2)), config)

@@ -196,7 +196,7 @@ def test_safes_fits_the_transform_on_the_dp_rows_only(recording_generator, monke
 
 
 def test_the_generator_setting_resolves_by_synthesizer():
-    assert RunConfig().dp_generator == "auto"  # chosen by the table's size (test_dp_generators)
+    assert RunConfig().dp_generator == "dp-ctgan"
     assert RunConfig(synthesizer="safes").dp_generator == "aim"
     assert RunConfig(synthesizer="safes", generator="dp-ctgan").dp_generator == "dp-ctgan"
     assert RunConfig(synthesizer="safes").release == "safes"
