@@ -384,8 +384,9 @@ def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
                 "fair-then-private: the DP label model, drowned in its noise, predicts the "
                 "stage-1 rows no better than a constant does (noisy margin %.0f rows), so the "
                 "release is mended by repair %r instead. More rows, or a larger epsilon or "
-                "label-share, avoid this; on the small tables measured, --generator aim "
-                "released more accurate rows (docs/results.md, 'Small tables, three ways').",
+                "label-share, avoid this; on two of the three small tables measured "
+                "--generator aim released more accurate rows (docs/results.md, 'Which "
+                "generator for which table').",
                 margin, repair)
         fit += time.perf_counter() - start
     if repair == "stage1":
