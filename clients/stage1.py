@@ -61,9 +61,6 @@ Measure = Literal["sp", "eo"]
 MEASURES = ("sp", "eo")
 #: What the outer loss rewards: accuracy (every real row counts once) or balanced accuracy.
 UTILITIES = ("accuracy", "balanced")
-#: With λ_in cross-validated: how many times stage 1 may run again at the λ the server's
-#: cross-validation picks on its rows (:meth:`FairDistiller.fit`).
-REFITS = 2
 
 
 def utility_weights(y: np.ndarray, utility: str) -> np.ndarray | None:
@@ -289,25 +286,7 @@ class FairDistiller:
         self.progress = progress
 
     def fit(self, real: TabularData) -> Stage1Result:
-        """Stage 1 on ``real``. With λ_in cross-validated (``lam_in = 0``) the fit is repeated,
-        at most ``REFITS`` times, at the λ that the server's cross-validation picks on the
-        synthetic rows themselves (:func:`server_lambda`), until the two agree: the rows are
-        then fair for the model the server will fit, not only for stage 1's inner model. On a
-        weak-signal table the gap moves with λ by as much as the target (docs/results.md, "A
-        dataset never tuned on: COMPAS")."""
-        start = time.perf_counter()
-        result = self._fit(real, self.config)
-        for _ in range(REFITS if not self.config.lam_in else 0):
-            lam = server_lambda(result.data)
-            if lam == result.lam_in:
-                break
-            logger.info("stage 1: the server's cross-validation picks λ = %g on these rows, "
-                        "not λ_in = %g; stage 1 runs again at λ_in = %g.", lam, result.lam_in,
-                        lam)
-            result = self._fit(real, dataclasses.replace(self.config, lam_in=lam))
-        return dataclasses.replace(result, seconds=time.perf_counter() - start)
-
-    def _fit(self, real: TabularData, cfg: Stage1Config) -> Stage1Result:
+        cfg = self.config
         start = time.perf_counter()
         _check_groups(real, cfg.measure)
         init = self._initial_rows(real)
@@ -409,12 +388,6 @@ class FairDistiller:
             return np.arange(len(real))
         alloc = allocate_cells(real.s, real.y, n_syn, balanced=balanced)
         return draw_cells(real.s, real.y, alloc, np.random.default_rng(cfg.seed))
-
-
-def server_lambda(rows: TabularData) -> float:
-    """The L2 strength the server's ordinary model picks on ``rows`` (its own encoding and
-    cross-validation, :func:`common.global_model.fit_global_model`)."""
-    return logistic.cross_validated_lambda(Encoder.fit(rows).design(rows), rows.y)
 
 
 def standardise(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -388,45 +388,6 @@ def test_lam_in_zero_is_chosen_by_cross_validation():
     assert fixed.lam_in == 0.5
 
 
-def test_stage1_runs_again_at_the_lambda_the_server_picks_on_its_rows(monkeypatch):
-    """With λ_in cross-validated, a fit whose rows the server's cross-validation would fit at
-    another λ is repeated at that λ, until the two agree or REFITS repeats are spent; a λ_in
-    the user set is never changed."""
-    from clients import stage1
-
-    calls = []
-    original = stage1.FairDistiller._fit
-
-    def spy(self, real, cfg):
-        result = original(self, real, cfg)
-        # the server's own choice on these rows: its encoding, its cross-validation
-        X = Encoder.fit(result.data).design(result.data)
-        calls.append((cfg.lam_in, result.lam_in,
-                      logistic.cross_validated_lambda(X, result.data.y)))
-        return result
-
-    monkeypatch.setattr(stage1.FairDistiller, "_fit", spy)
-    refits = 0
-    for seed in range(4):
-        calls.clear()
-        data = make_synthetic(300, seed=seed, bias=1.5)
-        result = FairDistiller(Stage1Config(target=0.02, relaxation="gap", lam_in=0.0,
-                                            iterations=40, seed=seed), progress=False).fit(data)
-        assert calls[0][0] == 0.0  # the first fit cross-validates on the real rows
-        for (_, used, server), (asked, _, _) in zip(calls, calls[1:]):
-            assert used != server and asked == server  # each repeat: at the server's λ
-        last_used, last_server = calls[-1][1], calls[-1][2]
-        assert last_used == last_server or len(calls) == 1 + stage1.REFITS
-        assert result.lam_in == last_used
-        refits += len(calls) - 1
-    assert refits > 0  # the repeat did happen on some of these tables
-
-    calls.clear()
-    FairDistiller(Stage1Config(target=0.02, lam_in=0.5, iterations=5), progress=False).fit(
-        make_synthetic(300, seed=0))
-    assert [c[0] for c in calls] == [0.5]
-
-
 def test_learned_values_stay_within_the_declared_bounds():
     # A learned row pushed far past a column's public range comes back at the bound (the
     # server rejects a release with values far outside it); inside the range, unchanged.
