@@ -11,10 +11,15 @@ ThresholdOptimizer for accuracy and balanced accuracy, each with λ cross-valida
 rows). Writes ``DIR/frontier.json`` (every
 record and the means over seeds), ``DIR/tables.md`` and ``DIR/frontier_<measure>.png``, and
 prints one verdict per point: how far it is from the central frontier at its own gap.
+
+The DP noise is fresh on every run, so two runs of a release differ by up to a few hundredths
+of the gap; ``--noise-seed`` fixes every client's noise, so that two commits or settings are
+compared on the same draws (a paired comparison).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -54,6 +59,11 @@ def register(sub) -> None:
                              "and fair4free or fadm (fair-then-private with Fair4Free or FADM "
                              "in stage 1's place), once per seed and ε; none: stage 1 only, "
                              "syn_1 is always shown")
+    parser.add_argument("--noise-seed", type=int, default=None, metavar="N",
+                        help="seed every client's DP noise (client k at seed s: N + s + 1000k), "
+                             "so that two commits or settings are compared on the same noise "
+                             "draws; voids the releases' guarantee against anyone who knows it "
+                             "(default: fresh OS entropy, a new draw on every run)")
     options.add_out(parser)
     parser.set_defaults(func=run)
 
@@ -67,7 +77,8 @@ def run(args) -> int:
                 make_synthesizer(base.replace(**point, synthesizer=order))  # its options
             else:
                 pipeline_config(base.replace(**point, order=order)).stage2.check_options()
-    records, references = sweep(base, points, args.clients, args.releases)
+    records, references = sweep(base, points, args.clients, args.releases,
+                                noise_seed=args.noise_seed)
     summary = mean_over_seeds(records, ["measure", "curve", "target", "rho", "epsilon"],
                               METRICS + ["local_gap"])
     central_summary = mean_over_seeds(references, ["measure", "method", "setting"], METRICS)
@@ -104,8 +115,10 @@ def _label(s: dict) -> str:
     return f"{s['curve']} ({options.point_label(s)}{', ' + eps if eps else ''})"
 
 
-def sweep(base, points: list[dict], clients: int, releases) -> tuple[list[dict], list[dict]]:
-    """The pipeline's records and the central references, per seed."""
+def sweep(base, points: list[dict], clients: int, releases, *, noise_seed: int | None = None
+          ) -> tuple[list[dict], list[dict]]:
+    """The pipeline's records and the central references, per seed; ``noise_seed`` seeds
+    client ``k``'s DP noise at seed ``s`` with ``noise_seed + s + 1000k`` (None: fresh)."""
     records, references, done, done_once = [], [], set(), set()
     splits = seed = test = None
     for point in points:
@@ -128,14 +141,15 @@ def sweep(base, points: list[dict], clients: int, releases) -> tuple[list[dict],
         if (seed, config.measure, config.epsilon) not in done_once:
             done_once.add((seed, config.measure, config.epsilon))
             for name in [r for r in releases if r in ONCE]:
-                records += _once(config, name, splits, test)
+                records += _once(config, name, splits, test, noise_seed)
         if not config.target and config.rho == 0:
             continue  # the real rows, recorded above
         # syn_1 comes with fair-then-private's stage 1, else from a stage-1-only run.
         orders = [*releases] + ([] if "fair-then-private" in releases else ["fair-only"])
         for order in [o for o in orders if o not in ONCE]:
             results = [run_pipeline_fractions(
-                s.train, pipeline_config(config.replace(order=order, seed=seed + 1000 * k)),
+                s.train, _seeded(pipeline_config(config.replace(order=order, seed=seed + 1000 * k)),
+                                 _client_noise(noise_seed, seed + 1000 * k)),
                 [1.0], seed=seed + 1000 * k)[0] for k, s in enumerate(splits)]
             local_gap = max(abs(r.stage1_gap) for r in results)
             if order in ("fair-then-private", "fair-only"):
@@ -147,11 +161,24 @@ def sweep(base, points: list[dict], clients: int, releases) -> tuple[list[dict],
     return records, references
 
 
-def _once(config, name: str, splits, test) -> list[dict]:
+def _client_noise(noise_seed: int | None, client_seed: int) -> int | None:
+    return None if noise_seed is None else noise_seed + client_seed
+
+
+def _seeded(config, noise_seed: int | None):
+    """``config`` (a :class:`PipelineConfig`) with its DP noise seeded (None: as it was)."""
+    if noise_seed is None:
+        return config
+    return dataclasses.replace(config, stage2=dataclasses.replace(config.stage2,
+                                                                  noise_seed=noise_seed))
+
+
+def _once(config, name: str, splits, test, noise_seed: int | None = None) -> list[dict]:
     """A release without a stage-1 knob on every client (``fair4free`` and ``fadm``: in
     fair-then-private, with their fair rows before the DP generator as ``NAME rows``)."""
     config = config.replace(target=0.0, rho=0.0, synthesizer=name, order="fair-then-private")
-    results = [make_synthesizer(config.replace(seed=config.seed + 1000 * k))
+    results = [make_synthesizer(config.replace(seed=config.seed + 1000 * k),
+                                noise_seed=_client_noise(noise_seed, config.seed + 1000 * k))
                .release(s.train, seed=config.seed + 1000 * k, fractions=[1.0])[0]
                for k, s in enumerate(splits)]
     out = [_record(config, name, config.epsilon, [r.rows for r in results], test)]
