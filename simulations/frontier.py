@@ -23,6 +23,8 @@ import dataclasses
 import logging
 import time
 
+import numpy as np
+
 from clients.pipeline import pipeline_config, run_pipeline_fractions
 from clients.synthesizers import make_synthesizer
 from common.global_model import fit_global_model
@@ -60,10 +62,11 @@ def register(sub) -> None:
                              "in stage 1's place), once per seed and ε; none: stage 1 only, "
                              "syn_1 is always shown")
     parser.add_argument("--noise-seed", type=int, default=None, metavar="N",
-                        help="seed every client's DP noise (client k at seed s: N + s + 1000k), "
-                             "so that two commits or settings are compared on the same noise "
-                             "draws; voids the releases' guarantee against anyone who knows it "
-                             "(default: fresh OS entropy, a new draw on every run)")
+                        help="seed every client's DP noise (one seed per client and split seed, "
+                             "derived from N), so that two commits or settings are compared on "
+                             "the same noise draws; voids the releases' guarantee against "
+                             "anyone who knows it (default: fresh OS entropy, a new draw on "
+                             "every run)")
     options.add_out(parser)
     parser.set_defaults(func=run)
 
@@ -117,8 +120,8 @@ def _label(s: dict) -> str:
 
 def sweep(base, points: list[dict], clients: int, releases, *, noise_seed: int | None = None
           ) -> tuple[list[dict], list[dict]]:
-    """The pipeline's records and the central references, per seed; ``noise_seed`` seeds
-    client ``k``'s DP noise at seed ``s`` with ``noise_seed + s + 1000k`` (None: fresh)."""
+    """The pipeline's records and the central references, per seed; ``noise_seed`` seeds each
+    client's DP noise (:func:`client_noise_seed`; None: fresh OS entropy)."""
     records, references, done, done_once = [], [], set(), set()
     splits = seed = test = None
     for point in points:
@@ -147,10 +150,14 @@ def sweep(base, points: list[dict], clients: int, releases, *, noise_seed: int |
         # syn_1 comes with fair-then-private's stage 1, else from a stage-1-only run.
         orders = [*releases] + ([] if "fair-then-private" in releases else ["fair-only"])
         for order in [o for o in orders if o not in ONCE]:
-            results = [run_pipeline_fractions(
-                s.train, _seeded(pipeline_config(config.replace(order=order, seed=seed + 1000 * k)),
-                                 _client_noise(noise_seed, seed + 1000 * k)),
-                [1.0], seed=seed + 1000 * k)[0] for k, s in enumerate(splits)]
+            results = []
+            for k, s in enumerate(splits):
+                client = config.replace(order=order, seed=seed + 1000 * k)
+                pipeline = pipeline_config(client)
+                pipeline = dataclasses.replace(pipeline, stage2=dataclasses.replace(
+                    pipeline.stage2, noise_seed=client_noise_seed(noise_seed, client.seed)))
+                results.append(run_pipeline_fractions(s.train, pipeline, [1.0],
+                                                      seed=client.seed)[0])
             local_gap = max(abs(r.stage1_gap) for r in results)
             if order in ("fair-then-private", "fair-only"):
                 stage1 = [r.intermediate.get("stage1", r.rows) for r in results]
@@ -161,16 +168,13 @@ def sweep(base, points: list[dict], clients: int, releases, *, noise_seed: int |
     return records, references
 
 
-def _client_noise(noise_seed: int | None, client_seed: int) -> int | None:
-    return None if noise_seed is None else noise_seed + client_seed
-
-
-def _seeded(config, noise_seed: int | None):
-    """``config`` (a :class:`PipelineConfig`) with its DP noise seeded (None: as it was)."""
+def client_noise_seed(noise_seed: int | None, client_seed: int) -> int | None:
+    """The DP noise seed of the client whose pipeline seed is ``client_seed``: one
+    :class:`numpy.random.SeedSequence` entropy word of ``(noise_seed, client_seed)``, so that
+    no two clients, and no two ``noise_seed`` values, share a stream (None: fresh noise)."""
     if noise_seed is None:
-        return config
-    return dataclasses.replace(config, stage2=dataclasses.replace(config.stage2,
-                                                                  noise_seed=noise_seed))
+        return None
+    return int(np.random.SeedSequence((noise_seed, client_seed)).generate_state(1)[0])
 
 
 def _once(config, name: str, splits, test, noise_seed: int | None = None) -> list[dict]:
@@ -178,7 +182,7 @@ def _once(config, name: str, splits, test, noise_seed: int | None = None) -> lis
     fair-then-private, with their fair rows before the DP generator as ``NAME rows``)."""
     config = config.replace(target=0.0, rho=0.0, synthesizer=name, order="fair-then-private")
     results = [make_synthesizer(config.replace(seed=config.seed + 1000 * k),
-                                noise_seed=_client_noise(noise_seed, config.seed + 1000 * k))
+                                noise_seed=client_noise_seed(noise_seed, config.seed + 1000 * k))
                .release(s.train, seed=config.seed + 1000 * k, fractions=[1.0])[0]
                for k, s in enumerate(splits)]
     out = [_record(config, name, config.epsilon, [r.rows for r in results], test)]
