@@ -136,6 +136,7 @@ def make_client_app(config: RunConfig | None = None, *,
         run = config if config is not None else read_config(context)
         rules = policy if policy is not None else PrivacyPolicy.from_node_config(
             context.node_config)
+        rules = rules.for_client(client_seed(run, context))  # this client's own noise stream
         split = load_split(context.node_config, run)
         fault = node_fault(context, faults)
         if fault is not None:

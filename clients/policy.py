@@ -25,8 +25,10 @@ before any data is read:
     (the evaluation is then exact).
 ``dp-noise-seed``
     A seed for the DP noise, for reproducing a private run. It voids the guarantee against
-    anyone who learns it; it is read only here, never from the run config. Default: none (fresh
-    OS entropy on every fit).
+    anyone who learns it; it is read only here, never from the run config. Each client keys it
+    with its own pipeline seed (:func:`client_noise_seed`), so that clients given the same seed
+    (one policy for every node) never add the same draws. Default: none (fresh OS entropy on
+    every fit).
 ``dp-secure-mode``
     The hardened noise (:class:`common.privacy.NoiseSource` ``secure``; Opacus' ``secure_mode``
     for DP-SGD). Default: false.
@@ -41,10 +43,24 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from common.errors import ConfigError, PolicyError
 from common.run_config import PRIVATE_RELEASES, RELEASES, RunConfig
 
-__all__ = ["PRIVATE_RELEASES", "PolicyError", "PrivacyPolicy"]
+__all__ = ["PRIVATE_RELEASES", "PolicyError", "PrivacyPolicy", "client_noise_seed"]
+
+
+def client_noise_seed(noise_seed: int | None, client_seed: int) -> int | None:
+    """The DP noise seed of the client whose pipeline seed is ``client_seed``: one
+    :class:`numpy.random.SeedSequence` entropy word of ``(noise_seed, client_seed)``, so that
+    no two clients, and no two ``noise_seed`` values, share a stream (None: fresh noise).
+
+    Two clients that added the same draws would let the server cancel the noise: the difference
+    of their noisy counts would be the exact difference of their true counts."""
+    if noise_seed is None:
+        return None
+    return int(np.random.SeedSequence((noise_seed, client_seed)).generate_state(1)[0])
 
 
 def _flag(value: Any, key: str) -> bool:
@@ -128,6 +144,12 @@ class PrivacyPolicy:
         if self.noise_seed is not None:
             out[self.KEYS["noise_seed"]] = self.noise_seed
         return out
+
+    def for_client(self, client_seed: int) -> PrivacyPolicy:
+        """This policy as the client with pipeline seed ``client_seed`` applies it: its noise
+        seed keyed by that client (:func:`client_noise_seed`)."""
+        return dataclasses.replace(self, noise_seed=client_noise_seed(self.noise_seed,
+                                                                      client_seed))
 
     def describe(self) -> dict[str, Any]:
         """The policy for a results file (the noise seed only as whether one is set)."""

@@ -23,9 +23,8 @@ import dataclasses
 import logging
 import time
 
-import numpy as np
-
 from clients.pipeline import pipeline_config, run_pipeline_fractions
+from clients.policy import client_noise_seed
 from clients.synthesizers import make_synthesizer
 from common.global_model import fit_global_model
 from common.jsonio import write_json
@@ -166,15 +165,6 @@ def sweep(base, points: list[dict], clients: int, releases, *, noise_seed: int |
                 records.append(_record(config, order, config.epsilon,
                                        [r.rows for r in results], test, local_gap))
     return records, references
-
-
-def client_noise_seed(noise_seed: int | None, client_seed: int) -> int | None:
-    """The DP noise seed of the client whose pipeline seed is ``client_seed``: one
-    :class:`numpy.random.SeedSequence` entropy word of ``(noise_seed, client_seed)``, so that
-    no two clients, and no two ``noise_seed`` values, share a stream (None: fresh noise)."""
-    if noise_seed is None:
-        return None
-    return int(np.random.SeedSequence((noise_seed, client_seed)).generate_state(1)[0])
 
 
 def _once(config, name: str, splits, test, noise_seed: int | None = None) -> list[dict]:

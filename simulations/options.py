@@ -151,8 +151,9 @@ def add_policy(parser: argparse.ArgumentParser, *, nonprivate: bool = False,
                        metavar="X", help="ε of the private evaluation of the final model "
                        f"(default: {default.evaluation_epsilon:g})")
     group.add_argument("--noise-seed", type=int, default=None, metavar="N",
-                       help="seed the DP noise, to reproduce a private run (voids the guarantee "
-                       "against anyone who knows it; default: fresh OS entropy)")
+                       help="seed the DP noise, to reproduce a private run (each client keys it "
+                       "with its own seed; voids the guarantee against anyone who knows it; "
+                       "default: fresh OS entropy)")
     group.add_argument("--secure-mode", action="store_true",
                        help="hardened DP noise against floating-point attacks")
 

@@ -115,7 +115,7 @@ def test_a_noise_seed_repeats_the_releases_draw_for_draw(tmp_path):
 def test_client_noise_seeds_never_share_a_stream():
     """Every (noise seed, client seed) pair gets its own noise seed: neighbouring noise seeds
     with shifted clients (which a sum N + s would merge) included; None stays fresh noise."""
-    from simulations.frontier import client_noise_seed
+    from clients.policy import client_noise_seed
 
     seeds = [client_noise_seed(n, s + 1000 * k) for n in range(4) for s in range(3)
              for k in range(3)]

@@ -240,6 +240,38 @@ def test_the_evaluation_noise_is_calibrated_to_its_epsilon():
 # --------------------------------------------------------------------------- in a federation
 
 
+def test_clients_given_one_noise_seed_never_add_the_same_noise(monkeypatch):
+    """One policy seed for every node (a simulation's --noise-seed, one policy for every
+    container) is keyed by each client's own seed. The attack it stops: two clients that drew
+    the same noise would give the server the exact difference of their true counts."""
+    from clients import handlers
+    from clients.policy import client_noise_seed
+
+    def cells(shift: int, seed: int) -> np.ndarray:
+        s, y = np.repeat([0, 0, 1, 1], 3000 + shift), np.tile([0, 1], 2 * (3000 + shift))
+        return privacy.noisy_evaluation_cells(s, y, y, epsilon=0.5, delta=1e-6,
+                                              noise=privacy.NoiseSource(seed,
+                                                                        purpose="evaluation"))[0]
+
+    occupied = cells(0, 7) > 1000  # the four cells with ŷ = y; each gains 40 rows
+    assert occupied.sum() == 4
+    np.testing.assert_array_equal((cells(40, 7) - cells(0, 7))[occupied], 40)
+    assert not np.array_equal((cells(40, 7) - cells(0, 8))[occupied], np.full(4, 40))
+
+    seeds = []
+    real = handlers.NoiseSource
+    monkeypatch.setattr(handlers, "NoiseSource",
+                        lambda seed=None, **kw: seeds.append(seed) or real(seed, **kw))
+    config = RunConfig(dataset="synthetic", min_clients=2, seed=3)
+    content, _, _ = _model_content(make_synthetic(300, seed=4))
+    grid = LocalGrid(make_client_app(config, policy=PrivacyPolicy(noise_seed=7)), 2)
+    replies = grid.send_and_receive([grid.create_message(content, "evaluate", node, "")
+                                     for node in grid.get_node_ids()])
+    assert all(not r.has_error() for r in replies)
+    assert seeds == [client_noise_seed(7, 3), client_noise_seed(7, 1003)]
+    assert len(set(seeds)) == 2 and 7 not in seeds
+
+
 def test_in_process_the_clients_refuse_a_run_outside_their_default_policy():
     config = RunConfig(dataset="synthetic", order="real", min_clients=1)
     with pytest.raises(ReplyError, match="policy: release 'real' is outside"):
