@@ -8,6 +8,8 @@ in :func:`common.logistic.fit`). λ is chosen by cross-validation on those rows
 (:func:`common.logistic.cross_validated_lambda`) unless given, so that the references are as
 good as a central user would make them, whatever λ the pipeline runs with:
 
+* ``constant`` — every row predicted the union's majority label: no gap under either measure,
+  and the accuracy any fair point must beat to be worth more than no model at all;
 * ``unconstrained`` — that model;
 * ``exponentiated-gradient`` — fairlearn's reductions approach (Agarwal et al. 2018) under
   demographic parity (SP) or true-positive-rate parity (EO), at several bounds on the gap;
@@ -74,7 +76,8 @@ def central_references(parts: Sequence[TabularData], test: TabularData, *, measu
     encoder = Encoder.fit(train)
     X, X_test = encoder.design(train), encoder.design(test)
     lam = lam or cross_validated_lambda(X, train.y)
-    out = []
+    majority = int(2 * train.y.sum() >= len(train))
+    out = [_record("constant", "majority label", test, np.full(len(test), majority))]
     base = _logistic(lam, len(train)).fit(X, train.y)
     out.append(_record("unconstrained", f"λ = {lam:g}", test, base.predict(X_test)))
     moment = DemographicParity if measure == "sp" else TruePositiveRateParity
@@ -100,15 +103,19 @@ def frontier_gap(point: dict, references: Sequence[dict], *, gap: str) -> dict:
 
     Among the references whose ``gap`` (``"spd"`` or ``"eod"``) is at most the point's, the
     best accuracy and balanced accuracy, and the point's shortfall in percentage points
-    (positive: below the frontier). None where no reference is that fair.
+    (positive: below the frontier). None where no reference is that fair (with the
+    ``constant`` reference among them, which has no gap, every point has one). Also the
+    constant classifier's accuracy (None without that reference).
     """
+    constant = [r["accuracy"] for r in references if r.get("method") == "constant"]
+    out = {"constant_accuracy": constant[0] if constant else None}
     fair = [r for r in references if r[gap] <= point[gap] + 1e-12]
     if not fair:
-        return {"frontier_accuracy": None, "frontier_balanced": None,
+        return {**out, "frontier_accuracy": None, "frontier_balanced": None,
                 "accuracy_shortfall": None, "balanced_shortfall": None}
     best_acc = max(r["accuracy"] for r in fair)
     best_bal = max(r["balanced_accuracy"] for r in fair)
-    return {"frontier_accuracy": best_acc, "frontier_balanced": best_bal,
+    return {**out, "frontier_accuracy": best_acc, "frontier_balanced": best_bal,
             "accuracy_shortfall": 100.0 * (best_acc - point["accuracy"]),
             "balanced_shortfall": 100.0 * (best_bal - point["balanced_accuracy"])}
 
@@ -126,4 +133,9 @@ def verdict(point: dict, distance: dict, *, gap: str) -> str:
             return f"at the central frontier's {what}"
         return f"{abs(x):.2f} points {'below' if x > 0 else 'above'} the frontier's {what}"
 
-    return f"{head} — {words(acc, 'accuracy')}, {words(bal, 'balanced accuracy')}"
+    line = f"{head} — {words(acc, 'accuracy')}, {words(bal, 'balanced accuracy')}"
+    constant = distance.get("constant_accuracy")
+    if constant is not None and point["accuracy"] <= constant + 1e-12:
+        line += (f"; no more accurate than the constant classifier ({100 * constant:.2f} %: "
+                 "every row the majority label)")
+    return line

@@ -207,7 +207,8 @@ def plot_frontier(points: Sequence[dict], references: Sequence[dict], *, gap: st
     """Accuracy and balanced accuracy against |gap|: the pipeline's curves (one per label, ρ
     along each) beside the central references (means over seeds)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    markers = {"unconstrained": "*", "exponentiated-gradient": "s", "threshold-optimizer": "D"}
+    markers = {"constant": "x", "unconstrained": "*", "exponentiated-gradient": "s",
+               "threshold-optimizer": "D"}
     for ax, key, label in zip(axes, ("accuracy", "balanced_accuracy"),
                               ("accuracy", "balanced accuracy")):
         for method, marker in markers.items():

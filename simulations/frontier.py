@@ -6,9 +6,9 @@ server's
 model on the union of the clients' stage-1 rows (``syn_1``) and on each release order's rows at
 ε (``fair-then-private``, ``private-then-fair``), all evaluated on the pooled test rows; beside
 them the central references of :mod:`simulations.central` on the pooled real training rows
-(the unconstrained model, fairlearn's ExponentiatedGradient at several bounds and
-ThresholdOptimizer for accuracy and balanced accuracy, each with λ cross-validated on those
-rows). Writes ``DIR/frontier.json`` (every
+(the constant classifier, the unconstrained model, fairlearn's ExponentiatedGradient at
+several bounds and ThresholdOptimizer for accuracy and balanced accuracy, each with λ
+cross-validated on those rows). Writes ``DIR/frontier.json`` (every
 record and the means over seeds), ``DIR/tables.md`` and ``DIR/frontier_<measure>.png``, and
 prints one verdict per point: how far it is from the central frontier at its own gap.
 

@@ -47,6 +47,35 @@ def test_fair_references_are_fairer_than_the_unconstrained_model(split):
         assert all(r[gap] < free for r in refs if r["method"] == "threshold-optimizer")
 
 
+def test_the_constant_reference_predicts_the_training_majority(split):
+    """Its accuracy is the pooled test share of the training rows' majority label, counted by
+    hand; no gap under either measure, balanced accuracy one half."""
+    parts, test = split
+    train_y = np.concatenate([p.y for p in parts])
+    majority = int(train_y.mean() >= 0.5)
+    for measure in ("sp", "eo"):
+        refs = central.central_references(parts, test, measure=measure, lam=1.0, seed=0,
+                                          bounds=(0.05,))
+        (constant,) = [r for r in refs if r["method"] == "constant"]
+        assert constant["accuracy"] == pytest.approx(np.mean(test.y == majority))
+        assert constant["spd"] == constant["eod"] == 0.0
+        assert constant["balanced_accuracy"] == pytest.approx(0.5)
+
+
+def test_a_point_no_better_than_the_constant_classifier_is_called_so():
+    refs = [{"method": "constant", "accuracy": 0.70, "balanced_accuracy": 0.5, "spd": 0.0},
+            {"method": "unconstrained", "accuracy": 0.76, "balanced_accuracy": 0.68,
+             "spd": 0.2}]
+    weak = {"label": "p", "accuracy": 0.66, "balanced_accuracy": 0.55, "spd": 0.05}
+    d = central.frontier_gap(weak, refs, gap="spd")
+    assert d["constant_accuracy"] == 0.70 and d["accuracy_shortfall"] == pytest.approx(4.0)
+    assert "no more accurate than the constant classifier (70.00 %" in central.verdict(
+        weak, d, gap="spd")
+    useful = {**weak, "accuracy": 0.72}
+    assert "constant" not in central.verdict(useful, central.frontier_gap(useful, refs,
+                                                                          gap="spd"), gap="spd")
+
+
 def test_frontier_gap_and_verdict_by_hand():
     refs = [{"accuracy": 0.90, "balanced_accuracy": 0.70, "spd": 0.30},
             {"accuracy": 0.85, "balanced_accuracy": 0.75, "spd": 0.05},
@@ -75,7 +104,8 @@ def test_frontier_command_writes_points_references_and_verdicts(tmp_path):
     curves = {s["curve"] for s in payload["summary"]}
     assert curves == {"real", "syn_1", "private-then-fair"}
     methods = {r["method"] for r in payload["central_summary"]}
-    assert methods == {"unconstrained", "exponentiated-gradient", "threshold-optimizer"}
+    assert methods == {"constant", "unconstrained", "exponentiated-gradient",
+                       "threshold-optimizer"}
     (real,) = [s for s in payload["summary"] if s["curve"] == "real"]
     assert real["accuracy_shortfall"] == pytest.approx(0.0, abs=0.2)  # the same λ, same model
     assert len(payload["verdicts"]) == len(payload["summary"])
