@@ -152,7 +152,8 @@ def _ratio(a: float, b: float) -> float:
 
 def report_from_counts(counts: Mapping[str, float]) -> dict[str, float]:
     """Accuracy, balanced accuracy, P(ŷ=1), |SPD|, |EOD|, DPR, EOR, Cov and Corr (SP and EO)
-    from (pooled) statistics.
+    from (pooled) statistics, and ``constant_accuracy``: the accuracy of predicting these rows'
+    majority label for every row (the best constant classifier on them, which has no gap).
 
     A rate whose group is empty is NaN.
     """
@@ -168,6 +169,7 @@ def report_from_counts(counts: Mapping[str, float]) -> dict[str, float]:
                                 counts["sum-d-y1"], counts["sum-d2-y1"], counts["sum-sd-y1"])
     return {
         "accuracy": _rate(counts["correct"], n),
+        "constant_accuracy": _rate(max(positives, n - positives), n),
         "balanced_accuracy": (float(np.nanmean([tpr, tnr]))
                               if not (math.isnan(tpr) and math.isnan(tnr)) else float("nan")),
         "positive_rate": _rate(counts["pos-s0"] + counts["pos-s1"], n),

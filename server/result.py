@@ -121,7 +121,22 @@ class FederationResult:
             lines.append(f"privacy: {p['mechanism']}, ε = {p['epsilon']:.4g} spent (plan "
                          f"{p['epsilon_planned']:.4g}), δ = {p['delta']:.3g}; covers "
                          f"{p['covers']}")
-        return lines + self.node_lines()
+        return lines + self.caveats() + self.node_lines()
+
+    def caveats(self) -> list[str]:
+        """What the metrics say against the model's use: a model no more accurate than a
+        constant prediction on the same rows (a private evaluation's counts are noisy, so this
+        is as noisy as the accuracy)."""
+        m = self.metrics
+        constant = m.get("constant_accuracy", math.nan)
+        if not m.get("accuracy", math.nan) <= constant:  # False for NaN
+            return []
+        return [f"warning: the model is no more accurate than a constant prediction, which "
+                f"scores {100 * constant:.2f} % on these rows (every row the majority label). "
+                "With skewed labels a tight fairness target can cost that much (--utility "
+                "balanced keeps the classes apart); on a small table the DP noise can (more "
+                "rows a client or a larger ε help; docs/results.md, 'Six more tables never "
+                "tuned on')."]
 
     def node_lines(self) -> list[str]:
         """Each node's release and privacy, then the nodes that failed, one line each."""

@@ -26,7 +26,7 @@ def result_table(result: FederationResult, *, wall: float | None = None) -> Tabl
 def print_result(result: FederationResult, *, wall: float | None = None) -> None:
     """The table of ``result``, then one line per node."""
     print(result_table(result, wall=wall).markdown())
-    for line in result.node_lines():
+    for line in result.caveats() + result.node_lines():
         print(f"  {line}")
 
 

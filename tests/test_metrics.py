@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from fairlearn.metrics import (
@@ -26,6 +28,7 @@ def test_metrics_equal_fairlearn(seed):
     report = fairness_report(y, y_hat, sensitive=s, decision=d)
 
     assert report["accuracy"] == pytest.approx(np.mean(y == y_hat))
+    assert report["constant_accuracy"] == pytest.approx(max(y.mean(), 1 - y.mean()))
     assert report["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, y_hat))
     assert report["positive_rate"] == pytest.approx(y_hat.mean())
     assert report["spd"] == pytest.approx(
@@ -61,3 +64,30 @@ def test_empty_group_gives_nan_not_an_error():
     r = fairness_report(np.array([1, 0, 1]), np.array([1, 0, 0]), sensitive=np.array([1, 1, 1]))
     assert np.isnan(r["spd"]) and np.isnan(r["dpr"])
     assert r["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_a_model_no_better_than_a_constant_prediction_is_called_so():
+    """The run's summary warns when the pooled accuracy is at most the majority label's share
+    (7 of 10 rows here); not when the model beats it, nor when the metrics are missing."""
+    from common.comm import Exchange
+    from server.result import FederationResult
+
+    y, s = np.array([1] * 7 + [0] * 3), np.array([0, 1] * 5)
+
+    def result(y_hat) -> FederationResult:
+        return FederationResult(
+            strategy="oneshot", model="logistic", params=4, columns=5,
+            metrics={"n": 10.0, "positive_rate": float(np.mean(y_hat)),
+                     **fairness_report(y, np.asarray(y_hat), sensitive=s)},
+            rounds=1, exchanges=(Exchange(0, "query", 1, 1, 10, 100, 8, 90, 0.1),),
+            formula_numbers={"rows": 10}, covered=(("query", "up"),))
+
+    weak = result([1, 1, 1, 1, 0, 0, 0, 1, 1, 0])  # 6 of 10 right
+    assert weak.metrics["constant_accuracy"] == pytest.approx(0.7)
+    (line,) = weak.caveats()
+    assert "no more accurate than a constant prediction, which scores 70.00 %" in line
+    assert line in weak.summary_lines()
+    assert result([1] * 7 + [0, 0, 1]).caveats() == []  # 9 of 10 right
+    assert result([1] * 10).caveats() != []  # the constant itself
+    missing = dataclasses.replace(weak, metrics={"accuracy": float("nan")})
+    assert missing.caveats() == []
