@@ -225,6 +225,13 @@ def pipeline_config(config: RunConfig) -> PipelineConfig:
         generator=config.dp_generator, options=config.generator_kwargs,
         repair=config.repair_mode, label_share=config.label_share,
     )
+    if config.generator == "auto" and stage2.options:
+        try:
+            stage2.check_options()
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (--generator auto chose {stage2.generator} for "
+                              f"{config.order}; name with --generator the generator these "
+                              "options are for)") from None
     return PipelineConfig(order=config.order, stage1=stage1, stage2=stage2)
 
 

@@ -182,8 +182,9 @@ class RunConfig:
                                      group="stage 2", low=0, high=1, low_open=True,
                                      aliases=("--fraction",))
     generator: str = setting("auto", "the DP generator: dp-ctgan (DP-SGD), aim (adaptive "
-                                     "noisy marginals), or auto (dp-ctgan for bilevel, aim for "
-                                     "safes)", group="stage 2")
+                                     "noisy marginals), or auto (aim where the fairness step "
+                                     "reads only the DP rows: private-then-fair and safes; "
+                                     "dp-ctgan otherwise)", group="stage 2")
     generator_options: str = setting("", "the generator's own options as a JSON object",
                                      group="stage 2")
     repair: str = setting("auto", "fair-then-private: how the DP generator's rows are mended "
@@ -304,10 +305,16 @@ class RunConfig:
 
     @property
     def dp_generator(self) -> str:
-        """``generator`` with auto resolved: aim for safes, dp-ctgan otherwise."""
+        """``generator`` with auto resolved: aim where the fairness step runs on the DP rows
+        alone (private-then-fair, safes), so that a gap measured on them stands for the real
+        rows' gap; dp-ctgan where the generator learns rows that are already fair
+        (fair-then-private) or none is asked for (docs/results.md, 'Which generator for
+        private-then-fair')."""
         if self.generator != "auto":
             return self.generator
-        return "aim" if self.synthesizer == "safes" else "dp-ctgan"
+        reads_dp_rows = self.synthesizer == "safes" or (
+            self.synthesizer in ORDERED_SYNTHESIZERS and self.order == "private-then-fair")
+        return "aim" if reads_dp_rows else "dp-ctgan"
 
     @property
     def repair_mode(self) -> str:

@@ -117,7 +117,8 @@ def test_audit_writes_aucs_and_tables(tmp_path):
     out = tmp_path / "audit"
     assert main(["audit", "--dataset", "synthetic", "--clients", "2", "--seeds", "0",
                  "--order", "private-then-fair", "--iterations", "10", "--queries", "50",
-                 "--generator-options", GENERATOR, "--out", str(out)]) == 0
+                 "--generator", "dp-ctgan", "--generator-options", GENERATOR,
+                 "--out", str(out)]) == 0
     summary = json.loads((out / "audit.json").read_text())["summary"]
     assert {r["source"] for r in summary} == {"real", "fair-only", "private-then-fair"}
     assert all(0.0 <= r["dcr_auc"] <= 1.0 for r in summary)

@@ -98,7 +98,7 @@ def test_frontier_command_writes_points_references_and_verdicts(tmp_path):
     assert main(["frontier", "--dataset", "synthetic", "--clients", "2", "--seeds", "0",
                  "--rho", "0", "10", "--target", "0.05", "--iterations", "150",
                  "--releases", "private-then-fair",
-                 "--lam-server", "0",
+                 "--lam-server", "0", "--generator", "dp-ctgan",
                  "--generator-options", GENERATOR, "--out", str(out)]) == 0
     payload = json.loads((out / "frontier.json").read_text())
     curves = {s["curve"] for s in payload["summary"]}
@@ -129,7 +129,7 @@ def test_a_noise_seed_repeats_the_releases_draw_for_draw(tmp_path):
         assert main(["frontier", "--dataset", "synthetic", "--clients", "2", "--seeds", "0",
                      "--target", "0.05", "--iterations", "20", "--lam-server", "0.01",
                      "--releases", "fair-then-private", "private-then-fair",
-                     "--noise-seed", noise_seed,
+                     "--noise-seed", noise_seed, "--generator", "dp-ctgan",
                      "--generator-options", GENERATOR, "--out", str(out)]) == 0
         payload = json.loads((out / "frontier.json").read_text())
         assert payload["args"]["noise_seed"] == int(noise_seed)

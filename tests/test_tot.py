@@ -196,9 +196,23 @@ def test_safes_fits_the_transform_on_the_dp_rows_only(recording_generator, monke
 
 
 def test_the_generator_setting_resolves_by_synthesizer():
+    """auto: AIM where the fairness step reads only the DP rows (SAFES, private-then-fair),
+    DP-CTGAN otherwise; options meant for the other generator name the choice."""
+    from clients.pipeline import pipeline_config
+
     assert RunConfig().dp_generator == "dp-ctgan"
     assert RunConfig(synthesizer="safes").dp_generator == "aim"
     assert RunConfig(synthesizer="safes", generator="dp-ctgan").dp_generator == "dp-ctgan"
+    assert RunConfig(order="private-then-fair").dp_generator == "aim"
+    assert RunConfig(order="private-then-fair", generator="dp-ctgan").dp_generator == "dp-ctgan"
+    assert RunConfig(order="private-only").dp_generator == "dp-ctgan"
+    ctgan_options = '{"epochs": 1.0}'
+    with pytest.raises(ConfigError, match="auto chose aim for private-then-fair; name with "
+                                          "--generator"):
+        pipeline_config(RunConfig(order="private-then-fair", generator_options=ctgan_options))
+    named = pipeline_config(RunConfig(order="private-then-fair", generator="dp-ctgan",
+                                      generator_options=ctgan_options))
+    assert named.stage2.generator == "dp-ctgan"
     assert RunConfig(synthesizer="safes").release == "safes"
     assert RunConfig(order="private-only").release == "private-only"
 
