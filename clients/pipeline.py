@@ -87,6 +87,8 @@ class Stage2Config:
     the run config: the DP noise is fresh OS entropy unless the client seeds it. ``repair``
     (fair-then-private only; :data:`REPAIRS`): how the DP rows are mended before release, and
     ``label_share`` the share of the budget the ``"relabel"`` repair's label model spends.
+    ``auto_generator``: ``generator`` was chosen by ``--generator auto`` (an error about its
+    options then says so).
     """
 
     epsilon: float = 1.0
@@ -98,6 +100,7 @@ class Stage2Config:
     secure_mode: bool = False
     repair: str = "off"
     label_share: float = label_model.SHARE
+    auto_generator: bool = dataclasses.field(default=False, compare=False)  # provenance only
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.epsilon) and self.epsilon > 0):
@@ -126,7 +129,14 @@ class Stage2Config:
 
     def check_options(self) -> None:
         """Build (not fit) the configured generator, so a bad option fails before any work."""
-        make_generator(self.generator, epsilon=self.epsilon, delta=self.delta, **self.options)
+        try:
+            make_generator(self.generator, epsilon=self.epsilon, delta=self.delta,
+                           **self.options)
+        except ConfigError as exc:
+            if not self.auto_generator:
+                raise
+            raise ConfigError(f"{exc} (--generator auto chose {self.generator}; name with "
+                              "--generator the generator these options are for)") from None
 
     def check_delta_for(self, n: int) -> float:
         """δ for an input of ``n`` rows; raises if it is not below ``1/n``."""
@@ -224,14 +234,8 @@ def pipeline_config(config: RunConfig) -> PipelineConfig:
         epsilon=config.epsilon, delta=config.delta, fraction=config.stage2_fraction,
         generator=config.dp_generator, options=config.generator_kwargs,
         repair=config.repair_mode, label_share=config.label_share,
+        auto_generator=config.generator == "auto",
     )
-    if config.generator == "auto" and stage2.options:
-        try:
-            stage2.check_options()
-        except ConfigError as exc:
-            raise ConfigError(f"{exc} (--generator auto chose {stage2.generator} for "
-                              f"{config.order}; name with --generator the generator these "
-                              "options are for)") from None
     return PipelineConfig(order=config.order, stage1=stage1, stage2=stage2)
 
 

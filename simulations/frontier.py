@@ -171,10 +171,12 @@ def _once(config, name: str, splits, test, noise_seed: int | None = None) -> lis
     """A release without a stage-1 knob on every client (``fair4free`` and ``fadm``: in
     fair-then-private, with their fair rows before the DP generator as ``NAME rows``)."""
     config = config.replace(target=0.0, rho=0.0, synthesizer=name, order="fair-then-private")
-    results = [make_synthesizer(config.replace(seed=config.seed + 1000 * k),
-                                noise_seed=client_noise_seed(noise_seed, config.seed + 1000 * k))
-               .release(s.train, seed=config.seed + 1000 * k, fractions=[1.0])[0]
-               for k, s in enumerate(splits)]
+    results = []
+    for k, s in enumerate(splits):
+        client = config.replace(seed=config.seed + 1000 * k)
+        synthesizer = make_synthesizer(client, noise_seed=client_noise_seed(noise_seed,
+                                                                            client.seed))
+        results.append(synthesizer.release(s.train, seed=client.seed, fractions=[1.0])[0])
     out = [_record(config, name, config.epsilon, [r.rows for r in results], test)]
     if name != "safes":
         out.append(_record(config, f"{name} rows", None,

@@ -140,17 +140,3 @@ def test_a_noise_seed_repeats_the_releases_draw_for_draw(tmp_path):
     assert set(first) == {"fair-then-private", "private-then-fair"}
     assert first == again
     assert all(first[c] != other[c] for c in first)
-
-
-def test_client_noise_seeds_never_share_a_stream():
-    """Every (noise seed, client seed) pair gets its own noise seed: neighbouring noise seeds
-    with shifted clients (which a sum N + s would merge) included; None stays fresh noise."""
-    from clients.policy import client_noise_seed
-
-    seeds = [client_noise_seed(n, s + 1000 * k) for n in range(4) for s in range(3)
-             for k in range(3)]
-    assert len(set(seeds)) == len(seeds)
-    assert client_noise_seed(5, 0) != client_noise_seed(4, 1)
-    assert client_noise_seed(7, 2) == client_noise_seed(7, 2)
-    assert all(isinstance(s, int) and s >= 0 for s in seeds)
-    assert client_noise_seed(None, 3) is None

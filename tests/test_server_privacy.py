@@ -26,7 +26,7 @@ from clients.dp_ctgan import DPCTGAN, DPCTGANConfig
 from clients.dp_generators import GENERATORS, register_generator
 from clients.handlers import evaluate_content, moments_content, release_content
 from clients.label_model import DPLabelModel
-from clients.policy import PrivacyPolicy
+from clients.policy import PrivacyPolicy, client_noise_seed
 from common import privacy, protocol
 from common.datasets import make_synthetic
 from common.encoding import Encoder
@@ -240,12 +240,23 @@ def test_the_evaluation_noise_is_calibrated_to_its_epsilon():
 # --------------------------------------------------------------------------- in a federation
 
 
+def test_client_noise_seeds_never_share_a_stream():
+    """Every (noise seed, client seed) pair gets its own noise seed: neighbouring noise seeds
+    with shifted clients (which a sum N + s would merge) included; None stays fresh noise."""
+    seeds = [client_noise_seed(n, s + 1000 * k) for n in range(4) for s in range(3)
+             for k in range(3)]
+    assert len(set(seeds)) == len(seeds)
+    assert client_noise_seed(5, 0) != client_noise_seed(4, 1)
+    assert client_noise_seed(7, 2) == client_noise_seed(7, 2)
+    assert all(isinstance(s, int) and s >= 0 for s in seeds)
+    assert client_noise_seed(None, 3) is None
+
+
 def test_clients_given_one_noise_seed_never_add_the_same_noise(monkeypatch):
     """One policy seed for every node (a simulation's --noise-seed, one policy for every
     container) is keyed by each client's own seed. The attack it stops: two clients that drew
     the same noise would give the server the exact difference of their true counts."""
     from clients import handlers
-    from clients.policy import client_noise_seed
 
     def cells(shift: int, seed: int) -> np.ndarray:
         s, y = np.repeat([0, 0, 1, 1], 3000 + shift), np.tile([0, 1], 2 * (3000 + shift))
