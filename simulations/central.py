@@ -120,8 +120,11 @@ def frontier_gap(point: dict, references: Sequence[dict], *, gap: str) -> dict:
             "balanced_shortfall": 100.0 * (best_bal - point["balanced_accuracy"])}
 
 
-def verdict(point: dict, distance: dict, *, gap: str) -> str:
-    """One line: the point and its distance to the central frontier."""
+def verdict(point: dict, distance: dict, *, gap: str, utility: str = "accuracy") -> str:
+    """One line: the point and its distance to the central frontier. A point no better than
+    the constant classifier in the run's ``utility`` is called so: with ``"accuracy"``, no more
+    accurate than the majority label; with ``"balanced"``, whose operating point trades
+    accuracy for the minority label on purpose, a balanced accuracy of at most ½."""
     head = (f"{point['label']}: |{gap.upper()}| {point[gap]:.4f}, accuracy "
             f"{100 * point['accuracy']:.2f} %, balanced {point['balanced_accuracy']:.3f}")
     if distance["accuracy_shortfall"] is None:
@@ -135,7 +138,12 @@ def verdict(point: dict, distance: dict, *, gap: str) -> str:
 
     line = f"{head} — {words(acc, 'accuracy')}, {words(bal, 'balanced accuracy')}"
     constant = distance.get("constant_accuracy")
-    if constant is not None and point["accuracy"] <= constant + 1e-12:
+    if constant is None:
+        return line
+    if utility == "balanced":
+        if point["balanced_accuracy"] <= 0.5 + 1e-12:
+            line += "; no better than the constant classifier (balanced accuracy 0.500)"
+    elif point["accuracy"] <= constant + 1e-12:
         line += (f"; no more accurate than the constant classifier ({100 * constant:.2f} %: "
                  "every row the majority label)")
     return line

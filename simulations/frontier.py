@@ -90,7 +90,7 @@ def run(args) -> int:
         refs = [r for r in central_summary if r["measure"] == s["measure"]]
         s["label"] = _label(s)
         s.update(central.frontier_gap(s, refs, gap=gap))
-        verdicts.append(central.verdict(s, s, gap=gap))
+        verdicts.append(central.verdict(s, s, gap=gap, utility=base.utility))
     write_json(args.out / "frontier.json", {
         "records": records, "central": references, "summary": summary,
         "central_summary": central_summary, "verdicts": verdicts,

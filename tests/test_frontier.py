@@ -74,6 +74,13 @@ def test_a_point_no_better_than_the_constant_classifier_is_called_so():
     useful = {**weak, "accuracy": 0.72}
     assert "constant" not in central.verdict(useful, central.frontier_gap(useful, refs,
                                                                           gap="spd"), gap="spd")
+    # With the balanced utility a point below the majority label's accuracy is the aim, not
+    # a failure: it is called so only at a balanced accuracy of one half or less.
+    assert "constant" not in central.verdict(weak, d, gap="spd", utility="balanced")
+    coin = {**weak, "balanced_accuracy": 0.5}
+    assert "no better than the constant classifier (balanced accuracy 0.500)" in \
+        central.verdict(coin, central.frontier_gap(coin, refs, gap="spd"), gap="spd",
+                        utility="balanced")
 
 
 def test_frontier_gap_and_verdict_by_hand():
