@@ -15,7 +15,7 @@ import pytest
 from clients.aim import AIM, AIMConfig, graphical
 from clients.aim.budget import Schedule, zcdp_epsilon
 from clients.aim.discretise import Discretiser
-from clients.aim.mechanism import candidates, select, workload
+from clients.aim.mechanism import candidates, initial_marginals, select, workload
 from clients.dp_generators import make_generator
 from common import datasets, privacy
 from common.errors import ConfigError, DataError
@@ -103,6 +103,15 @@ def test_fair_workload_holds_s_or_y():
     assert len(marginals) == 7 + 9  # pairs: C(5,2) − C(3,2); triples: C(5,3) − C(3,3)
     assert len(workload(sizes, AIMConfig(workload="all-3way"))) == 10
     assert len(workload(sizes, AIMConfig(workload="all-3way", max_workload=4))) == 4
+
+
+def test_initial_marginals_one_way_or_within_every_group_and_label():
+    sizes = {"a": 3, "b": 4, "big": 100, "s": 2, "y": 2}
+    assert initial_marginals(sizes, AIMConfig(init="one-way")) == [
+        ("a",), ("b",), ("big",), ("s",), ("y",)]
+    # (s, y, big) has 400 cells > max_cells: that feature falls back to its 1-way marginal
+    assert initial_marginals(sizes, AIMConfig(init="group-label", max_cells=300)) == [
+        ("s", "y"), ("a", "s", "y"), ("b", "s", "y"), ("big",)]
 
 
 def test_gumbel_max_is_the_exponential_mechanism():
@@ -279,6 +288,33 @@ def test_fit_and_sample_give_valid_rows():
     assert gen.noisy_rows() == round(gen.model.total)
 
 
+def test_group_label_init_keeps_a_feature_that_only_the_pair_explains():
+    """a = s XOR y: independent of s and of y alone, so no 1-way or 2-way marginal shows it.
+    The fit measures (s, y) and (feature, s, y) first, the rows keep the relation (ε = 30),
+    and the budget adds up: one measurement fewer at the start, ρ spent exactly."""
+    rng = np.random.default_rng(0)
+    n, cats = 4000, ("p", "q")
+    s, y = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    flip = rng.random(n) < 0.05
+    schema = Schema(name="xor", features=(Column("a", kind="categorical", categories=cats),
+                                          Column("c", kind="categorical", categories=cats)),
+                    sensitive="g", privileged="1", label="l", favourable="1")
+    features = pd.DataFrame({"a": np.take(cats, (s ^ y) ^ flip),
+                             "c": np.take(cats, rng.integers(0, 2, n))})
+    data = TabularData(schema, features, s.astype(np.int8), y.astype(np.int8))
+    gen = AIM(AIMConfig(epsilon=30.0, delta=1e-6, init="group-label", rounds=8, iters=200,
+                        final_iters=200, noise_seed=0)).fit(data)
+    assert gen.measured[:3] == [("s", "y"), ("a", "s", "y"), ("c", "s", "y")]
+    spent = gen.privacy_spent()
+    assert spent["initial"] == {"marginals": "group-label", "count": 3,
+                                "sigma": spent["sigma_initial"],
+                                "rho": pytest.approx(3 / (2 * spent["sigma_initial"] ** 2))}
+    assert spent["rho_spent"] == pytest.approx(spent["rho"], rel=1e-12)
+    rows = gen.sample(n, seed=1)
+    agree = (rows.features["a"].to_numpy() == "q") == (rows.s ^ rows.y).astype(bool)
+    assert agree.mean() > 0.9  # the real rows: 0.95; independence would give 0.5
+
+
 def test_noise_follows_noise_seed_not_seed():
     """The DP noise comes from NoiseSource(noise_seed): the same noise seed repeats the fit
     whatever the public seed; another noise seed changes the measurements."""
@@ -316,6 +352,7 @@ def test_large_epsilon_keeps_the_s_y_marginal(law_school):
 @pytest.mark.parametrize("options, words", [
     ({"epochs": 3}, "unknown option"),
     ({"workload": "all"}, "workload must be one of"),
+    ({"init": "two-way"}, "init must be one of"),
     ({"bins": 1}, "bins must be"),
     ({"iters": 0}, "iters must be"),
     ({"max_model_size": -1}, "max_model_size"),

@@ -12,6 +12,8 @@ from common.errors import ConfigError
 
 #: Workloads AIM can target (see :class:`AIMConfig`).
 WORKLOADS = ("fair", "all-3way")
+#: What AIM measures before its first round (see :class:`AIMConfig`).
+INITS = ("one-way", "group-label")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +30,10 @@ class AIMConfig:
         2- and 3-way marginal that includes the sensitive attribute or the label (what the
         server's model and its fairness depend on); ``"all-3way"``: every 3-way marginal, the
         paper's workload.
+    init : {"one-way", "group-label"}
+        What is measured before the first round (:func:`clients.aim.mechanism.initial_marginals`):
+        ``"one-way"``, every 1-way marginal (the paper); ``"group-label"``, the ``(s, y)``
+        marginal and every ``(s, y, feature)`` marginal.
     max_workload : int
         At most this many workload marginals; a larger workload is cut to a random subset drawn
         with ``seed`` (public: it depends on the schema only), as the reference's
@@ -69,6 +75,7 @@ class AIMConfig:
     epsilon: float = 1.0
     delta: float = 1e-6
     workload: str = "fair"
+    init: str = "one-way"
     max_workload: int = 512
     max_cells: int = 10000
     bins: int = 16
@@ -95,6 +102,7 @@ class AIMConfig:
              f"delta must lie in (0, 1), got {self.delta!r}"),
             (self.workload in WORKLOADS,
              f"workload must be one of {list(WORKLOADS)}, got {self.workload!r}"),
+            (self.init in INITS, f"init must be one of {list(INITS)}, got {self.init!r}"),
             (whole(self.max_workload),
              f"max_workload must be an integer ≥ 1, got {self.max_workload!r}"),
             (whole(self.max_cells, 4),

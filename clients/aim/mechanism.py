@@ -42,6 +42,27 @@ def workload(sizes: dict[str, int], config: AIMConfig) -> list[Clique]:
     return marginals
 
 
+def initial_marginals(sizes: dict[str, int], config: AIMConfig) -> list[Clique]:
+    """The marginals measured before the first round, each with the same ``σ₀``.
+
+    ``"one-way"`` (the paper): every attribute's 1-way marginal. ``"group-label"``: the
+    ``(s, y)`` marginal and, for every feature ``a``, the 3-way ``(s, y, a)`` marginal (its
+    1-way marginal where that has more than ``max_cells`` cells), so that the rows keep each
+    feature's law within every (group, label) cell, what a group's rates under a linear model
+    depend on first. One measurement fewer than ``"one-way"``; the 1-way marginals they imply
+    carry more noise (the sum of 2·2 noisy cells each)."""
+    order = list(sizes)
+    if config.init == "one-way":
+        return [(a,) for a in order]
+    out = [graphical.canonical((S, Y), order)]
+    for a in order:
+        if a in (S, Y):
+            continue
+        cl = graphical.canonical((S, Y, a), order)
+        out.append(cl if math.prod(sizes[b] for b in cl) <= config.max_cells else (a,))
+    return out
+
+
 def candidates(marginals: list[Clique]) -> dict[Clique, float]:
     """Every non-empty subset of a workload marginal, weighted by its overlap with the workload,
     ``w_r = Σ_{W} |r ∩ W|`` (the paper's ``compile_workload``)."""
@@ -116,7 +137,8 @@ class AIM:
         if rho <= 0:
             raise ConfigError(f"aim: the reserved mechanisms {sorted(self.reserved)} spend the "
                               "whole budget; lower their share.")
-        schedule = Schedule(rho, rounds=cfg.rounds or 16 * len(sizes), attributes=len(sizes))
+        first = initial_marginals(sizes, cfg)
+        schedule = Schedule(rho, rounds=cfg.rounds or 16 * len(sizes), attributes=len(first))
         answers: dict[Clique, np.ndarray] = {}
 
         def answer(cl: Clique) -> np.ndarray:  # the true marginal: private
@@ -133,8 +155,8 @@ class AIM:
 
         measurements: list = []
         self.measured = []
-        for a in sizes:
-            measure((a,), schedule.sigma)
+        for cl in first:
+            measure(cl, schedule.sigma)
         model = graphical.estimate(sizes, measurements, total=total_estimate(measurements),
                                    iters=cfg.iters)
         last = False
@@ -207,7 +229,7 @@ class AIM:
         ("zcdp"), ``rho`` (the budget), ``rho_spent`` (initialisation plus rounds),
         ``reserved`` (the zCDP ρ of each reserved mechanism, outside ``rho``),
         ``target_epsilon``; ``rounds_planned`` (``T``), ``rounds`` (selections made),
-        ``annealed`` (how many halved σ), ``one_way`` (count, σ and ρ of the initial 1-way
+        ``annealed`` (how many halved σ), ``initial`` (which, how many, σ and ρ of the initial
         measurements), ``sigma_initial`` / ``epsilon_em_initial`` (the first round's),
         ``per_round`` (each round's clique, σ, exponential-mechanism ε and ρ), and the
         workload's name and size.
@@ -225,8 +247,8 @@ class AIM:
             "reserved": dict(self.reserved),
             "rounds_planned": sch.rounds, "rounds": len(sch.history),
             "annealed": sum(bool(h.get("annealed")) for h in sch.history),
-            "one_way": {"count": len(self.domain.sizes), "sigma": sch.initial_sigma,
-                        "rho": sch.initial_rho},
+            "initial": {"marginals": cfg.init, "count": len(self.measured) - len(sch.history),
+                        "sigma": sch.initial_sigma, "rho": sch.initial_rho},
             "sigma_initial": sch.initial_sigma, "epsilon_em_initial": sch.initial_epsilon,
             "per_round": [dict(h) for h in sch.history],
             "workload": cfg.workload, "workload_size": len(self.workload),
