@@ -172,3 +172,20 @@ def test_bad_fraction_in_a_fraction_list_is_refused(toy):
 def test_every_order_is_registered_for_single_and_multi_runs():
     assert set(ORDERS) == {"real", "fair-only", "private-only", "fair-then-private",
                            "private-then-fair"}
+
+
+@pytest.mark.parametrize("auto", [True, False])
+def test_private_then_fair_warns_when_auto_gives_aim_a_small_table(toy, caplog, auto):
+    """--generator auto chooses AIM for private-then-fair; on a table the generator's own DP
+    row estimate puts below SMALL_TABLE the client is told that DP-CTGAN made the fairer rows
+    there. A user who named AIM is not."""
+    quick_aim = {"rounds": 8, "iters": 20, "final_iters": 20}
+    cfg = PipelineConfig(order="private-then-fair", stage1=Stage1Config(iterations=5, rho=10.0),
+                         stage2=Stage2Config(generator="aim", auto_generator=auto,
+                                             options=quick_aim, noise_seed=0))
+    with caplog.at_level("WARNING", logger="clients.pipeline"):
+        run_pipeline(toy, cfg, seed=1)
+    warned = [r for r in caplog.records if "small table for AIM" in r.getMessage()]
+    assert len(toy) < pipeline.SMALL_TABLE and bool(warned) == auto
+    if auto:
+        assert "--generator dp-ctgan" in warned[0].getMessage()
