@@ -430,7 +430,8 @@ def _private_then_fair(train: TabularData, config: PipelineConfig, seed: int,
                        fractions: Sequence[float]) -> list[PipelineResult]:
     """The DP generator on the real rows, ``N̂`` DP rows in place of the real ones (``N̂``: the
     generator's DP estimate of ``N``), then stage 1 on them at fraction ``Ñ₂/N`` (so the
-    released size is ``fraction · N̂``)."""
+    released size is ``fraction · N̂``). Logs a warning (on the client only) when ``auto`` gave
+    AIM a table of fewer than :data:`SMALL_TABLE` rows by ``N̂``."""
     generator, fit = _fit_generator(train, config, seed)
     n_hat = generator.noisy_rows()
     if config.stage2.auto_generator and config.stage2.generator == "aim" and n_hat < SMALL_TABLE:

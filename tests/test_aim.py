@@ -39,7 +39,7 @@ def test_schedule_without_annealing_matches_the_paper():
     is left, i.e. after 44 rounds (0.05625 + 44/48 = 0.972917 > 1 − 2/48), and spends the
     0.0270833ρ left."""
     rho = privacy.zcdp_rho(1.0, 1e-6)
-    sch = Schedule(rho, rounds=48, attributes=3)
+    sch = Schedule(rho, rounds=48, initial=3)
     assert sch.initial_sigma == pytest.approx(math.sqrt(48 / (1.8 * rho)), rel=1e-12)
     assert sch.initial_epsilon == pytest.approx(math.sqrt(0.8 * rho / 48), rel=1e-12)
     assert sch.initial_rho == pytest.approx(0.05625 * rho, rel=1e-12)
@@ -65,7 +65,7 @@ def test_schedule_with_annealing_still_spends_rho_exactly():
     spent); after the second halving a round would cost 16ρ/T = 0.4ρ, and 0.6625ρ < 0.8ρ is
     left, so round 4 is the last and spends exactly that."""
     rho = privacy.zcdp_rho(2.0, 1e-7)
-    sch = Schedule(rho, rounds=40, attributes=5)
+    sch = Schedule(rho, rounds=40, initial=5)
     costs, last = [], False
     while not last:
         sigma, eps, last = sch.next_round()

@@ -6,8 +6,9 @@ adds up over mechanisms; a Gaussian measurement of an L2-sensitivity-1 marginal 
 ``σ`` costs ``1/(2σ²)`` and the exponential mechanism with parameter ``ε`` costs ``ε²/8``
 (Cesar & Rogers 2021, bounded range). With ``T`` rounds (paper: ``16·d``):
 
-* initialisation: every one of the ``d`` 1-way marginals measured with
-  ``σ₀ = \sqrt{T / (2 · 0.9 · ρ)}``, costing ``d/(2σ₀²) = 0.9·d·ρ/T``;
+* initialisation: ``m`` marginals measured with ``σ₀ = \sqrt{T / (2 · 0.9 · ρ)}``, costing
+  ``m/(2σ₀²) = 0.9·m·ρ/T`` (the paper: the ``d`` 1-way marginals, ``m = d``; with
+  ``init = "group-label"``, ``(s, y)`` and the ``d − 2`` ``(s, y, feature)`` marginals);
 * round ``t``: the exponential mechanism with ``ε_t`` (first ``\sqrt{8 · 0.1 · ρ/T}``), then one
   Gaussian measurement with ``σ_t``: ``ρ_t = ε_t²/8 + 1/(2σ_t²)`` (first ``ρ/T``: 10 % for the
   selection, 90 % for the measurement);
@@ -43,23 +44,24 @@ class Schedule:
     rho : float
         The zCDP budget.
     rounds : int
-        ``T``; must be at least ``attributes`` so that the 1-way marginals leave budget for the
+        ``T``; must be at least ``initial`` so that the first measurements leave budget for the
         rounds.
-    attributes : int
-        ``d``, the number of 1-way marginals measured first.
+    initial : int
+        ``m``, the number of marginals measured before the first round.
     """
 
-    def __init__(self, rho: float, *, rounds: int, attributes: int):
-        if rounds < attributes:
-            raise ConfigError(f"aim: rounds must be at least the number of attributes "
-                              f"({attributes}) so that the 1-way marginals leave budget for the "
-                              f"rounds, got {rounds}; use None (16 per attribute).")
+    def __init__(self, rho: float, *, rounds: int, initial: int):
+        if rounds < initial:
+            raise ConfigError(f"aim: rounds must be at least the number of marginals measured "
+                              f"first ({initial}) so that they leave budget for the rounds, got "
+                              f"{rounds}; use None (16 per attribute).")
         self.rho = float(rho)
         self.rounds = int(rounds)
         self.sigma = math.sqrt(rounds / (2.0 * MEASURE_SHARE * rho))
         self.epsilon = math.sqrt(8.0 * (1.0 - MEASURE_SHARE) * rho / rounds)
         self.initial_sigma, self.initial_epsilon = self.sigma, self.epsilon
-        self.initial_rho = attributes / (2.0 * self.sigma**2)
+        self.initial = int(initial)
+        self.initial_rho = initial / (2.0 * self.sigma**2)
         self.used = self.initial_rho
         self.history: list[dict] = []
         self.finished = False

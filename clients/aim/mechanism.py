@@ -138,7 +138,7 @@ class AIM:
             raise ConfigError(f"aim: the reserved mechanisms {sorted(self.reserved)} spend the "
                               "whole budget; lower their share.")
         first = initial_marginals(sizes, cfg)
-        schedule = Schedule(rho, rounds=cfg.rounds or 16 * len(sizes), attributes=len(first))
+        schedule = Schedule(rho, rounds=cfg.rounds or 16 * len(sizes), initial=len(first))
         answers: dict[Clique, np.ndarray] = {}
 
         def answer(cl: Clique) -> np.ndarray:  # the true marginal: private
@@ -247,7 +247,7 @@ class AIM:
             "reserved": dict(self.reserved),
             "rounds_planned": sch.rounds, "rounds": len(sch.history),
             "annealed": sum(bool(h.get("annealed")) for h in sch.history),
-            "initial": {"marginals": cfg.init, "count": len(self.measured) - len(sch.history),
+            "initial": {"marginals": cfg.init, "count": sch.initial,
                         "sigma": sch.initial_sigma, "rho": sch.initial_rho},
             "sigma_initial": sch.initial_sigma, "epsilon_em_initial": sch.initial_epsilon,
             "per_round": [dict(h) for h in sch.history],
