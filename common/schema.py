@@ -41,6 +41,11 @@ NAN_VALUES = (
     "column {column!r} has {count} missing/NaN/inf value(s) (first at row {row}). Drop or "
     "impute those rows before loading: fairsynth never fills values in silently."
 )
+NAN_FEATURES = (
+    "{listing}. Drop or impute those rows before loading: fairsynth "
+    "never fills values in silently. Or leave {which} out of the features (for your own CSV: "
+    "--drop {names})."
+)
 NOT_NUMERIC = (
     "column {column!r} is declared continuous but holds non-numeric values such as {example!r}"
     " (row {row}). Clean or drop those rows (for your own CSV, or declare the column "
@@ -362,10 +367,10 @@ def from_frame(frame: pd.DataFrame, schema: Schema) -> TabularData:
         frame[schema.label], role="label", column=schema.label,
         positive=schema.favourable, which="favourable", flag="favourable",
     )
+    _check_features_complete(frame, schema.feature_names)
     features = {}
     for col in schema.features:
         values = frame[col.name]
-        _check_no_missing(values, col.name)
         if col.kind == "continuous":
             numeric = pd.to_numeric(values, errors="coerce")
             bad = numeric.isna()
@@ -394,16 +399,45 @@ def from_frame(frame: pd.DataFrame, schema: Schema) -> TabularData:
     )
 
 
-def _check_no_missing(values: pd.Series, column: str) -> None:
+def _missing(values: pd.Series) -> np.ndarray:
+    """Which cells of ``values`` are missing: NaN, ±inf, or a :data:`MISSING_TEXT` marker."""
     bad = values.isna().to_numpy()
     if values.dtype.kind == "f":
         bad = bad | ~np.isfinite(values.to_numpy())
     if values.dtype == object or values.dtype.kind in "OUT":
         bad = bad | values.astype(str).str.strip().isin(MISSING_TEXT).to_numpy()
+    return bad
+
+
+def _check_no_missing(values: pd.Series, column: str) -> None:
+    bad = _missing(values)
     if bad.any():
         raise DataError(
             NAN_VALUES.format(column=column, count=int(bad.sum()), row=int(np.argmax(bad)))
         )
+
+
+def _check_features_complete(frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    """Every feature column with a missing cell, named in one error (most missing first), so
+    that a raw table is mended in one pass rather than one column at a time."""
+    found = []
+    for column in columns:
+        bad = _missing(frame[column])
+        if bad.any():
+            found.append((int(bad.sum()), column, int(np.argmax(bad))))
+    if not found:
+        return
+    found.sort(key=lambda f: -f[0])
+    if len(found) == 1:
+        count, column, row = found[0]
+        listing = f"column {column!r} has {count} missing/NaN/inf value(s) (first at row {row})"
+    else:
+        shown = ", ".join(f"{c!r} ({n}, first at row {r})" for n, c, r in found[:12])
+        more = f" and {len(found) - 12} more" if len(found) > 12 else ""
+        listing = f"{len(found)} feature columns have missing/NaN/inf values: {shown}{more}"
+    raise DataError(NAN_FEATURES.format(
+        listing=listing, which="the column" if len(found) == 1 else "those columns",
+        names=",".join(c for _, c, _ in found)))
 
 
 def concat(parts: Sequence[TabularData]) -> TabularData:

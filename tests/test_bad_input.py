@@ -167,6 +167,11 @@ CASES: dict[str, Callable[[Path], str]] = {
         csv(t, good_frame().assign(score=lambda f: f.score.mask(f.index == 4))))]),
     "csv-inf": lambda t: run_cli(t, ["stage1-sweep", *csv_args(
         csv(t, good_frame().assign(score=lambda f: f.score.mask(f.index == 9, np.inf))))]),
+    "csv-nan-columns": lambda t: run_cli(t, ["stage1-sweep", *csv_args(
+        csv(t, good_frame().assign(score=lambda f: f.score.mask(f.index < 3),
+                                   region=lambda f: f.region.mask(f.index == 7))))]),
+    "csv-identifier": lambda t: run_cli(t, ["stage1-sweep", *csv_args(
+        csv(t, good_frame().assign(name=lambda f: [f"person {i}" for i in f.index])))]),
     "csv-text-in-numeric": lambda t: run_cli(t, ["stage1-sweep", *csv_args(
         csv(t, good_frame().astype({"age": object}).assign(
             age=lambda f: f.age.mask(f.index == 3, "forty"))))]),

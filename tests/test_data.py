@@ -94,6 +94,59 @@ def test_csv_loader_errors_name_the_problem(tmp_path, overrides, kwargs, message
         datasets.load_csv(_write(tmp_path, _frame(**overrides)), **args)
 
 
+def test_every_feature_with_missing_cells_is_named_at_once(tmp_path):
+    frame = _frame(a=[np.nan] + [0.0] * 19, c=["u", "", "", "v"] * 5)
+    with pytest.raises(DataError) as err:
+        datasets.load_csv(_write(tmp_path, frame), sensitive="grp", privileged="x",
+                          label="lab", favourable="1")
+    text = str(err.value)
+    # Most missing first, each with its count and first row; the --drop list names both.
+    assert "2 feature columns have missing/NaN/inf values: 'c' (10, first at row 1), " \
+           "'a' (1, first at row 0)" in text
+    assert "--drop c,a" in text and "never fills values in silently" in text
+
+
+def test_identifier_columns_are_refused(tmp_path):
+    n = 60
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({
+        "a": rng.normal(size=n), "grp": ["x", "y"] * (n // 2), "lab": [0, 1, 1, 0] * (n // 4),
+        "name": [f"person {i}" for i in range(n)],           # one value a row
+        "case": [f"C{i % 40}" for i in range(n)],             # 40 values in 60 rows
+        "town": [f"t{i % 20}" for i in range(n)],             # 20: a category, 3 rows each
+    })
+    args = {"sensitive": "grp", "privileged": "x", "label": "lab", "favourable": "1"}
+    with pytest.raises(DataError) as err:
+        datasets.load_csv(_write(tmp_path, frame), **args)
+    text = str(err.value)
+    assert "'name' (60 values in 60 rows), 'case' (40 values in 60 rows)" in text
+    assert "--drop name,case" in text and "town" not in text
+    # The same refusal stops a draft, whose categories would otherwise list every name.
+    with pytest.raises(DataError, match="identifiers or free text"):
+        datasets.draft_schema(_write(tmp_path, frame), **args)
+    data = datasets.load_csv(_write(tmp_path, frame), drop=["name", "case"], **args)
+    assert {c.name for c in data.schema.categorical} == {"town"}
+
+
+def test_a_long_category_list_and_a_numeric_identifier_are_warned(tmp_path, caplog):
+    n = 400
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({
+        "a": rng.normal(size=n), "grp": ["x", "y"] * (n // 2), "lab": [0, 1, 1, 0] * (n // 4),
+        "zip": [f"z{i % 150}" for i in range(n)],            # 150 categories, < n/2
+        "row_id": rng.permutation(n) + 1000,                 # a whole number a row
+        "score": rng.normal(size=n),                          # unique, but not whole
+    })
+    with caplog.at_level("WARNING"):
+        data = datasets.load_csv(_write(tmp_path, frame), sensitive="grp", privileged="x",
+                                 label="lab", favourable="1")
+    assert {c.name for c in data.schema.features} == {"a", "zip", "row_id", "score"}
+    warned = caplog.text
+    assert "column 'zip' of mine.csv has 150 categories" in warned and "--drop zip" in warned
+    assert "column 'row_id' of mine.csv holds a different whole number" in warned
+    assert "'score'" not in warned and "'a'" not in warned
+
+
 def test_non_binary_sensitive_is_binarised_with_privileged_value(tmp_path, caplog):
     frame = _frame(grp=["x", "y", "z", "x"] * 5)
     data = datasets.load_csv(_write(tmp_path, frame), sensitive="grp", privileged="x",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ import pandas as pd
 
 from common.errors import DataError
 from common.schema import MISSING_TEXT, Column, Schema, TabularData, binarise, from_frame
+
+logger = logging.getLogger(__name__)
 
 #: The key that marks a drafted schema file as read from the rows (see the module docstring).
 DRAFT_KEY = "draft"
@@ -65,6 +68,22 @@ OUTSIDE_BOUNDS = (
     "{schema} declares (such as {example:g}). Widen the column's bounds in {schema} (from "
     "domain knowledge, not from these rows), or remove those rows."
 )
+IDENTIFIERS = (
+    "{listing} of {file} hold{s} a different value in nearly every row: identifiers or free "
+    "text (names, case numbers, timestamps), not features. A model cannot learn from them, and "
+    "their categories would disclose the rows. Leave them out with --drop {names}."
+)
+MANY_CATEGORIES = (
+    "column %r of %s has %d categories (%.0f rows each on average): each is a feature of its "
+    "own, and a DP generator's noise drowns the rare ones. Consider merging them into fewer "
+    "categories, or --drop %s."
+)
+#: A text column with more distinct values than this share of the rows (and more than
+#: :data:`MIN_IDENTIFIER_VALUES`) is refused as an identifier; one with more than
+#: :data:`MANY_CATEGORY_WARNING` categories is accepted with a warning.
+IDENTIFIER_SHARE = 0.5
+MIN_IDENTIFIER_VALUES = 20
+MANY_CATEGORY_WARNING = 100
 DECLARED_NOT_NUMERIC = (
     "column {column!r} of {file} is continuous in {schema} but holds {count} non-numeric "
     "value(s) such as {example!r} (row {row}). Clean or drop those rows, or declare the column "
@@ -251,6 +270,30 @@ def _load_declared(frame: pd.DataFrame, path: Path, schema: Schema, source: str,
     return data
 
 
+def _check_not_identifiers(frame: pd.DataFrame, path: Path, feats: Sequence[Column]) -> None:
+    """Refuse text columns that are (nearly) unique per row; warn of very many categories and
+    of a whole-number column with a different value in every row (an identifier, perhaps)."""
+    n = len(frame)
+    unique = [c.name for c in feats if c.kind == "categorical"
+              and len(c.categories) > max(IDENTIFIER_SHARE * n, MIN_IDENTIFIER_VALUES)]
+    if unique:
+        listing = ", ".join(f"{c!r} ({frame[c].nunique()} values in {n} rows)" for c in unique)
+        raise DataError(IDENTIFIERS.format(
+            listing=f"column{'s' if len(unique) > 1 else ''} {listing}", file=path.name,
+            s="" if len(unique) > 1 else "s", names=",".join(unique)))
+    for col in feats:
+        if col.kind == "categorical" and len(col.categories) > MANY_CATEGORY_WARNING:
+            logger.warning(MANY_CATEGORIES, col.name, path.name, len(col.categories),
+                           n / len(col.categories), col.name)
+        elif col.kind == "continuous" and n >= 2 * MIN_IDENTIFIER_VALUES:
+            values = pd.to_numeric(frame[col.name], errors="coerce").dropna()
+            if (len(values) == n and values.is_unique
+                    and bool(np.all(values == np.round(values)))):
+                logger.warning("column %r of %s holds a different whole number in every row: "
+                               "if it is an identifier, leave it out with --drop %s.",
+                               col.name, path.name, col.name)
+
+
 # --------------------------------------------------------------------------- drafts
 
 
@@ -386,6 +429,7 @@ def _read_schema_from_rows(
             feats.append(Column(col))
     if not feats:
         raise DataError(f"{path.name} has no feature columns left after --drop.")
+    _check_not_identifiers(frame, path, feats)
     return Schema(
         name=name or path.stem, features=tuple(feats), sensitive=sensitive,
         privileged=str(privileged), label=label, favourable=str(favourable),
