@@ -33,7 +33,7 @@ misclassified rows' pulls are capped: the descent minimises the logistic loss co
 tangent past the margin where a row's residual reaches ``c/‖x‖`` (a Huber-like loss). Clipping
 at ``C`` instead would leave nearly every gradient whole and double the noise; measured on both
 bundled datasets, a held-out one and under both measures, the halved noise outweighs the cap's
-bias (docs/results.md, "The gradient clip at C/2").
+bias (docs/fairness.md, "The gradient clip at C/2").
 
 On a small table the noise can swamp the model. A tenth of its budget pays for one noisy count
 (:meth:`DPLabelModel.check`): the stage-1 rows it predicts right, minus those a constant

@@ -400,7 +400,7 @@ def _fair_then_private(train: TabularData, config: PipelineConfig, seed: int,
                 "stage-1 rows no better than a constant does (noisy margin %.0f rows), so the "
                 "release is mended by repair %r instead. More rows, or a larger epsilon or "
                 "label-share, avoid this; on two of the three small tables measured "
-                "--generator aim released more accurate rows (docs/results.md, 'Which "
+                "--generator aim released more accurate rows (docs/held-out.md, 'Which "
                 "generator for which table').",
                 margin, repair)
         fit += time.perf_counter() - start
@@ -439,7 +439,7 @@ def _private_then_fair(train: TabularData, config: PipelineConfig, seed: int,
             "private-then-fair: about %d rows (the generator's DP estimate) is a small table for "
             "AIM, which --generator auto chose: on four of the five tables of at most 2,400 rows "
             "a client measured, private-then-fair's rows were less fair with AIM than with "
-            "DP-CTGAN (docs/results.md, 'Which generator for private-then-fair'); consider "
+            "DP-CTGAN (docs/fairness.md, 'Which generator for private-then-fair'); consider "
             "--generator dp-ctgan.", n_hat)
     private, t, fair = _stage1_on_dp_rows(generator, n_hat, config, seed, fractions)
     report = _dp_report("private-then-fair", generator, COVERS_REAL_POST)

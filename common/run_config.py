@@ -308,7 +308,7 @@ class RunConfig:
         """``generator`` with auto resolved: aim where the fairness step runs on the DP rows
         alone (private-then-fair, safes), so that a gap measured on them stands for the real
         rows' gap; dp-ctgan where the generator learns rows that are already fair
-        (fair-then-private) or none is asked for (docs/results.md, 'Which generator for
+        (fair-then-private) or none is asked for (docs/fairness.md, 'Which generator for
         private-then-fair')."""
         if self.generator != "auto":
             return self.generator

@@ -135,7 +135,7 @@ class FederationResult:
                 f"scores {100 * constant:.2f} % on these rows (every row the majority label). "
                 "With skewed labels a tight fairness target can cost that much (--utility "
                 "balanced keeps the classes apart); on a small table the DP noise can (more "
-                "rows a client or a larger ε help; docs/results.md, 'Six more tables never "
+                "rows a client or a larger ε help; docs/held-out.md, 'Six more tables never "
                 "tuned on')."]
 
     def node_lines(self) -> list[str]:

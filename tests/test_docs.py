@@ -54,3 +54,26 @@ def test_ci_runs_the_readme_test_command():
     command = "./setup.sh && FAIRSYNTH_DATA_DIR=../shared/data .venv/bin/pytest"
     assert command in readme
     assert command in ci
+
+
+#: A section named in code, ``docs/<page>.md, 'Title'`` (or in double quotes), across lines.
+SECTION = re.compile(r"docs/([\w-]+\.md), (?:'([^']+)'|\"([^\"]+)\")")
+
+
+def test_sections_named_in_code_exist():
+    """A message or comment that sends the reader to a section of a page names one that is
+    there, so that moving a section between pages cannot leave a stale pointer behind."""
+    missing = []
+    for path in sorted(ROOT.glob("*/**/*.py")):
+        if ".venv" in path.parts:
+            continue
+        text = re.sub(r"[\"']\s*\n\s*(?:#:?\s*)?[\"']", "", path.read_text())  # join strings
+        text = re.sub(r"\n\s*(?:#:?|\"\"\")?\s*", " ", text)
+        for page, single, double in SECTION.findall(text):
+            title = " ".join((single or double).split())
+            dest = ROOT / "docs" / page
+            headings = ({line.lstrip("#").strip() for line in dest.read_text().splitlines()
+                         if line.startswith("#")} if dest.exists() else set())
+            if title not in headings:
+                missing.append(f"{path.relative_to(ROOT)}: {page}, {title!r}")
+    assert missing == []
