@@ -6,7 +6,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -73,12 +73,22 @@ def candidates(marginals: list[Clique]) -> dict[Clique, float]:
 
 
 def select(scores: dict[Clique, float], sensitivity: float, epsilon: float,
-           noise: privacy.NoiseSource) -> Clique:
-    """The exponential mechanism, ``P(r) ∝ exp(ε · q_r / (2Δ))``, by the Gumbel-max trick:
-    ``argmax_r ε q_r / (2Δ) + G_r`` with independent standard Gumbel ``G_r``."""
+           noise: privacy.NoiseSource, eligible: Callable[[Clique], bool] | None = None
+           ) -> Clique:
+    """The exponential mechanism, ``P(r) ∝ exp(ε · q_r / (2Δ))`` over the candidates that are
+    ``eligible`` (all by default), by the Gumbel-max trick: ``argmax_r ε q_r / (2Δ) + G_r``
+    with independent standard Gumbel ``G_r``. The noisy scores are drawn for every candidate
+    and read in decreasing order until an eligible one: the argmax over the eligible set, so
+    the same distribution, for as many eligibility checks as it takes."""
     keys = list(scores)
     q = np.array([scores[k] for k in keys])
-    return keys[int(np.argmax(0.5 * epsilon / sensitivity * q + noise.gumbel(len(keys))))]
+    noisy = 0.5 * epsilon / sensitivity * q + noise.gumbel(len(keys))
+    if eligible is None:
+        return keys[int(np.argmax(noisy))]
+    for i in np.argsort(-noisy, kind="stable"):
+        if eligible(keys[i]):
+            return keys[i]
+    raise ValueError("select: no candidate is eligible")
 
 
 def total_estimate(measurements) -> float:
@@ -191,15 +201,25 @@ class AIM:
         quality ``w_r (‖μ_r − μ̂_r‖₁ − \\sqrt{2/π} σ n_r)``, sensitivity ``max_r w_r``."""
         free = {sub for cl in model.cliques for k in range(1, len(cl) + 1)
                 for sub in itertools.combinations(cl, k)}
-        scores, sizes = {}, model.sizes
+        sizes = model.sizes
+        fits: dict[Clique, bool] = {}
+
+        def eligible(cl: Clique) -> bool:  # depends on the model (DP) only, never on the rows
+            if cl not in fits:
+                fits[cl] = cl in free or graphical.model_size(
+                    sizes, [*model.cliques, cl]) <= size_limit
+            return fits[cl]
+
+        # Δ is the largest weight among the eligible candidates; the heaviest ones are checked
+        # first, so that only as many junction trees are built as the answer needs.
+        heaviest = sorted(pool, key=lambda cl: -abs(pool[cl]))
+        sensitivity = next(abs(pool[cl]) for cl in heaviest if eligible(cl))
+        scores = {}
         for cl, weight in pool.items():
-            if cl not in free and graphical.model_size(sizes, [*model.cliques, cl]) > size_limit:
-                continue
             error = float(np.abs(answer(cl) - model.project(cl).ravel()).sum())
             bias = math.sqrt(2.0 / math.pi) * sigma * math.prod(sizes[a] for a in cl)
             scores[cl] = weight * (error - bias)
-        sensitivity = max(abs(pool[cl]) for cl in scores)
-        return select(scores, sensitivity, epsilon, noise)
+        return select(scores, sensitivity, epsilon, noise, eligible)
 
     # -- post-processing -------------------------------------------------------------------
 
