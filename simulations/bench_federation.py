@@ -6,8 +6,10 @@ Run as a script (it starts the command line in a subprocess and watches its proc
         [--skip-k50] [--k500] [--out results/bench_federation.json]
 
 Measures, for the default run (Law School, 2 clients, fair-then-private, ε = 1; target
-≤ 60 s), for Law School split 50 ways (target ≤ 10 min) and, with ``--k500``, for Adult split
-500 ways (target ≤ 15 min): wall time of the whole command
+≤ 60 s), for Law School split 50 ways (target ≤ 10 min), with ``--k500`` for Adult split
+500 ways (target ≤ 15 min), and with ``--large K`` for a table of K copies of Adult's rows
+read as a CSV of your own with Adult's declared schema (K = 6: 271,332 rows, the size of the
+largest public fairness tables; target ≤ 10 min): wall time of the whole command
 (Python start, Ray start, both stages on every client, server, evaluation) and peak memory,
 as the largest sum of resident set sizes over the command's process tree (the CLI and every
 Ray process it starts, sampled every 0.2 s from ``/proc``) and as the CLI process's own
@@ -109,12 +111,37 @@ def measure(argv: list[str], *, target_seconds: float) -> dict:
     }
 
 
+def large_table(folder: Path, *, copies: int) -> tuple[Path, Path]:
+    """A CSV of ``copies`` shuffled copies of Adult's rows (sensitive column sex, label income)
+    and Adult's declared schema beside it: a wide-enough table of the size of the largest
+    public fairness tables, from data every checkout has."""
+    import dataclasses
+
+    import numpy as np
+    import pandas as pd
+
+    from common import datasets
+
+    adult = datasets.load("adult")
+    schema = adult.schema
+    frame = adult.features.copy()
+    frame[schema.sensitive] = np.where(adult.s == 1, schema.privileged, "Female")
+    frame[schema.label] = np.where(adult.y == 1, schema.favourable, "<=50K")
+    big = pd.concat([frame] * copies, ignore_index=True).sample(frac=1.0, random_state=0)
+    csv, declared = folder / f"adult_x{copies}.csv", folder / f"adult_x{copies}_schema.json"
+    big.to_csv(csv, index=False)
+    declared.write_text(json.dumps({**dataclasses.asdict(schema), "name": csv.stem}))
+    return csv, declared
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("results/bench_federation.json"))
     parser.add_argument("--skip-k50", action="store_true", help="no 50-client run")
     parser.add_argument("--k500", action="store_true",
                         help="also Adult split 500 ways (about 10 minutes)")
+    parser.add_argument("--large", type=int, default=0, metavar="K",
+                        help="also a CSV of K copies of Adult's rows (K = 6: 271,332 rows)")
     args = parser.parse_args(argv)
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -126,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.k500:
         report["simulate_adult_k500"] = measure(["simulate", "--dataset", "adult",
                                                  "--clients", "500"], target_seconds=900)
+    if args.large:
+        with tempfile.TemporaryDirectory(prefix="bench-large-") as tmp:
+            csv, schema = large_table(Path(tmp), copies=args.large)
+            report[f"simulate_adult_x{args.large}"] = measure(
+                ["simulate", "--csv", str(csv), "--schema", str(schema)], target_seconds=600)
     write_json(args.out, report)
     print(json.dumps(report, indent=2))
     return 0
