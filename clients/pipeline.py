@@ -46,7 +46,7 @@ COVERS_REAL_POST = "the real training rows, end to end: stage 1 only post-proces
 COVERS_STAGE1 = "the stage-1 rows only (stage 2's input), not the real rows they were computed from"
 COVERS_NOTHING = "nothing: the released rows carry no formal privacy guarantee"
 #: Below this many rows (the DP generator's own estimate) private-then-fair warns that AIM,
-#: ``--generator auto``'s choice for it, made less fair rows than DP-CTGAN on four of the five
+#: ``--generator auto``'s choice for it, made less fair rows than DP-CTGAN on four of the six
 #: tables of at most 2,400 rows a client measured, and more fair ones at 8,000 and above.
 SMALL_TABLE = 5_000
 
@@ -437,7 +437,7 @@ def _private_then_fair(train: TabularData, config: PipelineConfig, seed: int,
     if config.stage2.auto_generator and config.stage2.generator == "aim" and n_hat < SMALL_TABLE:
         logger.warning(
             "private-then-fair: about %d rows (the generator's DP estimate) is a small table for "
-            "AIM, which --generator auto chose: on four of the five tables of at most 2,400 rows "
+            "AIM, which --generator auto chose: on four of the six tables of at most 2,400 rows "
             "a client measured, private-then-fair's rows were less fair with AIM than with "
             "DP-CTGAN (docs/fairness.md, 'Which generator for private-then-fair'); consider "
             "--generator dp-ctgan.", n_hat)
