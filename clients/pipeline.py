@@ -22,11 +22,13 @@ fractions from one fit.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -294,9 +296,32 @@ def _n_out(fraction: float, n: float) -> int:
     return max(1, round(fraction * n))
 
 
+#: Fitted generators that :func:`reuse_generators` lets a sweep share (None: no sharing).
+_SHARED: ContextVar[dict | None] = ContextVar("shared_generators", default=None)
+
+
+@contextlib.contextmanager
+def reuse_generators() -> Iterator[None]:
+    """Within the block, a DP generator fitted to the same rows (the same object), with the same
+    stage-2 settings, seed and reserved mechanisms, is fitted once and reused. A sweep over τ
+    then fits each client's private-then-fair (and private-only) generator once per seed, and
+    its points differ by τ alone, on the same DP rows. Only sweeps use it; a client's every
+    release gets a fit of its own."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
 def _fit_generator(data: TabularData, config: PipelineConfig, seed: int, reserve=()):
     """Fit the configured DP generator on ``data`` with ``reserve`` (mechanisms another step
-    runs on ``data``) in its accounting; returns it and the fit's seconds."""
+    runs on ``data``) in its accounting; returns it and the fit's seconds (a fit shared by
+    :func:`reuse_generators` reports the seconds it took once)."""
+    shared = _SHARED.get()
+    key = (id(data), repr(config.stage2), seed, repr(tuple(reserve)))
+    if shared is not None and key in shared and shared[key][0] is data:
+        return shared[key][1], shared[key][2]
     start = time.perf_counter()
     cfg = config.stage2
     options = dict(cfg.options)
@@ -307,7 +332,10 @@ def _fit_generator(data: TabularData, config: PipelineConfig, seed: int, reserve
     generator = make_generator(cfg.generator, epsilon=cfg.epsilon,
                                delta=cfg.check_delta_for(len(data)), seed=seed, **options)
     generator.fit(data, reserve=reserve)
-    return generator, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if shared is not None:  # holding ``data`` keeps its id from being reused while shared
+        shared[key] = (data, generator, seconds)
+    return generator, seconds
 
 
 def _sample(generator, n: int, seed: int) -> tuple[TabularData, float]:

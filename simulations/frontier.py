@@ -14,7 +14,10 @@ prints one verdict per point: how far it is from the central frontier at its own
 
 The DP noise is fresh on every run, so two runs of a release differ by up to a few hundredths
 of the gap; ``--noise-seed`` fixes every client's noise, so that two commits or settings are
-compared on the same draws (a paired comparison).
+compared on the same draws (a paired comparison). Private-then-fair's generator reads the real
+rows, not τ, so each client fits it once per seed and every τ runs stage 1 on the same DP rows
+(from the commit after `9c986f9`; before, once per τ: three times the fits, and with fresh
+noise a new draw for each τ).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import dataclasses
 import logging
 import time
 
-from clients.pipeline import pipeline_config, run_pipeline_fractions
+from clients.pipeline import pipeline_config, reuse_generators, run_pipeline_fractions
 from clients.policy import client_noise_seed
 from clients.synthesizers import make_synthesizer
 from common.global_model import fit_global_model
@@ -120,7 +123,15 @@ def _label(s: dict) -> str:
 def sweep(base, points: list[dict], clients: int, releases, *, noise_seed: int | None = None
           ) -> tuple[list[dict], list[dict]]:
     """The pipeline's records and the central references, per seed; ``noise_seed`` seeds each
-    client's DP noise (:func:`client_noise_seed`; None: fresh OS entropy)."""
+    client's DP noise (:func:`client_noise_seed`; None: fresh OS entropy). A generator that
+    does not depend on τ (private-then-fair's, on the real rows) is fitted once per client and
+    seed and shared by every τ (:func:`clients.pipeline.reuse_generators`)."""
+    with reuse_generators():
+        return _sweep(base, points, clients, releases, noise_seed)
+
+
+def _sweep(base, points: list[dict], clients: int, releases, noise_seed: int | None
+           ) -> tuple[list[dict], list[dict]]:
     records, references, done, done_once = [], [], set(), set()
     splits = seed = test = None
     for point in points:

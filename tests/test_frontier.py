@@ -147,3 +147,43 @@ def test_a_noise_seed_repeats_the_releases_draw_for_draw(tmp_path):
     assert set(first) == {"fair-then-private", "private-then-fair"}
     assert first == again
     assert all(first[c] != other[c] for c in first)
+
+
+def test_private_then_fair_fits_one_generator_per_client_for_every_target(tmp_path, monkeypatch):
+    """Its generator reads the real rows, not τ: a sweep over two targets fits it once per
+    client and seed, and with a noise seed each τ's point is the one a sweep over that τ alone
+    gives (the sharing changes the cost, never a figure)."""
+    from clients import pipeline
+
+    fits = []
+    real_make = pipeline.make_generator
+
+    def counting(name, **kwargs):
+        generator = real_make(name, **kwargs)
+        fit = generator.fit
+
+        def counted(data, **kw):
+            fits.append(len(data))
+            return fit(data, **kw)
+
+        generator.fit = counted
+        return generator
+
+    monkeypatch.setattr(pipeline, "make_generator", counting)
+
+    def records(targets: list[str], name: str) -> dict:
+        out = tmp_path / name
+        assert main(["frontier", "--dataset", "synthetic", "--clients", "2", "--seeds", "0",
+                     "--target", *targets, "--iterations", "20", "--lam-server", "0.01",
+                     "--releases", "private-then-fair", "--noise-seed", "3",
+                     "--generator", "dp-ctgan", "--generator-options", GENERATOR,
+                     "--out", str(out)]) == 0
+        payload = json.loads((out / "frontier.json").read_text())
+        return {r["target"]: r for r in payload["records"] if r["curve"] == "private-then-fair"}
+
+    both = records(["0.1", "0.02"], "both")
+    assert len(fits) == 2  # one per client, not one per client and τ
+    alone = records(["0.02"], "alone")
+    assert len(fits) == 4
+    assert both[0.02] == alone[0.02]
+    assert both[0.1] != both[0.02]  # τ still moves the point
