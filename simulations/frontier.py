@@ -16,8 +16,8 @@ The DP noise is fresh on every run, so two runs of a release differ by up to a f
 of the gap; ``--noise-seed`` fixes every client's noise, so that two commits or settings are
 compared on the same draws (a paired comparison). Private-then-fair's generator reads the real
 rows, not τ, so each client fits it once per seed and every τ runs stage 1 on the same DP rows
-(from the commit after `9c986f9`; before, once per τ: three times the fits, and with fresh
-noise a new draw for each τ).
+(from `2c760e1`; before, once per τ: three times the fits, and with fresh noise a new
+draw for each τ).
 """
 
 from __future__ import annotations
