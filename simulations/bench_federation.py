@@ -20,6 +20,7 @@ Prints JSON and writes it to ``--out``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -30,6 +31,10 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from common import datasets
 from common.jsonio import write_json
 from simulations import processes
 
@@ -115,13 +120,6 @@ def large_table(folder: Path, *, copies: int) -> tuple[Path, Path]:
     """A CSV of ``copies`` shuffled copies of Adult's rows (sensitive column sex, label income)
     and Adult's declared schema beside it: a wide-enough table of the size of the largest
     public fairness tables, from data every checkout has."""
-    import dataclasses
-
-    import numpy as np
-    import pandas as pd
-
-    from common import datasets
-
     adult = datasets.load("adult")
     schema = adult.schema
     frame = adult.features.copy()
