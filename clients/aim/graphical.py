@@ -61,12 +61,20 @@ def _sum_to(table: np.ndarray, attrs: Clique, keep: Clique) -> np.ndarray:
     return table.sum(axis=axes) if axes else table
 
 
-def _logsumexp_to(table: np.ndarray, attrs: Clique, keep: Clique) -> np.ndarray:
-    axes = tuple(i for i, a in enumerate(attrs) if a not in keep)
+def _axes(attrs: Clique, keep: Clique) -> tuple[int, ...]:
+    """The axes of a table over ``attrs`` that summing it down to ``keep`` removes."""
+    return tuple(i for i, a in enumerate(attrs) if a not in keep)
+
+
+def _logsumexp(table: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     if not axes:
         return table
     top = table.max(axis=axes, keepdims=True)
     return np.log(np.exp(table - top).sum(axis=axes)) + np.squeeze(top, axis=axes)
+
+
+def _logsumexp_to(table: np.ndarray, attrs: Clique, keep: Clique) -> np.ndarray:
+    return _logsumexp(table, _axes(attrs, keep))
 
 
 def junction_tree(sizes: dict, cliques: Sequence[Clique]) -> tuple[list[Clique], list]:
@@ -142,9 +150,17 @@ class GraphicalModel:
             self.components.append((root, sorted(comp)))
             up += [(i, parent[i]) for i in nx.dfs_postorder_nodes(tree, root) if i != root]
         self.schedule = up + [(j, i) for i, j in reversed(up)]
+        # Belief propagation repeats the same reshapes and reductions at every mirror-descent
+        # step: their shapes and axes are fixed by the tree, so they are worked out once here.
+        self._home_shape = {cl: [self.sizes[a] if a in cl else 1 for a in self.nodes[i]]
+                            for cl, i in self.home.items()}
+        self._out_axes = {e: _axes(self.nodes[e[0]], sep) for e, sep in self.separator.items()}
+        self._in_shape = {(k, i): [self.sizes[a] if a in sep else 1 for a in self.nodes[i]]
+                          for (k, i), sep in self.separator.items()}
         self.log_beliefs: list[np.ndarray] = []
         self.potentials = {cl: np.zeros([self.sizes[a] for a in cl]) for cl in self.cliques}
         self._cache: dict[Clique, np.ndarray] = {}
+        self._plans: dict[tuple[Clique, ...], list] = {}
 
     def cell(self, clique: Clique) -> int | None:
         """Index of the smallest tree node holding ``clique`` (None if no node does); the tree
@@ -167,30 +183,43 @@ class GraphicalModel:
         psi = [np.zeros(self._shape(n)) for n in self.nodes]
         for cl, theta in self.potentials.items():
             i = self.home[cl]
-            psi[i] = psi[i] + _align(theta, cl, self.nodes[i], self.sizes)
+            psi[i] = psi[i] + theta.reshape(self._home_shape[cl])
         messages: dict[tuple[int, int], np.ndarray] = {}
+
+        def incoming(i: int, skip: int | None = None) -> np.ndarray:
+            table = psi[i]
+            for k in self.neighbours[i]:
+                if k != skip:
+                    table = table + messages[(k, i)].reshape(self._in_shape[(k, i)])
+            return table
+
         for i, j in self.schedule:
-            node, sep = self.nodes[i], self.separator[(i, j)]
-            table = psi[i]
-            for k in self.neighbours[i]:
-                if k != j:
-                    table = table + _align(messages[(k, i)], self.separator[(k, i)], node,
-                                           self.sizes)
-            messages[(i, j)] = _logsumexp_to(table, node, sep)
-        beliefs = []
-        for i, node in enumerate(self.nodes):
-            table = psi[i]
-            for k in self.neighbours[i]:
-                table = table + _align(messages[(k, i)], self.separator[(k, i)], node, self.sizes)
-            beliefs.append(table)
+            messages[(i, j)] = _logsumexp(incoming(i, skip=j), self._out_axes[(i, j)])
+        beliefs = [incoming(i) for i in range(len(self.nodes))]
         log_total = np.log(self.total)
         for _, comp in self.components:
-            z = _logsumexp_to(beliefs[comp[0]], self.nodes[comp[0]], ())
+            z = _logsumexp(beliefs[comp[0]], tuple(range(beliefs[comp[0]].ndim)))
             for i in comp:
                 beliefs[i] = beliefs[i] - z + log_total
         self.log_beliefs = beliefs
         self._cache = {}
         return self
+
+    def marginals(self, cliques: Sequence[Clique]) -> np.ndarray:
+        """The marginal tables over ``cliques`` (each held by a tree node, in the domain's
+        order), flattened and concatenated: what mirror descent compares with the
+        measurements at every step, with one ``exp`` per tree node rather than per clique."""
+        key = tuple(cliques)
+        if key not in self._plans:
+            self._plans[key] = [(self.cell(cl), _axes(self.nodes[self.cell(cl)], cl))
+                                for cl in cliques]
+        probs: dict[int, np.ndarray] = {}
+        out = []
+        for i, axes in self._plans[key]:
+            if i not in probs:
+                probs[i] = np.exp(self.log_beliefs[i])
+            out.append((probs[i].sum(axis=axes) if axes else probs[i]).ravel())
+        return np.concatenate(out)
 
     def project(self, clique: Clique) -> np.ndarray:
         """The model's marginal table over ``clique`` (counts summing to :attr:`total`)."""
@@ -264,22 +293,27 @@ def estimate(sizes: dict, measurements: Sequence[tuple[Clique, np.ndarray, float
         ratio = np.prod(model._shape(home[c])) / np.prod(model._shape(c))
         lipschitz[home[c]] = lipschitz.get(home[c], 0.0) + ratio / max(s, 1e-12) ** 2
     alpha = 2.0 / (max(lipschitz.values()) * total)
+    # The measurements as one vector: the loss, its gradient and the Armijo test are then a
+    # few vector operations per step, whatever the number of measurements.
+    cliques = [c for c, _, _ in meas]
+    y = np.concatenate([t.ravel() for _, t, _ in meas])
+    sigma = np.concatenate([np.full(t.size, s) for _, t, s in meas])
+    ends = np.cumsum([t.size for _, t, _ in meas])
+    spans = [(start, end, [sizes[a] if a in c else 1 for a in home[c]], home[c])
+             for start, end, c in zip([0, *ends[:-1]], ends, cliques)]
 
     def evaluate(th):
-        model.calibrate(th)
-        marg = [model.project(c) for c, _, _ in meas]
-        loss = sum(0.5 * float(np.sum(((m - y) / s) ** 2)) for m, (_, y, s) in zip(marg, meas))
-        return loss, marg
+        marg = model.calibrate(th).marginals(cliques)
+        return 0.5 * float(np.sum(((marg - y) / sigma) ** 2)), marg
 
     loss, marg = evaluate(theta)
     for _ in range(iters):
-        grads = [(m - y) / s**2 for m, (_, y, s) in zip(marg, meas)]
+        grad = (marg - y) / sigma**2
         step = {cl: t.copy() for cl, t in theta.items()}
-        for (c, _, _), g in zip(meas, grads):
-            step[home[c]] -= alpha * _align(g, c, home[c], sizes)
+        for start, end, shape, big in spans:
+            step[big] -= alpha * grad[start:end].reshape(shape)
         loss2, marg2 = evaluate(step)
-        decrease = sum(float(np.sum(g * (m - m2))) for g, m, m2 in zip(grads, marg, marg2))
-        if loss - loss2 >= 0.5 * alpha * decrease:
+        if loss - loss2 >= 0.5 * alpha * float(grad @ (marg - marg2)):
             theta, loss, marg, alpha = step, loss2, marg2, 1.01 * alpha
         else:
             alpha *= 0.5
