@@ -59,11 +59,15 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def time_fit(data, *, threads: int, seed: int, test=None, generator: str = "dp-ctgan") -> dict:
+def time_fit(data, *, threads: int, seed: int, test=None, generator: str = "dp-ctgan",
+             noise_seed: int | None = None) -> dict:
     """Time one fit and one sample of ``len(data)`` rows; with ``test`` (the client's real test
-    rows), also the utility of the sampled rows, outside the timed part."""
+    rows), also the utility of the sampled rows, outside the timed part. ``noise_seed`` seeds
+    the DP noise (None: fresh), so that two commits time the same fits."""
     delta = 1.0 / (len(data) * np.sqrt(len(data)))
     options = {"threads": threads, "progress": False} if generator == "dp-ctgan" else {}
+    if noise_seed is not None:
+        options["noise_seed"] = noise_seed
     gen = make_generator(generator, epsilon=1.0, delta=delta, seed=seed, **options)
     start = time.perf_counter()
     gen.fit(data)
@@ -110,6 +114,10 @@ def main(argv: list[str] | None = None) -> dict:
                         help="the DP generator to time (aim: --threads does not apply)")
     parser.add_argument("--csv", type=Path, help="a table of your own instead of --dataset")
     parser.add_argument("--schema", type=Path, help="its declared schema (required with --csv)")
+    parser.add_argument("--noise-seed", type=int, default=None, metavar="N",
+                        help="seed the DP noise (repeat r: N + r), so that two commits time "
+                             "the same fits: AIM's rounds, and so its time, follow the noise "
+                             "(default: fresh noise in every fit)")
     parser.add_argument("--out", type=Path, default=Path("results/bench_stage2.json"))
     args = parser.parse_args(argv)
     if (args.csv is None) != (args.schema is None):
@@ -129,7 +137,9 @@ def main(argv: list[str] | None = None) -> dict:
         for threads in args.threads:
             results = [time_fit(rows, threads=threads, seed=seed,
                                 test=client.test if seed == 0 else None,
-                                generator=args.generator)
+                                generator=args.generator,
+                                noise_seed=None if args.noise_seed is None
+                                else args.noise_seed + seed)
                        for seed in range(args.repeats)]
             runs[f"{name}_threads{threads}"] = {
                 "fit_seconds_min": min(r["fit_seconds"] for r in results),
@@ -152,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": len(real),
         "columns": len(real.schema.features) + 2,
         "epsilon": 1.0,
+        "noise_seed": args.noise_seed,
         "import_torch_opacus_seconds": IMPORT_SECONDS,
         "runs": runs,
         "judged_threads": args.threads[0],
