@@ -338,6 +338,18 @@ def _fit_generator(data: TabularData, config: PipelineConfig, seed: int, reserve
     return generator, seconds
 
 
+def _first_use(generator) -> bool:
+    """False when :func:`reuse_generators` already handed this fitted generator out (a sweep
+    says what it has to say of a fit once, not once per τ)."""
+    shared = _SHARED.get()
+    mark = ("used", id(generator))
+    if shared is None or mark not in shared:
+        if shared is not None:
+            shared[mark] = generator  # held, so that its id is not reused while shared
+        return True
+    return False
+
+
 def _sample(generator, n: int, seed: int) -> tuple[TabularData, float]:
     start = time.perf_counter()
     rows = generator.sample(n, seed=seed)
@@ -462,7 +474,8 @@ def _private_then_fair(train: TabularData, config: PipelineConfig, seed: int,
     AIM a table of fewer than :data:`SMALL_TABLE` rows by ``N̂``."""
     generator, fit = _fit_generator(train, config, seed)
     n_hat = generator.noisy_rows()
-    if config.stage2.auto_generator and config.stage2.generator == "aim" and n_hat < SMALL_TABLE:
+    if (config.stage2.auto_generator and config.stage2.generator == "aim"
+            and n_hat < SMALL_TABLE and _first_use(generator)):
         logger.warning(
             "private-then-fair: about %d rows (the generator's DP estimate) is a small table for "
             "AIM, which --generator auto chose: on four of the six tables of at most 2,400 rows "

@@ -189,3 +189,9 @@ def test_private_then_fair_warns_when_auto_gives_aim_a_small_table(toy, caplog, 
     assert len(toy) < pipeline.SMALL_TABLE and bool(warned) == auto
     if auto:
         assert "--generator dp-ctgan" in warned[0].getMessage()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="clients.pipeline"), pipeline.reuse_generators():
+            for target in (0.1, 0.05):  # a sweep over τ shares the fit, and says it once
+                run_pipeline(toy, dataclasses.replace(cfg, stage1=Stage1Config(
+                    iterations=5, target=target)), seed=1)
+        assert sum("small table for AIM" in r.getMessage() for r in caplog.records) == 1
