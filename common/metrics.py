@@ -27,6 +27,13 @@ SPD/EOD, and only these two numbers show it.
 
 ``spd`` and ``eod`` in a report are absolute values (as the paper reports them); the signed
 values are kept as ``spd_signed`` and ``eod_signed``. A quantity whose group is empty is NaN.
+
+``spd_se`` and ``eod_se`` are the measurement's own noise: the binomial standard error of the
+gap of this fixed model on as many rows per group as these,
+``sqrt(p₀(1 − p₀)/n₀ + p₁(1 − p₁)/n₁)`` with ``p_a`` the group's rate and ``n_a`` its rows
+(its rows with ``y = 1`` for EOD). Two test sets of this size drawn from the same population
+give gaps that differ by about √2 of it, so a gap below about twice it is not told apart from
+zero by these rows.
 """
 
 from __future__ import annotations
@@ -150,10 +157,18 @@ def _ratio(a: float, b: float) -> float:
     return 1.0 if hi == 0 else min(a, b) / hi
 
 
+def _gap_se(p0: float, n0: float, p1: float, n1: float) -> float:
+    """Binomial standard error of ``p0 − p1`` from independent groups of ``n0`` and ``n1``."""
+    if min(n0, n1) <= 0 or math.isnan(p0) or math.isnan(p1):
+        return float("nan")
+    return math.sqrt(p0 * (1.0 - p0) / n0 + p1 * (1.0 - p1) / n1)
+
+
 def report_from_counts(counts: Mapping[str, float]) -> dict[str, float]:
-    """Accuracy, balanced accuracy, P(ŷ=1), |SPD|, |EOD|, DPR, EOR, Cov and Corr (SP and EO)
-    from (pooled) statistics, and ``constant_accuracy``: the accuracy of predicting these rows'
-    majority label for every row (the best constant classifier on them, which has no gap).
+    """Accuracy, balanced accuracy, P(ŷ=1), |SPD|, |EOD| and their standard errors, DPR, EOR,
+    Cov and Corr (SP and EO) from (pooled) statistics, and ``constant_accuracy``: the accuracy
+    of predicting these rows' majority label for every row (the best constant classifier on
+    them, which has no gap).
 
     A rate whose group is empty is NaN.
     """
@@ -177,6 +192,8 @@ def report_from_counts(counts: Mapping[str, float]) -> dict[str, float]:
         "eod_signed": tp0 - tp1,
         "spd": abs(sp0 - sp1),
         "eod": abs(tp0 - tp1),
+        "spd_se": _gap_se(sp0, counts["n-s0"], sp1, counts["n-s1"]),
+        "eod_se": _gap_se(tp0, counts["n-y1-s0"], tp1, counts["n-y1-s1"]),
         "dpr": _ratio(sp0, sp1),
         "eor": _ratio(tp0, tp1),
         "cov": cov,

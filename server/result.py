@@ -109,7 +109,8 @@ class FederationResult:
         lines = [
             f"{self.strategy} ({self.model}, d = {self.params}): accuracy "
             f"{100 * m['accuracy']:.2f} % (balanced {m['balanced_accuracy']:.3f}, P(ŷ=1) "
-            f"{m['positive_rate']:.3f}), |SPD| {m['spd']:.4f}, |EOD| {m['eod']:.4f} on "
+            f"{m['positive_rate']:.3f}), |SPD| {m['spd']:.4f}{_se(m, 'spd')}, |EOD| "
+            f"{m['eod']:.4f}{_se(m, 'eod')} on "
             f"{int(m['n'])} pooled test rows",
             f"{self.rounds} round(s) before evaluation; bytes up {t['bytes_up']:,}, down "
             f"{t['bytes_down']:,}; formula {f['formula_bytes']:,} B vs measured "
@@ -156,3 +157,10 @@ class FederationResult:
             lines.append(f"{len(failed)} node(s) failed or were rejected: "
                          f"{', '.join(str(n) for n in failed)}")
         return lines
+
+
+def _se(metrics: dict, gap: str) -> str:
+    """`` ± SE`` of a gap: the sampling error that the test rows' size alone puts on it
+    (:mod:`common.metrics`), or nothing for a result written before it was reported."""
+    se = metrics.get(f"{gap}_se")
+    return "" if se is None or math.isnan(se) else f" ± {se:.4f}"

@@ -55,7 +55,7 @@ def _record(method: str, setting: str, test: TabularData, y_pred: np.ndarray) ->
     report = fairness_report(test.y, y_pred, sensitive=test.s)
     return {"method": method, "setting": setting,
             **{k: float(report[k]) for k in ("accuracy", "balanced_accuracy", "positive_rate",
-                                             "spd", "eod")}}
+                                             "spd", "eod", "spd_se", "eod_se")}}
 
 
 def central_references(parts: Sequence[TabularData], test: TabularData, *, measure: str,
@@ -121,12 +121,16 @@ def frontier_gap(point: dict, references: Sequence[dict], *, gap: str) -> dict:
 
 
 def verdict(point: dict, distance: dict, *, gap: str, utility: str = "accuracy") -> str:
-    """One line: the point and its distance to the central frontier. A point no better than
+    """One line: the point (with the test rows' standard error of its gap when the point
+    carries ``<gap>_noise``) and its distance to the central frontier. A point no better than
     the constant classifier in the run's ``utility`` is called so: with ``"accuracy"``, no more
     accurate than the majority label; with ``"balanced"``, whose operating point trades
     accuracy for the minority label on purpose, a balanced accuracy of at most ½."""
-    head = (f"{point['label']}: |{gap.upper()}| {point[gap]:.4f}, accuracy "
-            f"{100 * point['accuracy']:.2f} %, balanced {point['balanced_accuracy']:.3f}")
+    noise = point.get(f"{gap}_noise")
+    head = (f"{point['label']}: |{gap.upper()}| {point[gap]:.4f}"
+            + ("" if noise is None else f" (test SE {noise:.4f})")
+            + f", accuracy {100 * point['accuracy']:.2f} %, balanced "
+              f"{point['balanced_accuracy']:.3f}")
     if distance["accuracy_shortfall"] is None:
         return head + " — fairer than every central reference"
     acc, bal = distance["accuracy_shortfall"], distance["balanced_shortfall"]

@@ -10,7 +10,9 @@ them the central references of :mod:`simulations.central` on the pooled real tra
 several bounds and ThresholdOptimizer for accuracy and balanced accuracy, each with λ
 cross-validated on those rows). Writes ``DIR/frontier.json`` (every
 record and the means over seeds), ``DIR/tables.md`` and ``DIR/frontier_<measure>.png``, and
-prints one verdict per point: how far it is from the central frontier at its own gap.
+prints one verdict per point: how far it is from the central frontier at its own gap. Beside
+each mean gap, its test SE: the binomial standard error that the test rows alone put on that
+mean (:func:`test_noise`), the floor below which a gap is not told apart from zero.
 
 The DP noise is fresh on every run, so two runs of a release differ by up to a few hundredths
 of the gap; ``--noise-seed`` fixes every client's noise, so that two commits or settings are
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 
 from clients.pipeline import pipeline_config, reuse_generators, run_pipeline_fractions
@@ -46,7 +49,7 @@ DEFAULT_RELEASES = RELEASES[:2]
 #: Releases without a stage-1 knob, run once per seed, measure and ε: SAFES, and Fair4Free or
 #: FADM in stage 1's place in fair-then-private (their fair rows are shown too, as "NAME rows").
 ONCE = ("safes", "fair4free", "fadm")
-METRICS = ["accuracy", "balanced_accuracy", "positive_rate", "spd", "eod"]
+METRICS = ["accuracy", "balanced_accuracy", "positive_rate", "spd", "eod", "spd_se", "eod_se"]
 
 
 def register(sub) -> None:
@@ -84,9 +87,10 @@ def run(args) -> int:
                 pipeline_config(base.replace(**point, order=order)).stage2.check_options()
     records, references = sweep(base, points, args.clients, args.releases,
                                 noise_seed=args.noise_seed)
-    summary = mean_over_seeds(records, ["measure", "curve", "target", "rho", "epsilon"],
-                              METRICS + ["local_gap"])
-    central_summary = mean_over_seeds(references, ["measure", "method", "setting"], METRICS)
+    keys = ["measure", "curve", "target", "rho", "epsilon"]
+    summary = test_noise(mean_over_seeds(records, keys, METRICS + ["local_gap"]), records, keys)
+    keys = ["measure", "method", "setting"]
+    central_summary = test_noise(mean_over_seeds(references, keys, METRICS), references, keys)
     verdicts = []
     for s in summary:
         gap = "spd" if s["measure"] == "sp" else "eod"
@@ -109,6 +113,20 @@ def run(args) -> int:
     print("\n".join(verdicts))
     print(f"wrote {args.out / 'frontier.json'}, {args.out / 'tables.md'} and the figures")
     return 0
+
+
+def test_noise(summary: list[dict], records: list[dict], keys: list[str]) -> list[dict]:
+    """Adds to each mean over seeds ``spd_noise`` and ``eod_noise``: the standard error of the
+    mean signed gap from the test rows' sampling alone, ``sqrt(Σ_seed SE²) / seeds`` (each
+    seed's ``*_se`` from :func:`common.metrics.report_from_counts`; the seeds' test rows are
+    disjoint draws). A mean |gap| near ``0.8 ×`` it is what a model with no gap at all would
+    show on these rows."""
+    for s in summary:
+        group = [r for r in records if all(r[k] == s[k] for k in keys)]
+        for gap in ("spd", "eod"):
+            se = [r[f"{gap}_se"] for r in group]
+            s[f"{gap}_noise"] = math.sqrt(sum(x * x for x in se)) / len(se)
+    return summary
 
 
 def _label(s: dict) -> str:
@@ -213,10 +231,12 @@ def tables(summary: list[dict], references: list[dict]) -> list[Table]:
         refs = sorted((r for r in references if r["measure"] == measure),
                       key=lambda r: (r["method"], r[gap]))
         out.append(Table(f"central references, {measure.upper()} (pooled real training rows; "
-                         "mean over seeds)", ["method", "setting", "acc %", "bal",
-                                              f"|{gap.upper()}|"],
+                         "mean over seeds; test SE: the test rows' own sampling error of the "
+                         "mean gap)", ["method", "setting", "acc %", "bal",
+                                       f"|{gap.upper()}|", "test SE"],
                          [[r["method"], r["setting"] or "-", f"{100 * r['accuracy']:.2f}",
-                           f"{r['balanced_accuracy']:.3f}", f"{r[gap]:.4f}"] for r in refs]))
+                           f"{r['balanced_accuracy']:.3f}", f"{r[gap]:.4f}",
+                           f"{r[gap + '_noise']:.4f}"] for r in refs]))
         rows = []
         for s in sorted((s for s in summary if s["measure"] == measure),
                         key=lambda s: (s["curve"] != "real", s["curve"], -s["target"],
@@ -224,11 +244,12 @@ def tables(summary: list[dict], references: list[dict]) -> list[Table]:
             short = s["accuracy_shortfall"]
             rows.append([s["label"], f"{100 * s['accuracy']:.2f}",
                          f"{s['balanced_accuracy']:.3f}", f"{s[gap]:.4f}",
+                         f"{s[gap + '_noise']:.4f}",
                          "-" if short is None else f"{short:+.2f}",
                          "-" if short is None else f"{s['balanced_shortfall']:+.2f}"])
         out.append(Table(f"the pipeline, {measure.upper()} (shortfall: points below the best "
                          "central reference that is at least as fair; '-': fairer than all)",
-                         ["point", "acc %", "bal", f"|{gap.upper()}|", "acc shortfall",
-                          "bal shortfall"], rows))
+                         ["point", "acc %", "bal", f"|{gap.upper()}|", "test SE",
+                          "acc shortfall", "bal shortfall"], rows))
     return out
 

@@ -11,7 +11,7 @@ from common.datasets import make_synthetic
 from common.global_model import fit_global_model
 from common.partition import federated_split
 from common.schema import concat
-from simulations import central
+from simulations import central, frontier
 from simulations.cli import main
 
 GENERATOR = json.dumps({"epochs": 1.0, "generator_dims": [16], "discriminator_dims": [16],
@@ -100,6 +100,16 @@ def test_frontier_gap_and_verdict_by_hand():
         fairest, central.frontier_gap(fairest, refs, gap="spd"), gap="spd")
 
 
+def test_test_noise_of_a_mean_over_seeds_by_hand():
+    """sqrt(0.03² + 0.04²) / 2 = 0.025 for two seeds; a group's own records only."""
+    records = [{"curve": "a", "spd_se": 0.03, "eod_se": 0.0},
+               {"curve": "a", "spd_se": 0.04, "eod_se": 0.06},
+               {"curve": "b", "spd_se": 0.50, "eod_se": 0.50}]
+    (a, b) = frontier.test_noise([{"curve": "a"}, {"curve": "b"}], records, ["curve"])
+    assert a["spd_noise"] == pytest.approx(0.025) and a["eod_noise"] == pytest.approx(0.03)
+    assert b["spd_noise"] == pytest.approx(0.5)
+
+
 def test_frontier_command_writes_points_references_and_verdicts(tmp_path):
     out = tmp_path / "frontier"
     assert main(["frontier", "--dataset", "synthetic", "--clients", "2", "--seeds", "0",
@@ -123,8 +133,9 @@ def test_frontier_command_writes_points_references_and_verdicts(tmp_path):
     assert "τ = 0.05" in target["label"]
     assert (out / "frontier_sp.png").stat().st_size > 10_000
     page = (out / "tables.md").read_text()
-    assert "central references, SP" in page and "| real rows |" in page
+    assert "central references, SP" in page and "| real rows |" in page and "test SE" in page
     assert np.isfinite([s["spd"] for s in payload["summary"]]).all()
+    assert all(0 < s["spd_noise"] < 0.2 for s in payload["summary"])
 
 
 @pytest.mark.slow
