@@ -121,14 +121,15 @@ def frontier_gap(point: dict, references: Sequence[dict], *, gap: str) -> dict:
 
 
 def verdict(point: dict, distance: dict, *, gap: str, utility: str = "accuracy") -> str:
-    """One line: the point (with the test rows' standard error of its gap when the point
-    carries ``<gap>_noise``) and its distance to the central frontier. A point no better than
-    the constant classifier in the run's ``utility`` is called so: with ``"accuracy"``, no more
-    accurate than the majority label; with ``"balanced"``, whose operating point trades
-    accuracy for the minority label on purpose, a balanced accuracy of at most ½."""
-    noise = point.get(f"{gap}_noise")
+    """One line: the point (with its noise floor when it carries ``<gap>_floor``: the |gap| a
+    model with no gap shows on the same rows) and its distance to the central frontier. A
+    point no better than the constant classifier in the run's ``utility`` is called so: with
+    ``"accuracy"``, no more accurate than the majority label; with ``"balanced"``, whose
+    operating point trades accuracy for the minority label on purpose, a balanced accuracy of
+    at most ½."""
+    floor = point.get(f"{gap}_floor")
     head = (f"{point['label']}: |{gap.upper()}| {point[gap]:.4f}"
-            + ("" if noise is None else f" (test SE {noise:.4f})")
+            + ("" if floor is None else f" (noise floor {floor:.4f})")
             + f", accuracy {100 * point['accuracy']:.2f} %, balanced "
               f"{point['balanced_accuracy']:.3f}")
     if distance["accuracy_shortfall"] is None:

@@ -11,8 +11,8 @@ several bounds and ThresholdOptimizer for accuracy and balanced accuracy, each w
 cross-validated on those rows). Writes ``DIR/frontier.json`` (every
 record and the means over seeds), ``DIR/tables.md`` and ``DIR/frontier_<measure>.png``, and
 prints one verdict per point: how far it is from the central frontier at its own gap. Beside
-each mean gap, its test SE: the binomial standard error that the test rows alone put on that
-mean (:func:`test_noise`), the floor below which a gap is not told apart from zero.
+each mean |gap|, its noise floor (:func:`noise_floor`): the mean |gap| that a model with no
+gap at all would show on the same test rows, below which these rows do not tell a gap apart.
 
 The DP noise is fresh on every run, so two runs of a release differ by up to a few hundredths
 of the gap; ``--noise-seed`` fixes every client's noise, so that two commits or settings are
@@ -88,9 +88,9 @@ def run(args) -> int:
     records, references = sweep(base, points, args.clients, args.releases,
                                 noise_seed=args.noise_seed)
     keys = ["measure", "curve", "target", "rho", "epsilon"]
-    summary = test_noise(mean_over_seeds(records, keys, METRICS + ["local_gap"]), records, keys)
+    summary = noise_floor(mean_over_seeds(records, keys, METRICS + ["local_gap"]), records, keys)
     keys = ["measure", "method", "setting"]
-    central_summary = test_noise(mean_over_seeds(references, keys, METRICS), references, keys)
+    central_summary = noise_floor(mean_over_seeds(references, keys, METRICS), references, keys)
     verdicts = []
     for s in summary:
         gap = "spd" if s["measure"] == "sp" else "eod"
@@ -115,17 +115,16 @@ def run(args) -> int:
     return 0
 
 
-def test_noise(summary: list[dict], records: list[dict], keys: list[str]) -> list[dict]:
-    """Adds to each mean over seeds ``spd_noise`` and ``eod_noise``: the standard error of the
-    mean signed gap from the test rows' sampling alone, ``sqrt(Σ_seed SE²) / seeds`` (each
-    seed's ``*_se`` from :func:`common.metrics.report_from_counts`; the seeds' test rows are
-    disjoint draws). A mean |gap| near ``0.8 ×`` it is what a model with no gap at all would
-    show on these rows."""
+def noise_floor(summary: list[dict], records: list[dict], keys: list[str]) -> list[dict]:
+    """Adds to each mean over seeds ``spd_floor`` and ``eod_floor``: the mean |gap| that a
+    model with no gap at all would show on the same test rows, ``√(2/π)`` times the mean of
+    the seeds' standard errors (``*_se`` of :func:`common.metrics.report_from_counts`;
+    ``E|N(0, σ²)| = σ√(2/π)``). It counts the test rows' sampling alone, not the training's."""
     for s in summary:
         group = [r for r in records if all(r[k] == s[k] for k in keys)]
         for gap in ("spd", "eod"):
             se = [r[f"{gap}_se"] for r in group]
-            s[f"{gap}_noise"] = math.sqrt(sum(x * x for x in se)) / len(se)
+            s[f"{gap}_floor"] = math.sqrt(2.0 / math.pi) * sum(se) / len(se)
     return summary
 
 
@@ -231,12 +230,12 @@ def tables(summary: list[dict], references: list[dict]) -> list[Table]:
         refs = sorted((r for r in references if r["measure"] == measure),
                       key=lambda r: (r["method"], r[gap]))
         out.append(Table(f"central references, {measure.upper()} (pooled real training rows; "
-                         "mean over seeds; test SE: the test rows' own sampling error of the "
-                         "mean gap)", ["method", "setting", "acc %", "bal",
-                                       f"|{gap.upper()}|", "test SE"],
+                         "mean over seeds; floor: the mean |gap| of a model with no gap on these "
+                         "test rows)", ["method", "setting", "acc %", "bal",
+                                        f"|{gap.upper()}|", "floor"],
                          [[r["method"], r["setting"] or "-", f"{100 * r['accuracy']:.2f}",
                            f"{r['balanced_accuracy']:.3f}", f"{r[gap]:.4f}",
-                           f"{r[gap + '_noise']:.4f}"] for r in refs]))
+                           f"{r[gap + '_floor']:.4f}"] for r in refs]))
         rows = []
         for s in sorted((s for s in summary if s["measure"] == measure),
                         key=lambda s: (s["curve"] != "real", s["curve"], -s["target"],
@@ -244,12 +243,12 @@ def tables(summary: list[dict], references: list[dict]) -> list[Table]:
             short = s["accuracy_shortfall"]
             rows.append([s["label"], f"{100 * s['accuracy']:.2f}",
                          f"{s['balanced_accuracy']:.3f}", f"{s[gap]:.4f}",
-                         f"{s[gap + '_noise']:.4f}",
+                         f"{s[gap + '_floor']:.4f}",
                          "-" if short is None else f"{short:+.2f}",
                          "-" if short is None else f"{s['balanced_shortfall']:+.2f}"])
         out.append(Table(f"the pipeline, {measure.upper()} (shortfall: points below the best "
                          "central reference that is at least as fair; '-': fairer than all)",
-                         ["point", "acc %", "bal", f"|{gap.upper()}|", "test SE",
+                         ["point", "acc %", "bal", f"|{gap.upper()}|", "floor",
                           "acc shortfall", "bal shortfall"], rows))
     return out
 

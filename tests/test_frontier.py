@@ -100,14 +100,15 @@ def test_frontier_gap_and_verdict_by_hand():
         fairest, central.frontier_gap(fairest, refs, gap="spd"), gap="spd")
 
 
-def test_test_noise_of_a_mean_over_seeds_by_hand():
-    """sqrt(0.03² + 0.04²) / 2 = 0.025 for two seeds; a group's own records only."""
+def test_noise_floor_of_a_mean_over_seeds_by_hand():
+    """√(2/π) · (0.03 + 0.04) / 2 for two seeds; a group's own records only."""
     records = [{"curve": "a", "spd_se": 0.03, "eod_se": 0.0},
                {"curve": "a", "spd_se": 0.04, "eod_se": 0.06},
                {"curve": "b", "spd_se": 0.50, "eod_se": 0.50}]
-    (a, b) = frontier.test_noise([{"curve": "a"}, {"curve": "b"}], records, ["curve"])
-    assert a["spd_noise"] == pytest.approx(0.025) and a["eod_noise"] == pytest.approx(0.03)
-    assert b["spd_noise"] == pytest.approx(0.5)
+    (a, b) = frontier.noise_floor([{"curve": "a"}, {"curve": "b"}], records, ["curve"])
+    assert a["spd_floor"] == pytest.approx(0.035 * 0.7978845608)
+    assert a["eod_floor"] == pytest.approx(0.03 * 0.7978845608)
+    assert b["spd_floor"] == pytest.approx(0.5 * 0.7978845608)
 
 
 def test_frontier_command_writes_points_references_and_verdicts(tmp_path):
@@ -133,9 +134,9 @@ def test_frontier_command_writes_points_references_and_verdicts(tmp_path):
     assert "τ = 0.05" in target["label"]
     assert (out / "frontier_sp.png").stat().st_size > 10_000
     page = (out / "tables.md").read_text()
-    assert "central references, SP" in page and "| real rows |" in page and "test SE" in page
+    assert "central references, SP" in page and "| real rows |" in page and "floor" in page
     assert np.isfinite([s["spd"] for s in payload["summary"]]).all()
-    assert all(0 < s["spd_noise"] < 0.2 for s in payload["summary"])
+    assert all(0 < s["spd_floor"] < 0.2 for s in payload["summary"])
 
 
 @pytest.mark.slow
