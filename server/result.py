@@ -109,8 +109,8 @@ class FederationResult:
         lines = [
             f"{self.strategy} ({self.model}, d = {self.params}): accuracy "
             f"{100 * m['accuracy']:.2f} % (balanced {m['balanced_accuracy']:.3f}, P(ŷ=1) "
-            f"{m['positive_rate']:.3f}), |SPD| {m['spd']:.4f}{_se(m, 'spd')}, |EOD| "
-            f"{m['eod']:.4f}{_se(m, 'eod')} on "
+            f"{m['positive_rate']:.3f}), |SPD| {gap_text(m, 'spd')}, |EOD| "
+            f"{gap_text(m, 'eod')} on "
             f"{int(m['n'])} pooled test rows",
             f"{self.rounds} round(s) before evaluation; bytes up {t['bytes_up']:,}, down "
             f"{t['bytes_down']:,}; formula {f['formula_bytes']:,} B vs measured "
@@ -159,8 +159,8 @@ class FederationResult:
         return lines
 
 
-def _se(metrics: dict, gap: str) -> str:
-    """`` ± SE`` of a gap: the sampling error that the test rows' size alone puts on it
-    (:mod:`common.metrics`), or nothing for a result written before it was reported."""
+def gap_text(metrics: dict, gap: str) -> str:
+    """``"0.0588 ± 0.0123"``: a gap and the standard error that the test rows' size alone puts
+    on it (:mod:`common.metrics`); the gap alone for a result written before it was reported."""
     se = metrics.get(f"{gap}_se")
-    return "" if se is None or math.isnan(se) else f" ± {se:.4f}"
+    return f"{metrics[gap]:.4f}" + ("" if se is None or math.isnan(se) else f" ± {se:.4f}")

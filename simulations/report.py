@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from server.result import FederationResult
+from server.result import FederationResult, gap_text
 from simulations.results import Table
 
 COLUMNS = ["strategy", "model", "d", "acc %", "bal", "P(ŷ=1)", "|SPD|", "|EOD|", "rounds",
@@ -13,11 +13,12 @@ COLUMNS = ["strategy", "model", "d", "acc %", "bal", "P(ŷ=1)", "|SPD|", "|EOD|"
 
 
 def result_table(result: FederationResult, *, wall: float | None = None) -> Table:
-    """One row for ``result``: its metrics, rounds, counted bytes against the formula, seconds."""
+    """One row for ``result``: its metrics (each gap ± its standard error on these test rows),
+    rounds, counted bytes against the formula, seconds."""
     m, t, f = result.metrics, result.traffic, result.formula_check()
     row = [result.strategy, result.model, str(result.params), f"{100 * m['accuracy']:.2f}",
-           f"{m['balanced_accuracy']:.3f}", f"{m['positive_rate']:.3f}", f"{m['spd']:.4f}",
-           f"{m['eod']:.4f}", str(result.rounds), f"{t['bytes_up']:,d}", f"{t['bytes_down']:,d}",
+           f"{m['balanced_accuracy']:.3f}", f"{m['positive_rate']:.3f}", gap_text(m, "spd"),
+           gap_text(m, "eod"), str(result.rounds), f"{t['bytes_up']:,d}", f"{t['bytes_down']:,d}",
            f"{f['formula_bytes']:,d}", f"{f['ratio_bytes']:.3f}",
            f"{wall if wall is not None else result.seconds:.1f}"]
     return Table("the server's model on the pooled test rows", COLUMNS, [row])

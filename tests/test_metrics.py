@@ -91,6 +91,17 @@ def test_a_model_no_better_than_a_constant_prediction_is_called_so():
     assert result([1] * 10).caveats() != []  # the constant itself
     missing = dataclasses.replace(weak, metrics={"accuracy": float("nan")})
     assert missing.caveats() == []
+    # the printed table and the summary give each gap with its standard error
+    from simulations.report import result_table
+
+    (row,) = result_table(weak).rows
+    se = np.sqrt(2 * 0.6 * 0.4 / 5)  # P(ŷ=1) = 3/5 in both groups of 5 rows
+    assert weak.metrics["spd_se"] == pytest.approx(se)
+    assert f"{weak.metrics['spd']:.4f} ± {se:.4f}" in row
+    assert f"|SPD| {weak.metrics['spd']:.4f} ± {se:.4f}" in weak.summary_lines()[0]
+    older = dataclasses.replace(weak, metrics={k: v for k, v in weak.metrics.items()
+                                               if not k.endswith("_se")})
+    assert f"{weak.metrics['spd']:.4f}" in result_table(older).rows[0]
 
 
 def test_gap_standard_errors_match_the_spread_over_test_sets():
