@@ -342,12 +342,12 @@ def _first_use(generator) -> bool:
     """False when :func:`reuse_generators` already handed this fitted generator out (a sweep
     says what it has to say of a fit once, not once per τ)."""
     shared = _SHARED.get()
-    mark = ("used", id(generator))
-    if shared is None or mark not in shared:
-        if shared is not None:
-            shared[mark] = generator  # held, so that its id is not reused while shared
+    if shared is None:
         return True
-    return False
+    mark = ("used", id(generator))
+    first = mark not in shared
+    shared[mark] = generator  # held, so that its id is not reused while shared
+    return first
 
 
 def _sample(generator, n: int, seed: int) -> tuple[TabularData, float]:

@@ -87,10 +87,10 @@ def run(args) -> int:
                 pipeline_config(base.replace(**point, order=order)).stage2.check_options()
     records, references = sweep(base, points, args.clients, args.releases,
                                 noise_seed=args.noise_seed)
-    keys = ["measure", "curve", "target", "rho", "epsilon"]
-    summary = noise_floor(mean_over_seeds(records, keys, METRICS + ["local_gap"]), records, keys)
-    keys = ["measure", "method", "setting"]
-    central_summary = noise_floor(mean_over_seeds(references, keys, METRICS), references, keys)
+    summary = noise_floor(mean_over_seeds(records, ["measure", "curve", "target", "rho",
+                                                    "epsilon"], METRICS + ["local_gap"]))
+    central_summary = noise_floor(mean_over_seeds(references, ["measure", "method", "setting"],
+                                                  METRICS))
     verdicts = []
     for s in summary:
         gap = "spd" if s["measure"] == "sp" else "eod"
@@ -115,16 +115,15 @@ def run(args) -> int:
     return 0
 
 
-def noise_floor(summary: list[dict], records: list[dict], keys: list[str]) -> list[dict]:
+def noise_floor(summary: list[dict]) -> list[dict]:
     """Adds to each mean over seeds ``spd_floor`` and ``eod_floor``: the mean |gap| that a
-    model with no gap at all would show on the same test rows, ``√(2/π)`` times the mean of
-    the seeds' standard errors (``*_se`` of :func:`common.metrics.report_from_counts`;
-    ``E|N(0, σ²)| = σ√(2/π)``). It counts the test rows' sampling alone, not the training's."""
+    model with no gap at all would show on the same test rows, ``√(2/π)`` times the seeds'
+    mean standard error (``*_se`` of :func:`common.metrics.report_from_counts`, averaged by
+    :func:`mean_over_seeds`; ``E|N(0, σ²)| = σ√(2/π)``). It counts the test rows' sampling
+    alone, not the training's."""
     for s in summary:
-        group = [r for r in records if all(r[k] == s[k] for k in keys)]
         for gap in ("spd", "eod"):
-            se = [r[f"{gap}_se"] for r in group]
-            s[f"{gap}_floor"] = math.sqrt(2.0 / math.pi) * sum(se) / len(se)
+            s[f"{gap}_floor"] = math.sqrt(2.0 / math.pi) * s[f"{gap}_se"]
     return summary
 
 

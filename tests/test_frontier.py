@@ -13,6 +13,7 @@ from common.partition import federated_split
 from common.schema import concat
 from simulations import central, frontier
 from simulations.cli import main
+from simulations.results import mean_over_seeds
 
 GENERATOR = json.dumps({"epochs": 1.0, "generator_dims": [16], "discriminator_dims": [16],
                         "noise_dim": 8, "progress": False})
@@ -101,11 +102,11 @@ def test_frontier_gap_and_verdict_by_hand():
 
 
 def test_noise_floor_of_a_mean_over_seeds_by_hand():
-    """√(2/π) · (0.03 + 0.04) / 2 for two seeds; a group's own records only."""
+    """√(2/π) · (0.03 + 0.04) / 2 for two seeds, each group from its own records."""
     records = [{"curve": "a", "spd_se": 0.03, "eod_se": 0.0},
                {"curve": "a", "spd_se": 0.04, "eod_se": 0.06},
                {"curve": "b", "spd_se": 0.50, "eod_se": 0.50}]
-    (a, b) = frontier.noise_floor([{"curve": "a"}, {"curve": "b"}], records, ["curve"])
+    a, b = frontier.noise_floor(mean_over_seeds(records, ["curve"], ["spd_se", "eod_se"]))
     assert a["spd_floor"] == pytest.approx(0.035 * 0.7978845608)
     assert a["eod_floor"] == pytest.approx(0.03 * 0.7978845608)
     assert b["spd_floor"] == pytest.approx(0.5 * 0.7978845608)

@@ -67,6 +67,9 @@ def _axes(attrs: Clique, keep: Clique) -> tuple[int, ...]:
 
 
 def _logsumexp(table: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """``log Σ exp`` over ``axes``. Not ``scipy.special.logsumexp``, which gives the same
+    values: its argument handling costs about 80 µs a call against 8–12 µs here, and belief
+    propagation makes about 400,000 of these calls in one AIM fit on Adult."""
     if not axes:
         return table
     top = table.max(axis=axes, keepdims=True)
